@@ -1,0 +1,1 @@
+"""Pure, tested functions that the stages share."""

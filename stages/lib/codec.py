@@ -1,0 +1,91 @@
+"""Image bytes in and out: content ids, safe decoding, deterministic PNG encoding."""
+import hashlib
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+# Decoding more than this many pixels is refused before the pixels are read (decompression bombs).
+MAX_PIXELS = 40_000_000
+
+
+class DecodeError(ValueError):
+    """The bytes are not an image we can use; `reason` is the reject reason."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def content_id(data: bytes) -> str:
+    """The stable id of an image: a hash of its bytes, so the same file always gets the same id."""
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode any PIL-readable bytes to uint8 HxW (grey) or HxWx3 (colour).
+
+    16-bit images are scaled to 8 bits and alpha is composited over white, so every
+    later stage sees one of two layouts. Raises DecodeError with a reject reason.
+    """
+    if not data:
+        raise DecodeError("corrupt_image", "empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise DecodeError("too_large", f"{w}x{h} exceeds {max_pixels} pixels")
+            img.load()
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DecodeError("too_large", str(err)) from None
+    except Exception as err:  # PIL raises many types for broken files
+        raise DecodeError("corrupt_image", f"{type(err).__name__}: {err}") from None
+    return to_uint8(img)
+
+
+def to_uint8(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        return np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+    if mode in ("L", "1"):
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    if mode in ("LA", "RGBA", "PA", "P") and (mode != "P" or "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+        arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return arr[..., 0].copy() if mode == "LA" else arr
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 grey or RGB array; same array, same bytes."""
+    if arr.dtype != np.uint8:
+        raise TypeError(f"encode_png wants uint8, got {arr.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Decode PNG bytes that this pipeline wrote (trusted, already normalised)."""
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def to_grey(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        return arr
+    return np.asarray(Image.fromarray(arr).convert("L"))
+
+
+def to_rgb(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 3:
+        return arr
+    return np.repeat(arr[..., None], 3, axis=2)

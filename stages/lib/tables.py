@@ -1,0 +1,121 @@
+"""Parquet tables: atomic writes, size-bounded shards, streamed reads.
+
+A stage output is either one file (`data/filtered/filter_masks.parquet`) or a folder of shards
+(`data/images/part-00000.parquet`, ...). Both are written to a temporary sibling and renamed into
+place, so a killed stage never leaves a half-written output for DVC to cache.
+"""
+import glob
+import json
+import os
+import shutil
+import tempfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SHARD_BYTES = 256 * 2**20
+# Row groups stay small so that readers can stream images without holding a whole shard.
+ROW_GROUP_ROWS = 256
+
+
+def shard_paths(path):
+    """The Parquet files of a table: the file itself, or the sorted shards of a folder."""
+    if os.path.isdir(path):
+        return sorted(glob.glob(os.path.join(path, "*.parquet")))
+    return [path] if os.path.exists(path) else []
+
+
+def read_table(path, columns=None) -> pa.Table:
+    files = shard_paths(path)
+    if not files:
+        raise FileNotFoundError(path)
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+def read_frame(path, columns=None):
+    return read_table(path, columns).to_pandas()
+
+
+def iter_batches(path, columns=None, batch_rows=ROW_GROUP_ROWS):
+    """Stream a table as pyarrow RecordBatches, shard by shard, without loading it whole."""
+    for f in shard_paths(path):
+        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def count_rows(path):
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in shard_paths(path))
+
+
+def _write(table, path):
+    pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression="zstd", write_statistics=False)
+
+
+def write_table_atomic(table: pa.Table, path):
+    """Write one Parquet file so that it appears whole or not at all."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".parquet.tmp")
+    os.close(fd)
+    try:
+        _write(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class ShardWriter:
+    """Write rows batch by batch into `part-NNNNN.parquet` shards of at most `shard_bytes`.
+
+    Use as a context manager; the folder replaces `path` only when the block exits cleanly.
+    """
+
+    def __init__(self, path, schema: pa.Schema, shard_bytes=SHARD_BYTES):
+        self.path, self.schema, self.shard_bytes = path, schema, shard_bytes
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        self.tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path))
+        self.writer, self.index, self.size, self.rows = None, 0, 0, 0
+
+    def write(self, rows: dict):
+        """Append a dict of equal-length columns (lists or arrays)."""
+        batch = pa.RecordBatch.from_pydict(rows, schema=self.schema)
+        if self.writer is None or self.size >= self.shard_bytes:
+            self._next_shard()
+        self.writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+        self.size += batch.nbytes
+        self.rows += batch.num_rows
+
+    def _next_shard(self):
+        if self.writer is not None:
+            self.writer.close()
+        name = os.path.join(self.tmp, f"part-{self.index:05d}.parquet")
+        self.writer = pq.ParquetWriter(name, self.schema, compression="zstd", write_statistics=False)
+        self.index, self.size = self.index + 1, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.writer is None and exc_type is None:
+            self._next_shard()  # an empty table is still a table, with its schema
+        if self.writer is not None:
+            self.writer.close()
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        if os.path.isdir(self.path):
+            shutil.rmtree(self.path)
+        elif os.path.exists(self.path):
+            os.unlink(self.path)
+        os.replace(self.tmp, self.path)
+        return False
+
+
+def write_json_atomic(obj, path):
+    """Metrics and small reports, sorted and stable so `dvc metrics diff` compares like with like."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".json.tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
