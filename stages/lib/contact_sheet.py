@@ -1,0 +1,108 @@
+"""Contact sheets: a grid of thumbnails with a caption under each, saved as one PNG (a DVC image plot).
+
+Use:
+    from stages.lib.contact_sheet import contact_sheet
+    contact_sheet([img1, img2], ["id1 eyes_small", "id2 no_face"], "plots/filter_masks/eyes_small.png")
+
+Images may be uint8 grey (HxW) or RGB (HxWx3) of any size; each is fitted into a `thumb` square keeping its aspect.
+The PNG is written atomically and is byte-identical for the same inputs (PIL's built-in bitmap font, no timestamps).
+"""
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .codec import to_rgb
+
+CAPTION_PX = 12  # one line of PIL's default bitmap font
+PAD = 2
+
+
+def _fit(img: np.ndarray, thumb: int) -> Image.Image:
+    rgb = Image.fromarray(to_rgb(np.asarray(img, dtype=np.uint8)))
+    scale = thumb / max(rgb.size)
+    size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    return rgb.resize(size, Image.Resampling.BILINEAR)
+
+
+def _clip_caption(draw, text, font, width):
+    # Captions that overflow the cell are cut rather than wrapped, so every cell has the same height.
+    while text and draw.textlength(text, font=font) > width:
+        text = text[:-1]
+    return text
+
+
+def render_sheet(images, captions, cols=8, thumb=96) -> Image.Image:
+    """The sheet as a PIL image; an empty list gives a one-cell sheet that says so."""
+    if len(images) != len(captions):
+        raise ValueError(f"contact_sheet: {len(images)} images but {len(captions)} captions")
+    if cols < 1 or thumb < 8:
+        raise ValueError(f"contact_sheet: cols must be >= 1 and thumb >= 8, got {cols}, {thumb}")
+    font = ImageFont.load_default()
+    n = max(1, len(images))
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    cell_w, cell_h = thumb + 2 * PAD, thumb + CAPTION_PX + 2 * PAD
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    if not images:
+        draw.text((PAD, PAD), "(none)", fill=(0, 0, 0), font=font)
+    for i, (img, caption) in enumerate(zip(images, captions)):
+        x0, y0 = (i % cols) * cell_w + PAD, (i // cols) * cell_h + PAD
+        tile = _fit(img, thumb)
+        sheet.paste(tile, (x0 + (thumb - tile.width) // 2, y0 + (thumb - tile.height) // 2))
+        draw.text((x0, y0 + thumb), _clip_caption(draw, str(caption), font, thumb), fill=(0, 0, 0), font=font)
+    return sheet
+
+
+def contact_sheet(images: list, captions: list, path, cols=8, thumb=96):
+    """Write the grid of `images` with `captions` to the PNG `path` (atomically) and return the path."""
+    sheet = render_sheet(images, captions, cols, thumb)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
+    os.close(fd)
+    try:
+        sheet.save(tmp, format="PNG", compress_level=6)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+# Colours for the face regions drawn over thumbnails, so a sheet shows what the parser found (or did not).
+REGION_COLOURS = {"eyes": (0, 200, 0), "brows": (0, 90, 255), "lips": (255, 0, 60)}
+
+
+def overlay_regions(image: np.ndarray, label_map, regions=REGION_COLOURS, alpha=0.5) -> np.ndarray:
+    """RGB copy of `image` with each region of the canonical `label_map` tinted; the image alone if no map."""
+    from .labels import REGIONS
+
+    rgb = to_rgb(np.asarray(image, np.uint8)).astype(np.float32)
+    if label_map is None or label_map.shape != rgb.shape[:2]:
+        return rgb.astype(np.uint8)
+    for name, colour in regions.items():
+        hit = np.isin(label_map, REGIONS[name])
+        rgb[hit] = (1 - alpha) * rgb[hit] + alpha * np.asarray(colour, np.float32)
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def load_rows(path, ids, columns) -> dict:
+    """{id: {column: value}} for the rows of table `path` whose id is in `ids`, streamed batch by batch."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .tables import iter_batches
+
+    wanted = pa.array(sorted(set(ids)), pa.string())
+    out = {}
+    if len(wanted) == 0:
+        return out
+    cols = ["id"] + [c for c in columns if c != "id"]
+    for batch in iter_batches(path, columns=cols):
+        hit = batch.filter(pc.is_in(batch.column("id"), value_set=wanted))
+        for row in hit.to_pylist():
+            out[row["id"]] = row
+    return out
