@@ -55,6 +55,7 @@ def write_table_atomic(table: pa.Table, path):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".parquet.tmp")
     os.close(fd)
+    os.chmod(tmp, 0o644)
     try:
         _write(table, tmp)
         os.replace(tmp, path)
@@ -74,6 +75,7 @@ class ShardWriter:
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
         self.tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path))
+        os.chmod(self.tmp, 0o755)  # mkdtemp's 0700 would leak into the output folder
         self.writer, self.index, self.size, self.rows = None, 0, 0, 0
 
     def write(self, rows: dict):
@@ -115,6 +117,7 @@ def write_json_atomic(obj, path):
     """Metrics and small reports, sorted and stable so `dvc metrics diff` compares like with like."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".json.tmp")
+    os.chmod(tmp, 0o644)
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")

@@ -1,0 +1,166 @@
+"""ingest: read a face dataset and write the shared image table `data/images/` (see ../shared/DESIGN.md).
+
+    python -m stages.ingest                       # params.yaml `ingest:` block; demo by default
+    dvc exp run -S ingest.source=labelled_folder -S ingest.path=../shared/data/facial_expressions
+
+Every input row ends as one output row: kept, or rejected with a `reason`
+(missing_file, corrupt_image, too_large, unknown_label, too_small, duplicate) and a human `detail`.
+The demo source also writes its ground truth to `data/demo_truth.parquet`, for tests only.
+"""
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from stages.lib import params as P
+from stages.lib import sources
+from stages.lib.codec import DecodeError, content_id, decode_image, encode_png
+from stages.lib.errors import StageError, run_stage
+from stages.lib.labels import canonical_emotion
+from stages.lib.tables import ShardWriter, write_json_atomic, write_table_atomic
+
+OUT, TRUTH, METRICS = "data/images", "data/demo_truth.parquet", "metrics/ingest.json"
+CHUNK = 256
+
+SCHEMA = pa.schema([
+    ("id", pa.string()), ("source", pa.string()), ("source_key", pa.string()), ("split", pa.string()),
+    ("label", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
+    ("image", pa.binary()), ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
+])
+TRUTH_SCHEMA = pa.schema([
+    ("id", pa.string()), ("source_key", pa.string()), ("true_emotion", pa.string()), ("label_noise", pa.bool_()),
+    ("defect", pa.string()), ("face_bbox", pa.list_(pa.int32())),
+])
+
+
+def read_params(p):
+    cfg = {
+        "source": P.choice(p, "ingest.source", sources.SOURCES),
+        "path": P.get(p, "ingest.path", "") or "",
+        "min_size": P.number(p, "ingest.min_size", int, lo=1),
+        "test_fraction": P.number(p, "ingest.test_fraction", float, lo=0.0, hi=1.0),
+        "shard_bytes": P.number(p, "ingest.shard_mb", int, lo=1) * 2**20,
+    }
+    if cfg["source"] == "demo":
+        cfg["demo"] = dict(n=P.number(p, "ingest.demo.n", int, lo=1), size=P.number(p, "ingest.demo.size", int, lo=32),
+                           seed=P.number(p, "ingest.demo.seed", int, lo=0))
+    if cfg["source"] == "labelled_folder":
+        cfg["labelled"] = dict(csv_path=P.get(p, "ingest.csv", "") or "",
+                               image_column=P.text(p, "ingest.image_column"),
+                               label_column=P.text(p, "ingest.label_column"))
+    return cfg
+
+
+def open_source(cfg):
+    name, path = cfg["source"], cfg["path"]
+    if name == "demo":
+        return sources.demo(**cfg["demo"])
+    if name == "labelled_folder":
+        return sources.labelled_folder(path, **cfg["labelled"])
+    return getattr(sources, name)(path)
+
+
+def split_from_id(image_id, test_fraction):
+    """Deterministic split from the id, so re-ingesting never moves an image between train and test."""
+    return "test" if int(image_id[:8], 16) / 16**8 < test_fraction else "train"
+
+
+def ingest_record(record, source, min_size, test_fraction):
+    """One source record -> one row. Runs in a worker thread (decode and PNG encode release the GIL)."""
+    label = canonical_emotion(record.raw_label)
+    row = dict(source=source, source_key=record.source_key, split=record.split, label=label, width=None,
+               height=None, channels=None, image=None, kept=False, reason="", detail="")
+    if record.missing:
+        return _reject(row, content_id(b"missing:" + record.source_key.encode()), "missing_file", record.path, test_fraction)
+    try:
+        data = sources.read_bytes(record)
+    except OSError as err:
+        return _reject(row, content_id(b"unreadable:" + record.source_key.encode()), "corrupt_image", str(err), test_fraction)
+    image_id = content_id(data)
+    try:
+        pixels = decode_image(data)
+    except DecodeError as err:
+        return _reject(row, image_id, err.reason, str(err), test_fraction)
+    row.update(height=pixels.shape[0], width=pixels.shape[1], channels=1 if pixels.ndim == 2 else 3)
+    if label is None:
+        return _reject(row, image_id, "unknown_label", f"label {record.raw_label!r}", test_fraction)
+    if min(pixels.shape[:2]) < min_size:
+        return _reject(row, image_id, "too_small", f"{row['width']}x{row['height']} < {min_size}", test_fraction)
+    row.update(id=image_id, image=encode_png(pixels), kept=True)
+    row["split"] = row["split"] or split_from_id(image_id, test_fraction)
+    return row
+
+
+def _reject(row, image_id, reason, detail, test_fraction):
+    row.update(id=image_id, reason=reason, detail=str(detail).splitlines()[0][:200] if detail else "")
+    row["split"] = row["split"] or split_from_id(image_id, test_fraction)
+    return row
+
+
+def mark_duplicate(row, seen):
+    """The first row with given content wins; later copies are rejects with ids of their own."""
+    first = seen.get(row["id"])
+    if first is None:
+        seen[row["id"]] = [row["source_key"], 0]
+        return row
+    first[1] += 1
+    row.update(id=f"{row['id']}-dup{first[1]}", kept=False, reason="duplicate", image=None,
+               detail=f"same bytes as {first[0]}")
+    return row
+
+
+def main():
+    cfg = read_params(P.load())
+    records = open_source(cfg)
+    seen, counts, truth = {}, Counter(), []
+    total = cfg["demo"]["n"] if cfg["source"] == "demo" else None
+    work = lambda r: ingest_record(r, cfg["source"], cfg["min_size"], cfg["test_fraction"])  # noqa: E731
+    with ShardWriter(OUT, SCHEMA, cfg["shard_bytes"]) as out, ThreadPoolExecutor(os.cpu_count() or 2) as pool, \
+            tqdm(total=total, desc="ingest", unit="img") as bar:
+        while chunk := list(islice(records, CHUNK)):
+            rows = [mark_duplicate(row, seen) for row in pool.map(work, chunk)]
+            out.write({name: [row[name] for row in rows] for name in SCHEMA.names})
+            truth += [_truth_row(row, rec) for row, rec in zip(rows, chunk) if rec.truth]
+            counts.update(_count_keys(row) for row in rows)
+            bar.update(len(rows))
+    write_table_atomic(pa.Table.from_pylist(truth, schema=TRUTH_SCHEMA), TRUTH)
+    write_json_atomic(ingest_metrics(counts), METRICS)
+    if out.rows == 0:
+        raise StageError(f"ingest: source {cfg['source']!r} at {cfg['path']!r} yielded no images")
+    kept = sum(n for (kept, *_), n in counts.items() if kept)
+    print(f"ingest: {kept}/{out.rows} kept -> {OUT}")
+
+
+def _truth_row(row, record):
+    t = record.truth
+    return dict(id=row["id"], source_key=row["source_key"], true_emotion=t.get("true_emotion"),
+                label_noise=bool(t.get("label_noise")), defect=t.get("defect"),
+                face_bbox=list(t["face_bbox"]) if t.get("face_bbox") is not None else None)
+
+
+def _count_keys(row):
+    return (row["kept"], row["reason"], row["label"] or "unknown", row["split"])
+
+
+def ingest_metrics(counts):
+    def tally(pick, only_kept):
+        out = Counter()
+        for key, n in counts.items():
+            if key[0] or not only_kept:
+                out[pick(key)] += n
+        return dict(sorted(out.items()))
+
+    rows = sum(counts.values())
+    kept = sum(n for key, n in counts.items() if key[0])
+    rejected = tally(lambda k: k[1], only_kept=False)
+    rejected.pop("", None)
+    return {"rows": rows, "kept": kept, "rejected": rows - kept, "kept_fraction": round(kept / max(rows, 1), 4),
+            "kept_by_label": tally(lambda k: k[2], True), "kept_by_split": tally(lambda k: k[3], True),
+            "rejected_by_reason": rejected}
+
+
+if __name__ == "__main__":
+    run_stage(main)

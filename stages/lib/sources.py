@@ -1,0 +1,168 @@
+"""Readers for the supported face datasets. Each yields `SourceRecord`s in a deterministic order.
+
+A reader only finds files and raw labels; decoding, label mapping, de-duplication and rejects
+happen in one place, `stages/ingest.py`, so every source is held to the same rules.
+
+    demo             synthetic faces rendered by stages/lib/demo_faces.py (no files needed)
+    fer2013_csv      fer2013.csv: `emotion,pixels,Usage` rows of 48x48 grey
+    fer2013_folders  <path>/{train,test}/<emotion>/*.png
+    labelled_folder  an image folder plus a CSV naming the image and label columns
+    celeba           <path>/img_align_celeba/*.jpg + list_attr_celeba.txt (+ list_eval_partition.txt)
+"""
+import csv
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .codec import encode_png
+from .errors import StageError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+FER_SPLITS = {"training": "train", "publictest": "val", "privatetest": "test"}
+CELEBA_SPLITS = {"0": "train", "1": "val", "2": "test"}
+
+
+@dataclass
+class SourceRecord:
+    source_key: str
+    raw_label: object
+    split: str | None = None          # None: derive from the id
+    data: bytes | None = None         # raw file bytes, or PNG bytes for array sources
+    path: str | None = None           # read lazily (in a worker) when data is None
+    missing: bool = False             # the source names a file that is not there
+    truth: dict = field(default_factory=dict)  # demo ground truth; never used by the pipeline
+
+
+def read_bytes(record: SourceRecord) -> bytes:
+    if record.data is not None:
+        return record.data
+    with open(record.path, "rb") as f:
+        return f.read()
+
+
+def _require(path, what):
+    if not path:
+        raise StageError(f"params: ingest.path is empty; set it to the {what}")
+    if not os.path.exists(path):
+        raise StageError(f"params: ingest.path={path!r} does not exist (expected the {what})")
+
+
+def demo(n, size, seed):
+    from .demo_faces import render_demo
+
+    for i, sample in enumerate(render_demo(n=n, size=size, seed=seed)):
+        yield SourceRecord(f"demo/{i:06d}", sample.label, data=encode_png(sample.image), truth=sample.truth)
+
+
+def fer2013_csv(path):
+    _require(path, "fer2013.csv file")
+    _check_columns(path, {"emotion", "pixels"}, "a FER2013 CSV")
+    return _fer_rows(path)
+
+
+def _fer_rows(path):
+    with open(path, newline="") as f:
+        for row_number, row in enumerate(csv.DictReader(f)):
+            split = FER_SPLITS.get((row.get("Usage") or "").strip().lower())
+            yield SourceRecord(f"row/{row_number}", row["emotion"], split, data=_fer_pixels_png(row["pixels"]))
+
+
+def _check_columns(csv_path, wanted, what):
+    with open(csv_path, newline="") as f:
+        columns = next(csv.reader(f), [])
+    missing = set(wanted) - set(columns)
+    if missing:
+        raise StageError(f"{csv_path}: not {what}, missing columns {sorted(missing)} (has {', '.join(columns)})")
+
+
+def _fer_pixels_png(pixels: str) -> bytes:
+    """48x48 grey from FER's space-separated string; a malformed row becomes empty bytes (a corrupt reject)."""
+    try:
+        values = np.array(pixels.split(), dtype=np.int64)
+    except ValueError:
+        return b""
+    if values.size != 48 * 48 or values.min(initial=0) < 0 or values.max(initial=0) > 255:
+        return b""
+    return encode_png(values.astype(np.uint8).reshape(48, 48))
+
+
+def fer2013_folders(path):
+    _require(path, "folder holding train/ and test/")
+    splits = [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(path, s))]
+    if not splits:
+        raise StageError(f"{path}: expected train/<emotion>/ and test/<emotion>/ folders")
+    return _folder_rows(path, splits)
+
+
+def _folder_rows(path, splits):
+    for split in splits:
+        for emotion in sorted(os.listdir(os.path.join(path, split))):
+            folder = os.path.join(path, split, emotion)
+            if os.path.isdir(folder):
+                for name in _image_files(folder):
+                    yield SourceRecord(f"{split}/{emotion}/{name}", emotion, split, path=os.path.join(folder, name))
+
+
+def labelled_folder(path, csv_path, image_column, label_column):
+    _require(path, "image folder")
+    csv_path = csv_path or os.path.join(path, "legend.csv")
+    if not os.path.isfile(csv_path):
+        raise StageError(f"params: ingest.csv={csv_path!r} not found (a CSV naming the image and label columns)")
+    with open(csv_path, newline="") as f:
+        columns = next(csv.reader(f), [])
+    for key, column in (("image_column", image_column), ("label_column", label_column)):
+        if column not in columns:
+            raise StageError(f"params: ingest.{key}={column!r} is not a column of {csv_path} "
+                             f"(columns: {', '.join(columns)})")
+    images_dir = os.path.join(path, "images") if os.path.isdir(os.path.join(path, "images")) else path
+    return _labelled_rows(csv_path, images_dir, image_column, label_column)
+
+
+def _labelled_rows(csv_path, images_dir, image_column, label_column):
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            name = row[image_column]
+            file = os.path.join(images_dir, name)
+            yield SourceRecord(name, row[label_column], path=file, missing=not os.path.isfile(file))
+
+
+def celeba(path):
+    _require(path, "CelebA root holding img_align_celeba/ and list_attr_celeba.txt")
+    attrs = os.path.join(path, "list_attr_celeba.txt")
+    if not os.path.isfile(attrs):
+        raise StageError(f"{attrs} not found: CelebA needs its attribute file")
+    with open(attrs) as f:
+        f.readline()  # image count
+        names = f.readline().split()
+    if "Smiling" not in names:
+        raise StageError(f"{attrs}: no Smiling attribute in its header")
+    partition = _celeba_partition(os.path.join(path, "list_eval_partition.txt"))
+    return _celeba_rows(path, attrs, names.index("Smiling") + 1, partition)
+
+
+def _celeba_rows(path, attrs, smiling, partition):
+    with open(attrs) as f:
+        f.readline(), f.readline()
+        for line in f:
+            parts = line.split()
+            if not parts:
+                continue
+            file = os.path.join(path, "img_align_celeba", parts[0])
+            # CelebA has no neutral label: not smiling is only a neutral *candidate*, which the filters then check.
+            label = "happy" if parts[smiling] == "1" else "neutral"
+            yield SourceRecord(parts[0], label, partition.get(parts[0]), path=file, missing=not os.path.isfile(file))
+
+
+def _celeba_partition(file):
+    if not os.path.isfile(file):
+        return {}
+    with open(file) as f:
+        return {name: CELEBA_SPLITS.get(code) for name, code in (line.split() for line in f if line.strip())}
+
+
+def _image_files(folder):
+    return [n for n in sorted(os.listdir(folder)) if n.lower().endswith(IMAGE_EXTS)]
+
+
+SOURCES = ("demo", "fer2013_csv", "fer2013_folders", "labelled_folder", "celeba")

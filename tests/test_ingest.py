@@ -1,0 +1,156 @@
+import io
+import struct
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from stages.lib.labels import canonical_emotion
+from tests.stage_runner import run_stage, scratch_project
+
+
+def read_images(project):
+    return pd.read_parquet(project / "data" / "images")
+
+
+def png_bytes(arr, mode=None):
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format="PNG") if mode else Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bomb_png():
+    """A real 1x1 PNG whose IHDR is patched to claim 50,000 x 50,000 pixels, CRC fixed up."""
+    data = bytearray(png_bytes(np.zeros((1, 1), np.uint8)))
+    ihdr = 8 + 8  # signature, then length + type of the IHDR chunk
+    data[ihdr:ihdr + 8] = struct.pack(">II", 50_000, 50_000)
+    crc = zlib.crc32(bytes(data[12:ihdr + 13])) & 0xFFFFFFFF
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+@pytest.fixture
+def messy_folder(tmp_path, shared_data):
+    """A labelled folder holding each kind of bad file the ingest must survive, next to real photos."""
+    folder = tmp_path / "messy"
+    (folder / "images").mkdir(parents=True)
+    photo = (shared_data / "facial_expressions" / "images" / "Aaron_Guiel_0001.jpg").read_bytes()
+    rng = np.random.default_rng(0)
+    files = {
+        "good.jpg": (photo, "happiness"),
+        "truncated.jpg": (photo[: len(photo) // 2], "neutral"),
+        "empty.png": (b"", "neutral"),
+        "text.png": (b"this is not an image\n", "neutral"),
+        "deep.png": (png_bytes((rng.integers(0, 65535, (64, 64))).astype(np.uint16)), "NEUTRAL"),
+        "rgba.png": (png_bytes(rng.integers(0, 255, (64, 64, 4)).astype(np.uint8)), "Happiness"),
+        "bomb.png": (bomb_png(), "neutral"),
+        "odd_label.jpg": (photo[:-1] + b"\x00", "bored"),
+        "tiny.png": (png_bytes(np.zeros((20, 20), np.uint8)), "neutral"),
+        "copy.jpg": (photo, "happy"),
+    }
+    for name, (data, _) in files.items():
+        (folder / "images" / name).write_bytes(data)
+    rows = [f"{name},{label}" for name, (_, label) in files.items()] + ["not_there.jpg,neutral"]
+    (folder / "legend.csv").write_text("image,emotion\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def test_bad_inputs_become_reasoned_rejects(tmp_path, messy_folder):
+    project = scratch_project(tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(messy_folder)}})
+    proc = run_stage(project, "ingest")
+    assert "Traceback" not in proc.stderr
+    df = read_images(project).set_index("source_key")
+    assert len(df) == 11 and df.index.is_unique
+    expected = {"good.jpg": "", "truncated.jpg": "corrupt_image", "empty.png": "corrupt_image",
+                "text.png": "corrupt_image", "deep.png": "", "rgba.png": "", "bomb.png": "too_large",
+                "odd_label.jpg": "unknown_label", "tiny.png": "too_small", "copy.jpg": "duplicate",
+                "not_there.jpg": "missing_file"}
+    assert df.reason.to_dict() == expected
+    assert df.kept.to_dict() == {k: v == "" for k, v in expected.items()}
+    assert df.id.is_unique
+    assert df[~df.kept].image.isna().all() and df[df.kept].image.notna().all()
+    # 16-bit is scaled down to 8-bit grey; RGBA is composited to RGB.
+    assert (df.loc["deep.png", "channels"], df.loc["rgba.png", "channels"]) == (1, 3)
+    deep = np.asarray(Image.open(io.BytesIO(df.loc["deep.png", "image"])))
+    assert deep.dtype == np.uint8 and deep.max() > 200
+    assert df.loc["deep.png", "label"] == "neutral" and df.loc["rgba.png", "label"] == "happy"
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"ingest": {"source": "labelled_folder", "path": "/nowhere/at/all"}}, "ingest.path"),
+    ({"ingest": {"source": "labelled_folder", "path": ""}}, "ingest.path"),
+    ({"ingest": {"source": "fer2031_csv"}}, "ingest.source"),
+    ({"ingest": {"min_size": -3}}, "ingest.min_size"),
+])
+def test_bad_params_are_one_line_errors(tmp_path, overrides, needle):
+    project = scratch_project(tmp_path / "p", overrides)
+    proc = run_stage(project, "ingest", check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], proc.stderr
+
+
+def test_shared_photos_are_all_accounted_for(tmp_path, shared_data):
+    folder = shared_data / "facial_expressions"
+    project = scratch_project(tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(folder)}})
+    run_stage(project, "ingest")
+    df = read_images(project)
+    legend = pd.read_csv(folder / "legend.csv")
+    assert len(df) == len(legend) and df.id.is_unique
+    # Case variants fold to one canonical label; per label, kept + rejected equals the legend's rows.
+    assert df.label.value_counts().to_dict() == legend.emotion.map(canonical_emotion).value_counts().to_dict()
+    dup_names = legend.image.duplicated().sum()
+    assert (df.reason == "duplicate").sum() == dup_names
+    assert set(df.reason) <= {"", "duplicate", "too_small"}
+    # Running it again gives byte-identical shards.
+    first = [p.read_bytes() for p in sorted((project / "data" / "images").glob("*.parquet"))]
+    run_stage(project, "ingest")
+    again = [p.read_bytes() for p in sorted((project / "data" / "images").glob("*.parquet"))]
+    assert first == again
+
+
+def test_fer2013_csv_keeps_ids_labels_and_usage(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for i, usage in enumerate(["Training", "PublicTest", "PrivateTest", "Training"]):
+        pixels = " ".join(map(str, rng.integers(0, 256, 48 * 48)))
+        rows.append(f"{i},{pixels},{usage}")
+    rows.append("3,1 2 3,Training")  # malformed pixels
+    rows.append("9," + " ".join(["7"] * 48 * 48) + ",Training")  # no such FER id
+    csv_file = tmp_path / "fer2013.csv"
+    csv_file.write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    project = scratch_project(tmp_path / "p", {"ingest": {"source": "fer2013_csv", "path": str(csv_file)}})
+    run_stage(project, "ingest")
+    df = read_images(project)
+    assert df.label.tolist()[:4] == ["angry", "disgust", "fear", "happy"]
+    assert df.split.tolist()[:4] == ["train", "val", "test", "train"]
+    assert df.reason.tolist() == ["", "", "", "", "corrupt_image", "unknown_label"]
+    assert (df[df.kept].width == 48).all()
+
+
+def test_fer2013_folders_and_celeba(tmp_path):
+    img = png_bytes(np.full((60, 60, 3), 128, np.uint8))
+    root = tmp_path / "fer"
+    for split, emotion, value in [("train", "happy", 1), ("train", "Neutral", 2), ("test", "sad", 3)]:
+        (root / split / emotion).mkdir(parents=True)
+        (root / split / emotion / "a.png").write_bytes(png_bytes(np.full((60, 60), value, np.uint8)))
+    project = scratch_project(tmp_path / "p1", {"ingest": {"source": "fer2013_folders", "path": str(root)}})
+    run_stage(project, "ingest")
+    df = read_images(project)
+    assert sorted(zip(df.split, df.label)) == [("test", "sad"), ("train", "happy"), ("train", "neutral")]
+
+    celeba = tmp_path / "celeba"
+    (celeba / "img_align_celeba").mkdir(parents=True)
+    for i in range(3):
+        (celeba / "img_align_celeba" / f"00000{i}.jpg").write_bytes(png_bytes(np.full((60, 60, 3), i, np.uint8)))
+    (celeba / "list_attr_celeba.txt").write_text(
+        "3\nMale Smiling Young\n000000.jpg -1 1 1\n000001.jpg 1 -1 1\n000002.jpg 1 1 -1\n")
+    (celeba / "list_eval_partition.txt").write_text("000000.jpg 0\n000001.jpg 1\n000002.jpg 2\n")
+    project = scratch_project(tmp_path / "p2", {"ingest": {"source": "celeba", "path": str(celeba)}})
+    run_stage(project, "ingest")
+    df = read_images(project).sort_values("source_key")
+    assert df.label.tolist() == ["happy", "neutral", "happy"]
+    assert df.split.tolist() == ["train", "val", "test"]
+    del img
