@@ -1,0 +1,178 @@
+"""CycleGAN architectures: ResNet generator, PatchGAN discriminator, N(0, 0.02) init, the fake-image pool.
+
+These follow the published CycleGAN recipe (Zhu et al. 2017, "Unpaired Image-to-Image Translation using
+Cycle-Consistent Adversarial Networks", and its appendix): instance norm without affine parameters, reflection
+padding, a 70x70-style PatchGAN, no dropout. Images are RGB scaled to [-1, 1]; the generator ends in tanh.
+
+Use:
+    from stages.lib.networks import ResnetGenerator, PatchDiscriminator, init_weights, FakePool, load_generator
+    g = load_generator("models/cyclegan/mouth/generator_AB.pt", "cpu")   # eval mode, config from the file
+    fake_b = g(real_a)                                                    # (N, 3, S, S) in [-1, 1]
+"""
+import torch
+from torch import nn
+
+from .errors import StageError
+
+
+class InstanceNorm32(nn.InstanceNorm2d):
+    """Instance norm computed in fp32 whatever the input dtype.
+
+    Under bf16 autocast the mean/variance of a whole feature map is where bf16's 8-bit mantissa loses most, so the
+    statistics are taken in fp32 and the result is cast back; in fp32 training this is the plain layer.
+    """
+
+    def forward(self, x):
+        return super().forward(x.float()).to(x.dtype)
+
+
+def _norm(channels):
+    # Instance norm without learned affine or running stats, as in the recipe: each image is normalised by itself,
+    # so the style of one image does not leak into another through batch statistics.
+    return InstanceNorm32(channels, affine=False, track_running_stats=False)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with reflection padding and a skip connection; keeps shape."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ResnetGenerator(nn.Module):
+    """c7s1-ngf, two stride-2 downsamplings, `n_blocks` residual blocks, two upsamplings, c7s1-3, tanh.
+
+    The input side must be divisible by 4 (two halvings), which every ROI size here is.
+    """
+
+    def __init__(self, ngf=64, n_blocks=9, in_channels=3, out_channels=3):
+        super().__init__()
+        self.config = dict(ngf=ngf, n_blocks=n_blocks, in_channels=in_channels, out_channels=out_channels)
+        # Convolutions keep their bias: instance norm without affine would otherwise leave no learned offset.
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf), nn.ReLU(True)]
+        channels = ngf
+        for _ in range(2):
+            layers += [nn.Conv2d(channels, channels * 2, 3, stride=2, padding=1), _norm(channels * 2), nn.ReLU(True)]
+            channels *= 2
+        layers += [ResidualBlock(channels) for _ in range(n_blocks)]
+        for _ in range(2):
+            layers += [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1),
+                       _norm(channels // 2), nn.ReLU(True)]
+            channels //= 2
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, 7), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: a grid of real/fake scores, each seeing one receptive-field patch of the image.
+
+    `n_layers` stride-2 4x4 convolutions (the first without norm), one stride-1 4x4, then a 1-channel 4x4 head.
+    With n_layers=3 each score sees 70x70 pixels; n_layers=2 sees 34x34, which suits 64-pixel ROIs.
+    """
+
+    def __init__(self, ndf=64, n_layers=3, in_channels=3):
+        super().__init__()
+        self.config = dict(ndf=ndf, n_layers=n_layers, in_channels=in_channels)
+        layers = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        channels = ndf
+        for n in range(1, n_layers + 1):
+            out = ndf * min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(channels, out, 4, stride=stride, padding=1), _norm(out), nn.LeakyReLU(0.2, True)]
+            channels = out
+        layers += [nn.Conv2d(channels, 1, 4, stride=1, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def init_weights(net: nn.Module, std=0.02, generator: torch.Generator = None):
+    """Convolution weights ~ N(0, std), biases 0, drawn from `generator` so that init is reproducible."""
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            with torch.no_grad():
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+                if module.bias is not None:
+                    module.bias.zero_()
+    return net
+
+
+class FakePool:
+    """The history buffer of generated images that discriminators train on (Shrivastava et al. 2017).
+
+    Until `size` images are stored, each fake is stored and returned as is. After that each fake, with probability
+    1/2, is swapped with a random stored one (the stored one is returned) and otherwise returned as is. This damps
+    the oscillation of training D only on the newest generator's output.
+
+    Vectorised for the device: the decisions are drawn on a CPU `torch.Generator` (reproducible, checkpointable,
+    no device sync) and applied with index ops. Within one batch the swapped slots are distinct (a permutation), so
+    the batch result does not depend on the order of its elements.
+    """
+
+    def __init__(self, size: int, generator: torch.Generator):
+        self.size, self.generator = size, generator
+        self.images = None  # (size, C, H, W) fp32 on the device, allocated on first query
+        self.count = 0
+
+    def query(self, fakes: torch.Tensor) -> torch.Tensor:
+        fakes = fakes.detach().float()
+        if self.size == 0:
+            return fakes
+        if self.images is None:
+            self.images = torch.zeros((self.size,) + tuple(fakes.shape[1:]), device=fakes.device)
+        out = fakes.clone()
+        n_fill = min(self.size - self.count, len(fakes))
+        if n_fill:
+            self.images[self.count:self.count + n_fill] = fakes[:n_fill]
+            self.count += n_fill
+        rest = len(fakes) - n_fill
+        if rest:
+            swap = torch.rand(rest, generator=self.generator) < 0.5
+            slots = torch.randperm(self.size, generator=self.generator)[:rest]
+            rows = (torch.arange(rest) + n_fill)[swap]
+            slots = slots[swap]
+            if len(rows):
+                rows, slots = rows.to(fakes.device), slots.to(fakes.device)
+                out[rows] = self.images[slots]
+                self.images[slots] = fakes[rows]
+        return out
+
+    def state_dict(self):
+        return {"count": self.count, "images": None if self.images is None else self.images.to("cpu", copy=True)}
+
+    def load_state_dict(self, state, device):
+        self.count = int(state["count"])
+        self.images = None if state["images"] is None else state["images"].to(device)
+
+
+def generator_file(config: dict, state_dict: dict) -> dict:
+    """What `generator_AB.pt` holds: the weights plus what evaluation needs to rebuild and feed the net."""
+    return {"config": dict(config), "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}
+
+
+def load_generator(path, device="cpu") -> ResnetGenerator:
+    """Rebuild a trained generator from `generator_AB.pt`, in eval mode on `device`.
+
+    `config` also records `size` (the ROI side it was trained on) and `value_range` ([-1, 1]).
+    """
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise StageError(f"generator weights {path} not found; run `dvc repro train` to train them") from None
+    cfg = blob["config"]
+    net = ResnetGenerator(ngf=cfg["ngf"], n_blocks=cfg["n_blocks"],
+                          in_channels=cfg.get("in_channels", 3), out_channels=cfg.get("out_channels", 3))
+    net.load_state_dict(blob["state_dict"])
+    net.config.update(cfg)
+    return net.to(device).eval()

@@ -1,0 +1,90 @@
+import torch
+
+from stages.lib.networks import (FakePool, PatchDiscriminator, ResnetGenerator, generator_file, init_weights,
+                                 load_generator)
+
+
+def test_generator_keeps_shape_and_range():
+    g = init_weights(ResnetGenerator(ngf=4, n_blocks=1), generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    y = g(x)
+    assert y.shape == x.shape
+    assert y.abs().max() <= 1.0
+    # c7s1, 2 down, n_blocks x 2 convs, 2 up, c7s1
+    convs = [m for m in g.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert len(convs) == 1 + 2 + 2 + 2 + 1
+    assert isinstance(g.net[0], torch.nn.ReflectionPad2d) and isinstance(g.net[-1], torch.nn.Tanh)
+
+
+def test_patch_discriminator_grid_and_receptive_field():
+    assert PatchDiscriminator(4, n_layers=2)(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 14, 14)
+    assert PatchDiscriminator(4, n_layers=3)(torch.zeros(1, 3, 128, 128)).shape == (1, 1, 14, 14)
+    # A 70x70 receptive field for n_layers=3. Instance norm spreads gradients over the whole image through its
+    # statistics, so measure the convolutions' field with the norms taken out.
+    d = PatchDiscriminator(2, n_layers=3).double()
+    for i, layer in enumerate(d.net):
+        if isinstance(layer, torch.nn.InstanceNorm2d):
+            d.net[i] = torch.nn.Identity()
+    x = torch.zeros(1, 3, 128, 128, dtype=torch.double, requires_grad=True)
+    d(x)[0, 0, 7, 7].backward()  # a central score, so padding does not clip its field
+    rows = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 3)))
+    assert rows.max() - rows.min() + 1 == 70
+
+
+def test_init_is_normal_002_and_reproducible():
+    a = init_weights(ResnetGenerator(16, 2), generator=torch.Generator().manual_seed(1))
+    b = init_weights(ResnetGenerator(16, 2), generator=torch.Generator().manual_seed(1))
+    w = torch.cat([m.weight.flatten() for m in a.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
+    assert all(m.bias.abs().sum() == 0 for m in a.modules() if isinstance(m, torch.nn.Conv2d))
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_instance_norm_statistics_in_fp32_under_bf16():
+    g = ResnetGenerator(4, 1)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = g(x)
+    assert y.dtype == torch.bfloat16
+    assert torch.allclose(y.float(), g(x), atol=0.05)
+
+
+def test_fake_pool_fills_then_swaps_half():
+    pool = FakePool(4, torch.Generator().manual_seed(0))
+    first = torch.arange(4.0).view(4, 1, 1, 1)
+    assert torch.equal(pool.query(first), first) and pool.count == 4  # filling: returned as is
+    swapped = 0
+    for i in range(50):
+        new = torch.full((2, 1, 1, 1), 100.0 + i)
+        out = pool.query(new)
+        returned_old = out != new
+        swapped += int(returned_old.sum())
+        # a swapped-out image came from the pool, and the new one took its place
+        assert all(v.item() in set(pool.images.flatten().tolist()) | set(range(4)) | set(range(100, 150))
+                   for v in out[returned_old])
+        assert pool.count == 4
+    assert 30 < swapped < 70  # about half of 100
+    zero = FakePool(0, torch.Generator())
+    assert torch.equal(zero.query(first), first)
+
+
+def test_fake_pool_state_round_trip_continues_identically():
+    a = FakePool(3, torch.Generator().manual_seed(5))
+    for i in range(3):
+        a.query(torch.full((2, 1, 2, 2), float(i)))
+    gen = torch.Generator()
+    b = FakePool(3, gen)
+    b.load_state_dict(a.state_dict(), "cpu")
+    gen.set_state(a.generator.get_state())
+    x = torch.full((2, 1, 2, 2), 9.0)
+    assert torch.equal(a.query(x), b.query(x)) and torch.equal(a.images, b.images)
+
+
+def test_load_generator_rebuilds_from_file(tmp_path):
+    g = init_weights(ResnetGenerator(4, 2), generator=torch.Generator().manual_seed(3))
+    path = tmp_path / "generator_AB.pt"
+    torch.save(generator_file(dict(g.config, size=32, roi="mouth"), g.state_dict()), path)
+    h = load_generator(path, "cpu")
+    assert not h.training and h.config["size"] == 32
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(g(x), h(x))
