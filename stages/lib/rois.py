@@ -120,8 +120,15 @@ def crop_roi(image: np.ndarray, bbox, size: int) -> np.ndarray:
 def _feather(mask: np.ndarray, size: int, feather: float) -> np.ndarray:
     """Dilate by r = feather * size / 2, then blur with a (2r + 1) window, so alpha falls to 0 about feather * size
     pixels outside the region. The region itself keeps its full value: the blur would shave a little off it at the
-    window's corners (which the round dilation does not reach), and the features themselves must be replaced."""
+    window's corners (which the round dilation does not reach), and the features themselves must be replaced.
+
+    r is capped so that the alpha is back to 0 before the crop's edge: otherwise the paste would end in a visible
+    seam at the box border. The margin therefore bounds the feather."""
     radius = int(round(feather * size / 2))
+    rows, cols = np.nonzero(mask)
+    if len(rows):
+        gap = min(rows.min(), cols.min(), mask.shape[0] - 1 - rows.max(), mask.shape[1] - 1 - cols.max())
+        radius = min(radius, (int(gap) - 1) // 2)
     if radius < 1:
         return mask
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
