@@ -1,0 +1,39 @@
+"""Face parsing into the canonical 19-class label map (see ../shared/DESIGN.md), with three backends.
+
+- `facemesh` (default, offline): MediaPipe FaceMesh landmarks drawn as polygons (facemesh.py).
+- `bisenet`, `parsenet`: facexlib's networks with weights from `parse.weights` (facexlib_nets.py).
+
+`read_params` validates the `parse:` block; `make_parser` builds the backend, checking its weights before any work.
+The streamed loop that writes `data/parsed/` is runner.parse_table.
+"""
+from .. import params as P
+from ..errors import StageError
+
+BACKENDS = ("facemesh", "bisenet", "parsenet")
+
+
+def read_params(params: dict) -> dict:
+    cfg = {
+        "backend": P.choice(params, "parse.backend", BACKENDS),
+        "weights": P.text(params, "parse.weights", default=""),
+        "size": P.number(params, "parse.size", int, 32, 2048),
+        "batch": P.number(params, "parse.batch", int, 1, 1024),
+        "min_detect_size": P.number(params, "parse.min_detect_size", int, 0, 4096),
+    }
+    if cfg["size"] % 32:
+        raise StageError(f"params: parse.size={cfg['size']} must be a multiple of 32 (the networks downsample 32x)")
+    if cfg["backend"] != "facemesh":
+        if not cfg["weights"]:
+            raise StageError(f"params: parse.weights must name the {cfg['backend']} weights file")
+        cfg["device"] = P.device(params, "parse.device")
+    return cfg
+
+
+def make_parser(cfg: dict):
+    if cfg["backend"] == "facemesh":
+        from .facemesh import FaceMeshParser
+
+        return FaceMeshParser(min_detect_size=cfg["min_detect_size"])
+    from .facexlib_nets import FacexlibParser
+
+    return FacexlibParser(cfg["backend"], cfg["weights"], cfg["size"], cfg["device"])

@@ -1,0 +1,103 @@
+"""Label-map helpers shared by every parsing backend: counts, regions, IoU, bounding boxes, colours, contact sheets.
+
+Pure numpy/PIL; nothing here knows which network drew the map. Class ids are the canonical 19 of ../DESIGN.md
+(stages/lib/labels.py).
+"""
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..labels import N_PARSE_CLASSES, REGIONS
+
+# Classes that belong to the face itself (not hair, neck, clothes, ears or hats): a backend's face bbox and its
+# face_found decision look at these.
+FACE_CLASSES = (1, 2, 3, 4, 5, 10, 11, 12, 13)
+
+# One colour per canonical class, chosen so that neighbours (brow/eye, upper/lower lip) contrast.
+PALETTE = np.array([
+    (0, 0, 0), (204, 153, 120), (120, 60, 20), (170, 90, 30), (30, 144, 255), (0, 200, 255), (255, 255, 255),
+    (150, 100, 200), (180, 130, 230), (255, 215, 0), (90, 200, 90), (40, 20, 20), (230, 40, 60), (160, 0, 90),
+    (255, 180, 150), (255, 100, 200), (80, 80, 160), (60, 40, 30), (0, 120, 120),
+], dtype=np.uint8)
+assert len(PALETTE) == N_PARSE_CLASSES
+
+
+def class_counts(label_map: np.ndarray) -> list:
+    """Pixels per canonical class at the map's own resolution, as 19 Python ints."""
+    counts = np.bincount(label_map.ravel(), minlength=N_PARSE_CLASSES)
+    if len(counts) > N_PARSE_CLASSES:
+        raise ValueError(f"label map holds id {len(counts) - 1}, beyond the {N_PARSE_CLASSES} canonical classes")
+    return [int(c) for c in counts]
+
+
+def region_mask(label_map: np.ndarray, region) -> np.ndarray:
+    """Boolean mask of a region name (`eyes`, `brows`, `lips`, ...) or of an explicit tuple of class ids."""
+    ids = REGIONS[region] if isinstance(region, str) else tuple(region)
+    return np.isin(label_map, ids)
+
+
+def iou(a: np.ndarray, b: np.ndarray):
+    """Intersection over union of two boolean masks; None when both are empty (nothing to compare)."""
+    union = np.logical_or(a, b).sum()
+    if union == 0:
+        return None
+    return float(np.logical_and(a, b).sum() / union)
+
+
+def mask_bbox(mask: np.ndarray):
+    """(x, y, w, h) of the True pixels, or None when there are none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
+
+
+def colourise(label_map: np.ndarray) -> np.ndarray:
+    """RGB picture of a label map in PALETTE colours."""
+    return PALETTE[label_map]
+
+
+def overlay(image: np.ndarray, label_map: np.ndarray, alpha=0.55) -> np.ndarray:
+    """The photo with its colourised classes blended over it; background pixels stay the photo."""
+    rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    blend = rgb.astype(np.float32)
+    colour = colourise(label_map).astype(np.float32)
+    fg = label_map > 0
+    blend[fg] = (1 - alpha) * blend[fg] + alpha * colour[fg]
+    return np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+
+
+def thumbnail(image: np.ndarray, label_map: np.ndarray, side=160) -> np.ndarray:
+    """A square overlay tile for the contact sheet (letterboxed, so faces keep their aspect)."""
+    tile = Image.fromarray(overlay(image, label_map))
+    tile.thumbnail((side, side), Image.BILINEAR)
+    canvas = Image.new("RGB", (side, side))
+    canvas.paste(tile, ((side - tile.width) // 2, (side - tile.height) // 2))
+    return np.asarray(canvas)
+
+
+def contact_sheet(tiles, captions, columns=6, side=160) -> Image.Image:
+    """Tiles in a grid with a caption under each (id prefix and whether a face was found)."""
+    rows = max(1, -(-len(tiles) // columns))
+    cap = 14
+    sheet = Image.new("RGB", (columns * side, rows * (side + cap)), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for i, (tile, caption) in enumerate(zip(tiles, captions)):
+        x, y = (i % columns) * side, (i // columns) * (side + cap)
+        sheet.paste(Image.fromarray(tile), (x, y))
+        draw.text((x + 3, y + side), caption, fill=(230, 230, 230))
+    return sheet
+
+
+def reference_ious(pred: np.ndarray, ref: np.ndarray, regions=("eyes", "brows", "lips")) -> dict:
+    """IoU per region (each taken as the union of its classes, so l/r merges in a reference do not count).
+
+    A region absent from the reference gets None, not 0: the reference cannot judge it. In the CelebA-HQ photo 1321
+    glasses (class 6) cover the eyes, so the reference has no eye pixels while a landmark parser still draws the eyes
+    behind the lenses, which is what the later stages want; that image is left out of the eye mean.
+    """
+    out = {}
+    for region in regions:
+        ref_mask = region_mask(ref, region)
+        out[region] = iou(region_mask(pred, region), ref_mask) if ref_mask.any() else None
+    return out

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from stages.lib.parsing.facemesh import walk_contours
+from stages.lib.parsing.labelmap import class_counts, colourise, iou, mask_bbox, reference_ious
+
+
+def test_class_counts_at_map_resolution():
+    m = np.zeros((30, 50), np.uint8)
+    m[5:10, 5:25] = 4
+    m[20:22, :] = 13
+    counts = class_counts(m)
+    assert len(counts) == 19 and sum(counts) == 30 * 50
+    assert counts[4] == 100 and counts[13] == 100 and counts[0] == 1500 - 200
+
+
+def test_class_counts_rejects_ids_beyond_canonical():
+    with pytest.raises(ValueError):
+        class_counts(np.full((2, 2), 19, np.uint8))
+
+
+def test_iou_and_bbox():
+    a = np.zeros((10, 10), bool)
+    b = np.zeros((10, 10), bool)
+    a[0:4, 0:4] = True
+    b[2:6, 0:4] = True
+    assert iou(a, b) == pytest.approx(8 / 24)
+    assert iou(np.zeros_like(a), np.zeros_like(a)) is None
+    assert mask_bbox(b) == [0, 2, 4, 4]
+    assert mask_bbox(np.zeros_like(a)) is None
+
+
+def test_reference_ious_unions_sides_and_skips_absent_regions():
+    ref = np.zeros((8, 8), np.uint8)
+    pred = np.zeros((8, 8), np.uint8)
+    ref[1, 1:4] = 2      # reference calls both brows "left"
+    pred[1, 1:3] = 2
+    pred[1, 3] = 3
+    ref[6, 2:5] = 12
+    ious = reference_ious(pred, ref)
+    assert ious["brows"] == 1.0
+    assert ious["eyes"] is None          # reference has no eye pixels: not judged
+    assert ious["lips"] == 0.0
+
+
+def test_colourise_distinct_colours():
+    rgb = colourise(np.arange(19, dtype=np.uint8).reshape(1, 19))
+    assert rgb.shape == (1, 19, 3)
+    assert len({tuple(c) for c in rgb[0]}) == 19
+
+
+def test_walk_contours_cycles_and_paths():
+    parts = walk_contours([(1, 2), (2, 3), (3, 1), (10, 11), (11, 12)])
+    shapes = sorted((sorted(nodes), closed) for nodes, closed in parts)
+    assert shapes == [([1, 2, 3], True), ([10, 11, 12], False)]
+    with pytest.raises(ValueError):
+        walk_contours([(1, 2), (1, 3), (1, 4)])
