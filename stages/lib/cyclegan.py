@@ -1,0 +1,461 @@
+"""CycleGAN training for one ROI: params, device-resident data, the training step, LR schedule, checkpoints.
+
+Domain A is the source emotion (e.g. neutral), B the target (e.g. happy). Naming: G_AB maps A -> B, G_BA maps
+B -> A; D_A tells real A images from G_BA's fakes, D_B tells real B from G_AB's fakes (the reference code calls
+these netD_B and netD_A; we name a discriminator after the domain it judges).
+
+The hot loop does no per-sample Python work: all train crops of both domains sit on the device as uint8; each
+epoch draws its sample order, flips and jitter offsets in one go on a CPU generator (so that CPU and GPU see the
+same stream and it can be checkpointed); a step gathers, augments and normalises a whole batch with index ops.
+Losses are summed on the device and read back once per epoch.
+
+A checkpoint is written atomically after each epoch with everything the rest of the run depends on (weights,
+optimiser states, fake pools, RNG states, the per-epoch log and sample grids). A rerun with the same params and
+data resumes from it and ends with the same weights as an uninterrupted run; a checkpoint whose fingerprint (a hash
+of the params and the training data) differs is ignored. The dvclive directory is rebuilt from the checkpoint's log
+on every run, so it always matches the weights.
+
+Run through the stage: `python -m stages.train <roi>`; in code: `train_roi(read_config(params.load(), roi), ...)`.
+"""
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import params as P
+from .codec import decode_png, to_rgb
+from .errors import StageError
+from .networks import FakePool, PatchDiscriminator, ResnetGenerator, generator_file, init_weights
+from .tables import read_frame, write_json_atomic
+
+# Bump when the checkpoint layout or the training maths changes, so that old checkpoints are not resumed.
+CHECKPOINT_FORMAT = 1
+# Sample pairs shown in each epoch's grid.
+GRID_SAMPLES = 4
+LOSS_NAMES = ("G", "G_adv", "D_A", "D_B", "cycle", "identity")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    roi: str
+    size: int
+    epochs: int
+    epochs_decay: int
+    batch: int
+    lr: float
+    beta1: float
+    lambda_cycle: float
+    lambda_identity: float
+    pool_size: int
+    ngf: int
+    ndf: int
+    n_blocks: int
+    n_layers: int
+    flip: bool
+    jitter: float
+    precision: str
+    compile: bool
+    device: str
+    seed: int
+
+
+# Keys of params.yaml this stage reads for `roi`; dvc.yaml lists exactly these (a test checks it).
+SCALAR_KEYS = ("batch", "lr", "beta1", "lambda_cycle", "lambda_identity", "pool_size", "ngf", "ndf", "flip",
+               "jitter", "precision", "compile", "device", "seed")
+# Per ROI because a 128-pixel face costs four times a 64-pixel mouth per image.
+PER_ROI_KEYS = ("epochs", "epochs_decay", "n_blocks", "n_layers")
+
+
+def param_keys(roi):
+    return ([f"train.{k}" for k in SCALAR_KEYS] + [f"train.{k}.{roi}" for k in PER_ROI_KEYS]
+            + [f"rois.size.{roi}"])
+
+
+def read_config(params: dict, roi: str) -> TrainConfig:
+    """Validate the `train:` params for `roi`; a bad value raises StageError naming the key."""
+    names = P.get(params, "rois.names")
+    if roi not in names:
+        raise StageError(f"train: unknown roi {roi!r}; rois.names has {', '.join(names)}")
+    n = lambda key, kind=float, lo=None, hi=None: P.number(params, key, kind, lo, hi)
+    size = n(f"rois.size.{roi}", int, 16)
+    if size % 4:
+        raise StageError(f"params: rois.size.{roi}={size} must be divisible by 4 (two stride-2 downsamplings)")
+    epochs = n(f"train.epochs.{roi}", int, 1)
+    cfg = TrainConfig(
+        roi=roi, size=size, epochs=epochs, epochs_decay=n(f"train.epochs_decay.{roi}", int, 0, epochs),
+        batch=n("train.batch", int, 1), lr=n("train.lr", float, 0.0, 1.0), beta1=n("train.beta1", float, 0.0, 0.999),
+        lambda_cycle=n("train.lambda_cycle", float, 0.0), lambda_identity=n("train.lambda_identity", float, 0.0),
+        pool_size=n("train.pool_size", int, 0), ngf=n("train.ngf", int, 1), ndf=n("train.ndf", int, 1),
+        n_blocks=n(f"train.n_blocks.{roi}", int, 0), n_layers=n(f"train.n_layers.{roi}", int, 1, 6),
+        flip=P.flag(params, "train.flip"), jitter=n("train.jitter", float, 0.0, 0.5),
+        precision=P.choice(params, "train.precision", ["bf16", "fp32"]), compile=P.flag(params, "train.compile"),
+        device=P.device(params, "train.device").type, seed=n("train.seed", int, 0),
+    )
+    # The discriminator halves the image n_layers times and then needs two more 4x4 valid-ish convolutions.
+    if size // 2 ** cfg.n_layers < 4:
+        raise StageError(f"params: train.n_layers.{roi}={cfg.n_layers} is too deep for a {size}-pixel ROI")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def load_domains(manifest: str, cfg: TrainConfig):
+    """The kept train crops of domains A and B as uint8 (N, 3, S, S) arrays, sorted by id, and a data hash."""
+    if not os.path.exists(manifest):
+        raise StageError(f"train {cfg.roi}: manifest {manifest} not found; run `dvc repro extract_rois` first")
+    try:
+        frame = read_frame(manifest, columns=["id", "split", "domain", "crop", "kept"])
+    except (KeyError, ValueError) as err:  # pyarrow names the missing column
+        raise StageError(f"train {cfg.roi}: {manifest} lacks a required column: {str(err).splitlines()[0]}") from None
+    frame = frame[frame["kept"].fillna(False).astype(bool) & (frame["split"] == "train")]
+    digest = hashlib.sha256()
+    out = {}
+    for domain in ("A", "B"):
+        rows = frame[frame["domain"] == domain].sort_values("id", kind="stable")
+        if rows.empty:
+            raise StageError(f"train {cfg.roi}: no kept train rows for domain {domain} in {manifest}")
+        crops = np.empty((len(rows), 3, cfg.size, cfg.size), np.uint8)
+        for i, (row_id, data) in enumerate(zip(rows["id"], rows["crop"])):
+            if data is None:
+                raise StageError(f"train {cfg.roi}: kept row {row_id} has no crop")
+            img = to_rgb(decode_png(data))[..., :3]
+            if img.shape[:2] != (cfg.size, cfg.size):
+                raise StageError(f"train {cfg.roi}: crop of {row_id} is {img.shape[1]}x{img.shape[0]}, "
+                                 f"rois.size.{cfg.roi} says {cfg.size}")
+            crops[i] = img.transpose(2, 0, 1)
+            digest.update(f"{domain}\0{row_id}\0".encode())
+            digest.update(data)
+        out[domain] = crops
+    return out["A"], out["B"], digest.hexdigest()
+
+
+class DeviceData:
+    """Both domains resident on the device as uint8; batches are gathered, augmented and scaled there."""
+
+    def __init__(self, crops_a: np.ndarray, crops_b: np.ndarray, cfg: TrainConfig, device, channels_last=False):
+        self.domains = [torch.from_numpy(c).to(device) for c in (crops_a, crops_b)]
+        self.cfg, self.device, self.channels_last = cfg, device, channels_last
+        self.pad = int(round(cfg.jitter * cfg.size))
+        self.steps_per_epoch = max(1, max(len(crops_a), len(crops_b)) // cfg.batch)
+        self.plan = None
+
+    def plan_epoch(self, generator: torch.Generator):
+        """Draw this epoch's order, jitter offsets and flips for both domains, then move them to the device once.
+
+        An epoch covers the larger domain once; the smaller one is reshuffled as often as needed.
+        """
+        cfg, n = self.cfg, self.steps_per_epoch * self.cfg.batch
+        plan = []
+        for images in self.domains:
+            count = len(images)
+            order = torch.cat([torch.randperm(count, generator=generator) for _ in range(math.ceil(n / count))])[:n]
+            offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=generator)
+            flips = (torch.rand(n, generator=generator) < 0.5) & torch.tensor(cfg.flip)  # drawn even when off
+            plan.append(tuple(t.view(self.steps_per_epoch, cfg.batch, *t.shape[1:]).to(self.device)
+                              for t in (order, offsets, flips)))
+        self.plan = plan
+
+    def batch(self, step: int):
+        """(real_A, real_B) for `step` of the planned epoch, float in [-1, 1]."""
+        return tuple(self._augment(images, *(t[step] for t in plan)) for images, plan in zip(self.domains, self.plan))
+
+    def _augment(self, images, order, offsets, flips):
+        x = images[order].float()
+        size, pad = self.cfg.size, self.pad
+        if pad:
+            x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        # One gather does the random crop (jitter) and the horizontal flip for every sample at once.
+        ar = torch.arange(size, device=x.device)
+        rows = offsets[:, 0, None] + ar
+        cols = offsets[:, 1, None] + torch.where(flips[:, None], size - 1 - ar, ar)
+        batch_idx = torch.arange(len(x), device=x.device)[:, None, None]
+        x = x[batch_idx, :, rows[:, :, None], cols[:, None, :]]  # (B, S, S, C): advanced dims come first
+        x = x.permute(0, 3, 1, 2)  # already channels_last in memory
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        return x / 127.5 - 1.0
+
+
+# ---------------------------------------------------------------------------------------------------- model
+
+
+def lr_factor(step: int, total_steps: int, decay_steps: int) -> float:
+    """Constant, then linear decay that reaches zero at the end of the last step (per step, not per epoch)."""
+    if decay_steps <= 0:
+        return 1.0
+    return min(1.0, (total_steps - step) / decay_steps)
+
+
+def _lsgan(pred, real: bool):
+    # Least-squares GAN loss, computed in fp32 whatever precision produced `pred`.
+    pred = pred.float()
+    return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
+
+
+class CycleGAN:
+    """Two generators, two discriminators, their optimisers and fake pools, and one training step."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, fast: bool = True):
+        """`fast=False` gives the reference-style setup that bench/train.py compares against (NCHW, plain Adam)."""
+        self.cfg, self.device = cfg, device
+        self.on_cuda = device.type == "cuda"
+        # channels_last suits cuDNN convolutions; on CPU it was slower in our measurements, so it stays NCHW there.
+        self.channels_last = self.on_cuda and fast
+        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
+                             enabled=self.on_cuda and cfg.precision == "bf16")
+        init_gen = torch.Generator().manual_seed(cfg.seed)
+        nets = {
+            "G_AB": ResnetGenerator(cfg.ngf, cfg.n_blocks), "G_BA": ResnetGenerator(cfg.ngf, cfg.n_blocks),
+            "D_A": PatchDiscriminator(cfg.ndf, cfg.n_layers), "D_B": PatchDiscriminator(cfg.ndf, cfg.n_layers),
+        }
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.nets = {k: init_weights(v, 0.02, init_gen).to(device, memory_format=fmt) for k, v in nets.items()}
+        # Forward passes go through `run` (compiled or not); state dicts come from the plain modules.
+        self.run = {k: torch.compile(v) if cfg.compile else v for k, v in self.nets.items()}
+        adam = dict(lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=True if self.on_cuda and fast else None)
+        self.opt_G = torch.optim.Adam(itertools.chain(self.nets["G_AB"].parameters(),
+                                                      self.nets["G_BA"].parameters()), **adam)
+        self.opt_D = torch.optim.Adam(itertools.chain(self.nets["D_A"].parameters(),
+                                                      self.nets["D_B"].parameters()), **adam)
+        self.pool_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.pool_A, self.pool_B = FakePool(cfg.pool_size, self.pool_gen), FakePool(cfg.pool_size, self.pool_gen)
+
+    def set_lr(self, lr):
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def _discriminators_trainable(self, flag):
+        # D is frozen during the generator update so that G's backward pass does not compute gradients for it.
+        for name in ("D_A", "D_B"):
+            for p in self.nets[name].parameters():
+                p.requires_grad_(flag)
+
+    def step(self, real_A, real_B) -> dict:
+        """One generator update, then one discriminator update; returns detached loss tensors (no sync)."""
+        cfg, run = self.cfg, self.run
+        with torch.autocast(**self.autocast):
+            fake_B = run["G_AB"](real_A)
+            rec_A = run["G_BA"](fake_B)
+            fake_A = run["G_BA"](real_B)
+            rec_B = run["G_AB"](fake_A)
+
+            self._discriminators_trainable(False)
+            adv = _lsgan(run["D_B"](fake_B), True) + _lsgan(run["D_A"](fake_A), True)
+            cycle = F.l1_loss(rec_A.float(), real_A) + F.l1_loss(rec_B.float(), real_B)
+            loss_G = adv + cfg.lambda_cycle * cycle
+            if cfg.lambda_identity > 0:
+                # An image already in the target domain should pass through unchanged (keeps colours).
+                identity = (F.l1_loss(run["G_AB"](real_B).float(), real_B)
+                            + F.l1_loss(run["G_BA"](real_A).float(), real_A))
+                loss_G = loss_G + cfg.lambda_cycle * cfg.lambda_identity * identity
+            else:
+                identity = torch.zeros((), device=self.device)
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.opt_G.step()
+
+        self._discriminators_trainable(True)
+        pooled_A, pooled_B = self.pool_A.query(fake_A), self.pool_B.query(fake_B)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        with torch.autocast(**self.autocast):
+            loss_D_A = 0.5 * (_lsgan(run["D_A"](real_A), True)
+                              + _lsgan(run["D_A"](pooled_A.contiguous(memory_format=fmt)), False))
+            loss_D_B = 0.5 * (_lsgan(run["D_B"](real_B), True)
+                              + _lsgan(run["D_B"](pooled_B.contiguous(memory_format=fmt)), False))
+        self.opt_D.zero_grad(set_to_none=True)
+        (loss_D_A + loss_D_B).backward()
+        self.opt_D.step()
+        # Logged cycle/identity are the mean L1 per direction, unweighted, so they read in [-1, 1] pixel units.
+        return {"G": loss_G.detach(), "G_adv": adv.detach(), "D_A": loss_D_A.detach(), "D_B": loss_D_B.detach(),
+                "cycle": cycle.detach() / 2, "identity": identity.detach() / 2}
+
+    @torch.no_grad()
+    def sample_grid(self, real_A, real_B) -> np.ndarray:
+        """Rows of [A, A->B, A->B->A | B, B->A, B->A->B] as one uint8 RGB image."""
+        with torch.autocast(**self.autocast):
+            fake_B = self.run["G_AB"](real_A)
+            rec_A = self.run["G_BA"](fake_B)
+            fake_A = self.run["G_BA"](real_B)
+            rec_B = self.run["G_AB"](fake_A)
+        gap = torch.ones_like(real_A[:, :, :, :4])
+        row = torch.cat([real_A, fake_B.float(), rec_A.float(), gap, real_B, fake_A.float(), rec_B.float()], dim=3)
+        grid = torch.cat(list(row), dim=1)  # stack the samples vertically: (3, n*S, W)
+        grid = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return grid.permute(1, 2, 0).cpu().numpy()
+
+    def state_dict(self):
+        return {
+            "nets": {k: v.state_dict() for k, v in self.nets.items()},
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+            "pool_A": self.pool_A.state_dict(), "pool_B": self.pool_B.state_dict(),
+            "pool_rng": self.pool_gen.get_state(),
+        }
+
+    def load_state_dict(self, state):
+        for k, v in self.nets.items():
+            v.load_state_dict(state["nets"][k])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.pool_A.load_state_dict(state["pool_A"], self.device)
+        self.pool_B.load_state_dict(state["pool_B"], self.device)
+        self.pool_gen.set_state(state["pool_rng"])
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+
+
+def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
+    """What a checkpoint must match to be resumed: the checkpoint format, every param, the training data."""
+    blob = json.dumps({"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "data": data_hash}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def save_atomic(obj, path):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".pt.tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path, expected_hash, roi):
+    """The checkpoint at `path` if it exists and matches `expected_hash`, else None (with a note why)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a file from an older layout or another tool: start over rather than fail
+        print(f"train {roi}: ignoring unreadable checkpoint {path} ({type(err).__name__})", file=sys.stderr)
+        return None
+    if not isinstance(ckpt, dict) or ckpt.get("fingerprint") != expected_hash:
+        print(f"train {roi}: ignoring checkpoint {path} from other params or data; training from scratch",
+              file=sys.stderr)
+        return None
+    return ckpt
+
+
+def _png(arr: np.ndarray) -> torch.Tensor:
+    # Stored as a uint8 tensor: `torch.load(weights_only=True)` accepts tensors, not arbitrary bytes objects.
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
+    return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------- loop
+
+
+class Paths:
+    """Where one ROI's training reads and writes."""
+
+    def __init__(self, roi, manifest=None, model_dir=None, live_dir=None, metrics=None):
+        self.manifest = manifest or f"data/rois/{roi}.parquet"
+        self.model_dir = model_dir or f"models/cyclegan/{roi}"
+        self.live_dir = live_dir or f"dvclive/{roi}"
+        self.metrics = metrics or f"metrics/train_{roi}.json"
+        self.generator = os.path.join(self.model_dir, "generator_AB.pt")
+        self.checkpoint = os.path.join(self.model_dir, "checkpoint.pt")
+
+
+def _open_live(live_dir, history, grids):
+    """A fresh dvclive run in `live_dir`, replaying the epochs the checkpoint already holds."""
+    from dvclive import Live
+
+    live = Live(live_dir, resume=False, dvcyaml=False, save_dvc_exp=False, report=None)
+    for record, grid in zip(history, grids):
+        _log_epoch(live, record, Image.open(io.BytesIO(grid.numpy().tobytes())))
+    return live
+
+
+def _log_epoch(live, record, grid_image):
+    for name in LOSS_NAMES:
+        live.log_metric(f"loss/{name}", record[name])
+    live.log_metric("lr", record["lr"])
+    live.log_image(f"samples/{record['epoch']:03d}.png", grid_image)
+    live.next_step()
+
+
+def train_roi(cfg: TrainConfig, paths: Paths, after_step=None) -> dict:
+    """Train (or resume) the CycleGAN for one ROI and write its outputs; returns the metrics written.
+
+    `after_step(epoch, step)` is called after every optimisation step (tests use it to interrupt a run).
+    """
+    from tqdm import tqdm
+
+    device = torch.device(cfg.device)
+    P.seed_everything(cfg.seed)
+    crops_a, crops_b, data_hash = load_domains(paths.manifest, cfg)
+    model = CycleGAN(cfg, device)
+    data = DeviceData(crops_a, crops_b, cfg, device, model.channels_last)
+    data_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    fixed = [torch.from_numpy(c[:GRID_SAMPLES]).to(device).float() / 127.5 - 1.0 for c in (crops_a, crops_b)]
+
+    expected = fingerprint(cfg, data_hash)
+    ckpt = load_checkpoint(paths.checkpoint, expected, cfg.roi)
+    history, grids, start_epoch = [], [], 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        data_gen.set_state(ckpt["data_rng"])
+        history, grids, start_epoch = list(ckpt["history"]), list(ckpt["grids"]), int(ckpt["epoch"])
+        print(f"train {cfg.roi}: resuming after epoch {start_epoch}/{cfg.epochs}", file=sys.stderr)
+    live = _open_live(paths.live_dir, history, grids)
+
+    total_steps = cfg.epochs * data.steps_per_epoch
+    decay_steps = cfg.epochs_decay * data.steps_per_epoch
+    started, steps_run = time.perf_counter(), 0
+    for epoch in range(start_epoch, cfg.epochs):
+        data.plan_epoch(data_gen)
+        sums = {name: torch.zeros((), device=device) for name in LOSS_NAMES}
+        bar = tqdm(range(data.steps_per_epoch), desc=f"train {cfg.roi} {epoch + 1}/{cfg.epochs}", file=sys.stderr,
+                   leave=False, mininterval=1.0)
+        for step in bar:
+            global_step = epoch * data.steps_per_epoch + step
+            lr = cfg.lr * lr_factor(global_step, total_steps, decay_steps)
+            model.set_lr(lr)
+            losses = model.step(*data.batch(step))
+            for name in LOSS_NAMES:
+                sums[name] += losses[name]
+            steps_run += 1
+            if after_step is not None:
+                after_step(epoch, step)
+        bar.close()
+        record = {name: float(value) / data.steps_per_epoch for name, value in sums.items()}
+        record.update(epoch=epoch, lr=lr)
+        grid = model.sample_grid(*fixed)
+        history.append(record)
+        grids.append(_png(grid))
+        save_atomic({"fingerprint": expected, "format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
+                     "model": model.state_dict(), "data_rng": data_gen.get_state(),
+                     "history": history, "grids": grids}, paths.checkpoint)
+        _log_epoch(live, record, Image.fromarray(grid))
+        print(f"train {cfg.roi} epoch {epoch + 1}/{cfg.epochs}: "
+              + " ".join(f"{k}={record[k]:.4f}" for k in LOSS_NAMES), file=sys.stderr)
+    seconds = time.perf_counter() - started
+    live.end()
+
+    config = dict(roi=cfg.roi, size=cfg.size, value_range=[-1.0, 1.0], direction="A->B", **model.nets["G_AB"].config)
+    save_atomic(generator_file(config, model.nets["G_AB"].state_dict()), paths.generator)
+    metrics = {
+        "roi": cfg.roi, "n_train_A": len(crops_a), "n_train_B": len(crops_b), "epochs": cfg.epochs,
+        "steps": total_steps, "device": cfg.device,
+        "final": {k: history[-1][k] for k in LOSS_NAMES},
+        "cycle_first_epoch": history[0]["cycle"], "cycle_last_epoch": history[-1]["cycle"],
+        "seconds_per_step": seconds / steps_run if steps_run else None,
+    }
+    write_json_atomic(metrics, paths.metrics)
+    return metrics

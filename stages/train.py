@@ -1,0 +1,25 @@
+"""Stage `train@<roi>`: train the unpaired CycleGAN (source emotion A <-> target emotion B) for one ROI.
+
+Run: `python -m stages.train mouth` from the project root (or `dvc repro train@mouth`).
+Reads `data/rois/<roi>.parquet` (kept rows of split=train) and the `train:` and `rois.size` params. Writes
+`models/cyclegan/<roi>/generator_AB.pt` (load with `stages.lib.networks.load_generator`), the resumable
+`models/cyclegan/<roi>/checkpoint.pt`, dvclive curves and sample grids in `dvclive/<roi>/`, and
+`metrics/train_<roi>.json`. A rerun after an interruption resumes from the last finished epoch.
+"""
+import sys
+
+from stages.lib import params
+from stages.lib.cyclegan import Paths, read_config, train_roi
+from stages.lib.errors import StageError, run_stage
+
+
+def main(argv):
+    if len(argv) != 1:
+        raise StageError("usage: python -m stages.train <roi>")
+    roi = argv[0]
+    cfg = read_config(params.load(), roi)
+    train_roi(cfg, Paths(roi))
+
+
+if __name__ == "__main__":
+    run_stage(main, sys.argv[1:])

@@ -1,0 +1,249 @@
+"""Training: params validation, data loading, device augmentation, LR schedule, determinism, resume, learning."""
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from stages.lib import params as P
+from stages.lib.cyclegan import (DeviceData, Paths, load_domains, lr_factor, param_keys, read_config, train_roi)
+from stages.lib.errors import StageError
+from tests.synthetic_rois import write_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = 16
+TINY = dict(epochs={"mouth": 3}, epochs_decay={"mouth": 1}, batch=4, ngf=2, ndf=2, pool_size=4, device="cpu", seed=0,
+            n_blocks={"mouth": 1}, n_layers={"mouth": 1})
+
+
+def tiny_params(**train):
+    params = copy.deepcopy(P.load(str(ROOT / "params.yaml")))
+    params["rois"]["size"]["mouth"] = SIZE
+    params["train"].update(copy.deepcopy(TINY))
+    params["train"].update(train)
+    return params
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_manifest(tmp_path_factory.mktemp("rois") / "mouth.parquet", size=SIZE, n_train=12)
+
+
+def run(tmp_path, manifest, params=None, name="run", after_step=None):
+    cfg = read_config(params or tiny_params(), "mouth")
+    out = tmp_path / name
+    paths = Paths("mouth", manifest=str(manifest), model_dir=str(out / "model"), live_dir=str(out / "live"),
+                  metrics=str(out / "metrics.json"))
+    metrics = train_roi(cfg, paths, after_step=after_step)
+    return metrics, torch.load(paths.generator, weights_only=True), paths
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------------- params and data
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("precision", "fp16", "train.precision"),
+    ("epochs_decay", {"mouth": 9}, "train.epochs_decay.mouth"),
+    ("batch", 0, "train.batch"),
+    ("flip", "yes", "train.flip"),
+    ("n_layers", {"mouth": 4}, "train.n_layers.mouth"),
+])
+def test_bad_params_name_the_key(key, value, words):
+    with pytest.raises(StageError, match=words.replace(".", r"\.")):
+        read_config(tiny_params(**{key: value}), "mouth")
+
+
+def test_unknown_roi_and_missing_key():
+    with pytest.raises(StageError, match="unknown roi 'nose'"):
+        read_config(tiny_params(), "nose")
+    params = tiny_params()
+    del params["train"]["n_blocks"]["mouth"]
+    with pytest.raises(StageError, match=r"train\.n_blocks\.mouth is missing"):
+        read_config(params, "mouth")
+
+
+def test_dvc_yaml_declares_exactly_the_params_train_reads():
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    declared = [k.replace("${item}", "mouth") for k in stage["params"]]
+    assert sorted(declared) == sorted(param_keys("mouth"))
+    # and every one of them exists in params.yaml
+    params = P.load(str(ROOT / "params.yaml"))
+    for key in param_keys("mouth"):
+        P.get(params, key)
+
+
+def test_load_domains_uses_only_kept_train_rows(manifest):
+    a, b, digest = load_domains(str(manifest), read_config(tiny_params(), "mouth"))
+    assert a.shape == b.shape == (12, 3, SIZE, SIZE) and a.dtype == np.uint8
+    assert len(digest) == 64
+    # B (smiles) has bright teeth where A has only skin: its brightest pixels are brighter on average.
+    assert b.max(axis=(1, 2, 3)).mean() > a.max(axis=(1, 2, 3)).mean()
+
+
+def test_missing_manifest_and_empty_domain_are_one_line_errors(tmp_path):
+    cfg = read_config(tiny_params(), "mouth")
+    with pytest.raises(StageError, match=r"train mouth: manifest .*nope\.parquet not found"):
+        load_domains(str(tmp_path / "nope.parquet"), cfg)
+    only_a = write_manifest(tmp_path / "a.parquet", size=SIZE, n_train=4, domains=("A",))
+    with pytest.raises(StageError, match="train mouth: no kept train rows for domain B"):
+        load_domains(str(only_a), cfg)
+    wrong = write_manifest(tmp_path / "w.parquet", size=SIZE * 2, n_train=4)
+    with pytest.raises(StageError, match="rois.size.mouth says 16"):
+        load_domains(str(wrong), cfg)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "stages.train", "mouth"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: train mouth: manifest data/rois/mouth.parquet not found; run `dvc repro extract_rois` first"]
+
+
+def test_device_batches_gather_flip_and_scale(manifest):
+    cfg = read_config(tiny_params(flip=True, jitter=0.0), "mouth")
+    a, b, _ = load_domains(str(manifest), cfg)
+    data = DeviceData(a, b, cfg, torch.device("cpu"))
+    data.plan_epoch(torch.Generator().manual_seed(0))
+    assert data.steps_per_epoch == 3
+    order, _, flips = data.plan[0]
+    assert sorted(order.flatten().tolist()) == list(range(12))  # one pass over the data
+    real_a, _ = data.batch(1)
+    expected = torch.from_numpy(a[order[1]]).float() / 127.5 - 1
+    expected = torch.where(flips[1][:, None, None, None], expected.flip(3), expected)
+    assert torch.allclose(real_a, expected) and 0 < flips.sum() < 12
+
+
+def test_jitter_shifts_within_the_padding(manifest):
+    cfg = read_config(tiny_params(flip=False, jitter=0.25), "mouth")
+    a, b, _ = load_domains(str(manifest), cfg)
+    data = DeviceData(a, b, cfg, torch.device("cpu"))
+    data.plan_epoch(torch.Generator().manual_seed(1))
+    order, offsets, _ = data.plan[0]
+    real_a, _ = data.batch(0)
+    assert real_a.shape == (4, 3, SIZE, SIZE) and offsets.max() <= 8
+    i = int(torch.nonzero((offsets[0] == 4).all(dim=1))[0]) if (offsets[0] == 4).all(dim=1).any() else None
+    if i is not None:  # an offset equal to the padding is no shift at all
+        assert torch.allclose(real_a[i], torch.from_numpy(a[order[0, i]]).float() / 127.5 - 1)
+    shifted = [j for j in range(4) if not (offsets[0, j] == 4).all()]
+    j = shifted[0]
+    dy, dx = (offsets[0, j] - 4).tolist()
+    src = torch.from_numpy(a[order[0, j]]).float() / 127.5 - 1
+    # inside the image the crop is the source moved by (dy, dx)
+    y0, y1, x0, x1 = max(0, -dy), SIZE - max(0, dy), max(0, -dx), SIZE - max(0, dx)
+    assert torch.allclose(real_a[j][:, y0:y1, x0:x1], src[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx])
+
+
+def test_lr_constant_then_linear_to_zero():
+    total, decay = 10, 4
+    lrs = [lr_factor(s, total, decay) for s in range(total)]
+    assert lrs[:7] == [1.0] * 7
+    assert lrs[6:] == [1.0, 0.75, 0.5, 0.25]
+    assert lr_factor(total, total, decay) == 0.0 and lr_factor(3, total, 0) == 1.0
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path, manifest):
+    m1, g1, paths = run(tmp_path, manifest, name="a")
+    _, g2, _ = run(tmp_path, manifest, name="b")
+    _, g3, _ = run(tmp_path, manifest, tiny_params(seed=1), name="c")
+    assert same_weights(g1["state_dict"], g2["state_dict"])
+    assert not same_weights(g1["state_dict"], g3["state_dict"])
+    cfg = g1["config"]
+    assert (cfg["ngf"], cfg["n_blocks"], cfg["size"]) == (2, 1, SIZE)
+    # outputs: metrics, dvclive curves per epoch and one sample grid per epoch
+    assert m1["steps"] == 9 and set(m1["final"]) == {"G", "G_adv", "D_A", "D_B", "cycle", "identity"}
+    live = Path(paths.live_dir)
+    assert len((live / "plots/metrics/loss/cycle.tsv").read_text().splitlines()) == 1 + 3
+    assert (live / "plots/metrics/lr.tsv").exists() and (live / "metrics.json").exists()
+    grids = sorted((live / "plots/images/samples").glob("*.png"))
+    assert [g.name for g in grids] == ["000.png", "001.png", "002.png"]
+    from PIL import Image
+    assert Image.open(grids[0]).size == (6 * SIZE + 4, 4 * SIZE)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, manifest):
+    _, reference, _ = run(tmp_path, manifest, name="ref")
+
+    def stop(epoch, step):
+        if (epoch, step) == (1, 1):  # mid-epoch, after one finished epoch was checkpointed
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(tmp_path, manifest, name="cut", after_step=stop)
+    ckpt = torch.load(tmp_path / "cut/model/checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    _, resumed, paths = run(tmp_path, manifest, name="cut")
+    assert same_weights(reference["state_dict"], resumed["state_dict"])
+    # the dvclive log is whole again: one row per epoch, not one per run
+    assert len(Path(paths.live_dir, "plots/metrics/loss/G.tsv").read_text().splitlines()) == 1 + 3
+
+
+def test_stale_checkpoint_from_other_params_is_not_resumed(tmp_path, manifest, capfd):
+    _, first, _ = run(tmp_path, manifest, tiny_params(lr=1e-3), name="x")
+    _, fresh, _ = run(tmp_path, manifest, tiny_params(lr=5e-4), name="fresh")
+    _, over, _ = run(tmp_path, manifest, tiny_params(lr=5e-4), name="x")  # finds the lr=1e-3 checkpoint
+    assert "ignoring checkpoint" in capfd.readouterr().err
+    assert same_weights(fresh["state_dict"], over["state_dict"])
+    assert not same_weights(first["state_dict"], over["state_dict"])
+
+
+def test_killed_process_resumes_to_the_same_weights(tmp_path, manifest):
+    """A real SIGKILL mid-epoch, then a rerun of the stage command, against an uninterrupted run."""
+    params = tiny_params(epochs={"mouth": 6}, epochs_decay={"mouth": 2})
+    _, reference, _ = run(tmp_path, manifest, params, name="ref")
+    work = tmp_path / "proj"
+    (work / "data/rois").mkdir(parents=True)
+    os.symlink(manifest, work / "data/rois/mouth.parquet")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "stages.train", "mouth"]
+    ckpt = work / "models/cyclegan/mouth/checkpoint.pt"
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # into the second epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (work / "models/cyclegan/mouth/generator_AB.pt").exists()
+    done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    resumed_from = [line for line in done.stderr.splitlines() if "resuming after epoch" in line]
+    assert resumed_from and not resumed_from[0].endswith("6/6")
+    resumed = torch.load(work / "models/cyclegan/mouth/generator_AB.pt", weights_only=True)
+    assert same_weights(reference["state_dict"], resumed["state_dict"])
+
+
+def test_cycle_loss_falls(tmp_path):
+    """A slightly bigger tiny net on the synthetic mouths: reconstruction through both generators improves.
+
+    (Whether A->B draws smiles needs a few hundred steps at 32 px; see bench/README.md for that run.)
+    """
+    manifest = write_manifest(tmp_path / "m.parquet", size=SIZE, n_train=24, seed=3)
+    params = tiny_params(epochs={"mouth": 8}, epochs_decay={"mouth": 4}, ngf=4, ndf=4, batch=4)
+    metrics, _, paths = run(tmp_path, manifest, params)
+    assert metrics["cycle_last_epoch"] < 0.7 * metrics["cycle_first_epoch"]
+    cycle = [float(line.split("\t")[-1]) for line in
+             Path(paths.live_dir, "plots/metrics/loss/cycle.tsv").read_text().splitlines()[1:]]
+    assert len(cycle) == 8 and cycle[-1] == pytest.approx(metrics["cycle_last_epoch"])
