@@ -1,10 +1,9 @@
 """The demo generator: determinism, defect and noise rates, and that FaceMesh and the judge read its faces.
 
-Run: pytest tests/test_demo_faces.py   (about 20 s on one core; the judge test needs models/judge/mini_xception.pt)
+Run: pytest tests/test_demo_faces.py   (about 10 s on one core; the judge test needs models/judge/mini_xception.pt)
 """
 import collections
 import os
-import warnings
 
 import numpy as np
 import pytest
@@ -17,6 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JUDGE_WEIGHTS = os.path.join(ROOT, "models", "judge", "mini_xception.pt")
 SIZE = 128  # small, fast images; FaceMesh and the judge work at this size too
 N_SAMPLE = 120
+# protobuf's deprecation notice, raised inside mediapipe
+pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype:UserWarning")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,6 @@ def sample():
 @pytest.fixture(scope="module")
 def facemesh():
     mp = pytest.importorskip("mediapipe")
-    warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
     mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
                                            min_detection_confidence=0.5)
     yield mesh

@@ -200,12 +200,29 @@ class _Canvas:
         return np.clip(0.5 - dist * (self.scale / soft_px), 0.0, 1.0)
 
     def ellipse(self, x0, y0, rx, ry, soft_px=1.0) -> np.ndarray:
-        r = np.sqrt(((self.u - x0) / rx) ** 2 + ((self.v - y0) / ry) ** 2)
-        return self.edge((r - 1.0) * min(rx, ry), soft_px)
+        win = self._window(x0, y0, rx, ry, soft_px / self.scale + 1.5 / self.scale)
+        out = np.zeros((self.h, self.w), np.float32)
+        if win is not None:
+            r = np.sqrt(((self.u[win] - x0) / rx) ** 2 + ((self.v[win] - y0) / ry) ** 2)
+            out[win] = self.edge((r - 1.0) * min(rx, ry), soft_px)
+        return out
 
     def blob(self, x0, y0, rx, ry) -> np.ndarray:
-        """A Gaussian bump for shading: 1 at the centre, e^-1/2 at one radius."""
-        return np.exp(-0.5 * (((self.u - x0) / rx) ** 2 + ((self.v - y0) / ry) ** 2))
+        """A Gaussian bump for shading: 1 at the centre, e^-1/2 at one radius, cut where it falls below 1e-3."""
+        out = np.zeros((self.h, self.w), np.float32)
+        win = self._window(x0, y0, 3.72 * rx, 3.72 * ry, 0.0)
+        if win is not None:
+            out[win] = np.exp(-0.5 * (((self.u[win] - x0) / rx) ** 2 + ((self.v[win] - y0) / ry) ** 2))
+        return out
+
+    def _window(self, x0, y0, rx, ry, pad):
+        """Pixel slices covering the face-unit box centre (x0, y0), half-sides rx + pad, ry + pad (any roll)."""
+        corners = self.to_px([(x0 + sx * (rx + pad), y0 + sy * (ry + pad)) for sx in (-1, 1) for sy in (-1, 1)])
+        (c0, r0), (c1, r1) = np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int) + 1
+        c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, self.w), min(r1, self.h)
+        if c0 >= c1 or r0 >= r1:
+            return None
+        return slice(r0, r1), slice(c0, c1)
 
     def polygon(self, pts, blur_px=0.0) -> np.ndarray:
         """Coverage of a filled polygon given in face units, drawn with sub-pixel precision."""
@@ -291,6 +308,10 @@ class _Look:
     brow_thick: float
     lip_full: float
     nose_w: float
+    cloth: np.ndarray
+
+
+CLOTH_COLOURS = [(60, 70, 110), (140, 40, 40), (50, 90, 60), (200, 200, 200), (40, 40, 45), (150, 120, 70)]
 
 
 def _random_look(rng) -> _Look:
@@ -305,7 +326,8 @@ def _random_look(rng) -> _Look:
                  hairline=rng.uniform(-1.15, -0.95), long_hair=bool(rng.random() < 0.4), light=light,
                  ambient=rng.uniform(0.45, 0.65), gaze=(rng.uniform(-0.03, 0.03), rng.uniform(-0.015, 0.015)),
                  eye_open=rng.uniform(0.9, 1.1), brow_thick=rng.uniform(0.055, 0.085),
-                 lip_full=rng.uniform(0.85, 1.2), nose_w=rng.uniform(0.9, 1.15))
+                 lip_full=rng.uniform(0.85, 1.2), nose_w=rng.uniform(0.9, 1.15),
+                 cloth=np.asarray(CLOTH_COLOURS[rng.integers(len(CLOTH_COLOURS))], np.float32))
 
 
 def _pick_pair(rng, palette):
@@ -339,7 +361,7 @@ def _expression(rng, emotion: str) -> _Expression:
                            brow_raise=rng.uniform(-0.02, 0.02), brow_inner=0.0, cheeks=rng.uniform(0.7, 1.0),
                            folds=rng.uniform(0.7, 1.0))
     if emotion == "sad":
-        return _Expression(mouth_w=rng.uniform(0.28, 0.33), corner=-rng.uniform(0.08, 0.12), open_up=0.0,
+        return _Expression(mouth_w=rng.uniform(0.28, 0.33), corner=-rng.uniform(0.11, 0.15), open_up=0.0,
                            open_down=0.0, round_mouth=False, teeth=False, eye_upper=rng.uniform(0.07, 0.085),
                            eye_lower=rng.uniform(0.045, 0.055), brow_raise=0.0, brow_inner=rng.uniform(0.1, 0.14),
                            cheeks=0.0, folds=0.0)
@@ -365,7 +387,7 @@ def _draw_portrait(rng, size: int, emotion: str, defect: str):
     canvas = _Canvas(_background(rng, size), center, scale, roll)
     _paint_body(canvas, look)
     _paint_head(canvas, look)
-    _paint_eyes(canvas, look, expr, rng)
+    _paint_eyes(canvas, look, expr)
     _paint_brows(canvas, look, expr)
     _paint_nose(canvas, look)
     _paint_mouth(canvas, look, expr)
@@ -392,17 +414,21 @@ def _placement(rng, size, defect):
 
 
 def _background(rng, size):
-    """A smooth two-colour gradient with a few soft blobs, like an out-of-focus room or studio backdrop."""
-    a, b = rng.uniform(30, 230, 3), rng.uniform(30, 230, 3)
+    """A smooth two-colour gradient with a few soft blobs, like an out-of-focus room or studio backdrop.
+
+    It has no detail finer than a tenth of the image, so it is drawn at 32x32 and scaled up: the same picture
+    for a fraction of the time."""
+    low = 32
+    a, b = rng.uniform(30, 230, 3).astype(np.float32), rng.uniform(30, 230, 3).astype(np.float32)
     angle = rng.uniform(0, 2 * math.pi)
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    ys, xs = (np.mgrid[0:low, 0:low].astype(np.float32) + 0.5) / low
     t = np.clip(0.5 + (xs - 0.5) * math.cos(angle) + (ys - 0.5) * math.sin(angle), 0, 1)[..., None]
-    rgb = (a * (1 - t) + b * t).astype(np.float32)
+    rgb = a * (1 - t) + b * t
     for _ in range(int(rng.integers(2, 5))):
         cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 0.35)
-        w = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * r * r))[..., None] * rng.uniform(0.2, 0.5)
+        w = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * r * r))[..., None] * np.float32(rng.uniform(0.2, 0.5))
         rgb = rgb * (1 - w) + w * rng.uniform(20, 240, 3).astype(np.float32)
-    return rgb
+    return cv2.resize(rgb.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
 
 
 def _skin_shading(canvas, look, x0=0.0, y0=-0.1, rx=1.0, ry=1.7):
@@ -419,11 +445,7 @@ def _head_outline(look, n=64):
     """Closed outline of the face: a round cranium on top, a superellipse jaw below the cheekbones."""
     w = look.face_w
     top = [(w * math.cos(t), CRANIUM_TOP * math.sin(t)) for t in np.linspace(0, math.pi, n // 2)]
-    jaw = []
-    for t in np.linspace(0, 1, n // 2):
-        y = CHIN_Y * t
-        x = w * (1 - t ** look.jaw) ** (1 / look.jaw)
-        jaw.append((x, y))
+    jaw = [(w * (1 - t ** look.jaw) ** (1 / look.jaw), CHIN_Y * t) for t in np.linspace(0, 1, n // 2)]
     left_jaw = [(-x, y) for x, y in jaw]
     # from the right cheek over the top to the left cheek, down the left jaw to the chin, back up the right jaw
     return np.array(top + left_jaw + jaw[::-1])
@@ -434,10 +456,8 @@ def _paint_body(canvas, look):
     if look.long_hair:  # hair falling behind the head down to the shoulders
         back = canvas.ellipse(0, -0.3, look.face_w * 1.3, 2.1, soft_px=2.0) * canvas.edge(canvas.v - 1.7, 3.0)
         canvas.paint(back, _hair_colour(canvas, look) * 0.8)
-    cloth = np.asarray([(60, 70, 110), (140, 40, 40), (50, 90, 60), (200, 200, 200), (40, 40, 45)]
-                       [int(abs(look.light[0]) * 97) % 5], np.float32)
     canvas.paint(canvas.polygon([(-2.6, 3.6), (-2.2, 2.25), (-0.6, 1.95), (0.6, 1.95), (2.2, 2.25), (2.6, 3.6)],
-                                blur_px=1.0), cloth)
+                                blur_px=1.0), look.cloth)
     neck = canvas.polygon([(-0.5, 0.6), (0.5, 0.6), (0.55, 2.15), (0, 2.3), (-0.55, 2.15)])
     canvas.paint(neck, _skin_shading(canvas, look, y0=1.4, rx=0.6, ry=1.2) * 0.8)
     canvas.shade(canvas.blob(0, 1.7, 0.6, 0.2) * neck, 0.65)  # the chin's shadow on the neck
@@ -470,7 +490,7 @@ def _hair_colour(canvas, look):
     return look.hair[None, None, :] * (strands * sheen)[..., None]
 
 
-def _paint_eyes(canvas, look, expr, rng):
+def _paint_eyes(canvas, look, expr):
     for side in (-1, 1):
         cx = side * EYE_X
         canvas.shade(canvas.blob(cx, -0.04, 0.26, 0.15), 0.8)  # eye socket
@@ -673,12 +693,12 @@ def _paint_hand(canvas, look, rng):
 def _paint_sunglasses(canvas, rng):
     tint = rng.uniform(5, 45, 3)
     for side in (-1, 1):
-        lens = canvas.ellipse(side * EYE_X, 0.0, 0.26, 0.18, soft_px=1.0)
+        lens = canvas.ellipse(side * EYE_X, 0.0, 0.3, 0.22, soft_px=1.0)
         canvas.paint(lens, tint)
         canvas.paint(canvas.ellipse(side * EYE_X - 0.08, -0.07, 0.06, 0.03, soft_px=2.0), (200, 200, 210), 0.35)
-    canvas.paint(canvas.stroke([(-EYE_X + 0.24, -0.05), (0, -0.08), (EYE_X - 0.24, -0.05)], 0.04), tint)
+    canvas.paint(canvas.stroke([(-EYE_X + 0.28, -0.05), (0, -0.08), (EYE_X - 0.28, -0.05)], 0.04), tint)
     for side in (-1, 1):
-        canvas.paint(canvas.stroke([(side * (EYE_X + 0.25), -0.05), (side * 1.02, -0.02)], 0.04), tint)
+        canvas.paint(canvas.stroke([(side * (EYE_X + 0.29), -0.05), (side * 1.02, -0.02)], 0.04), tint)
 
 
 # ------------------------------------------------------------------------------------------------------ non-face
