@@ -693,12 +693,12 @@ def _paint_hand(canvas, look, rng):
 def _paint_sunglasses(canvas, rng):
     tint = rng.uniform(5, 45, 3)
     for side in (-1, 1):
-        lens = canvas.ellipse(side * EYE_X, 0.0, 0.3, 0.22, soft_px=1.0)
+        lens = canvas.ellipse(side * EYE_X, 0.0, 0.33, 0.25, soft_px=1.0)
         canvas.paint(lens, tint)
         canvas.paint(canvas.ellipse(side * EYE_X - 0.08, -0.07, 0.06, 0.03, soft_px=2.0), (200, 200, 210), 0.35)
-    canvas.paint(canvas.stroke([(-EYE_X + 0.28, -0.05), (0, -0.08), (EYE_X - 0.28, -0.05)], 0.04), tint)
+    canvas.paint(canvas.stroke([(-EYE_X + 0.31, -0.05), (0, -0.08), (EYE_X - 0.31, -0.05)], 0.04), tint)
     for side in (-1, 1):
-        canvas.paint(canvas.stroke([(side * (EYE_X + 0.29), -0.05), (side * 1.02, -0.02)], 0.04), tint)
+        canvas.paint(canvas.stroke([(side * (EYE_X + 0.32), -0.05), (side * 1.02, -0.02)], 0.04), tint)
 
 
 # ------------------------------------------------------------------------------------------------------ non-face
