@@ -37,14 +37,16 @@ def main(argv=None):
 
     cfg = read_params(P.load(P.PARAMS_FILE))
     check_input(args.images)
-    parser = make_parser(cfg)  # a missing weights file stops here, before any image is read
     if cfg["backend"] == "facemesh":
         from stages.lib.parsing.facemesh import quiet_stderr
 
-        quiet = quiet_stderr()  # MediaPipe's C++ log lines stay out of the stage's output
+        # MediaPipe's C++ log lines stay out of the stage's output. Its graph opens its models in background
+        # threads that may log after the constructor returns, so the parser is built inside the quiet block too.
+        quiet = quiet_stderr()
     else:
         quiet = contextlib.nullcontext(sys.stderr)
     with quiet as progress:
+        parser = make_parser(cfg)  # a missing weights file stops here, before any image is read
         stats, sheet = parse_table(args.images, args.out, parser, batch_rows=cfg["batch"], progress=progress)
     if cfg["backend"] != "facemesh":
         stats["parse_size"] = cfg["size"]

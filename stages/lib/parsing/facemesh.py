@@ -178,7 +178,7 @@ class FaceMeshParser:
 
         warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
         self.min_detect_size = int(min_detect_size)
-        with quiet_stderr():  # graph set-up logs too
+        with quiet_stderr():  # most set-up logs; the stage also wraps its whole run (see stages/parse.py)
             self.mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=True, max_num_faces=1, refine_landmarks=refine,
                 min_detection_confidence=min_confidence)
