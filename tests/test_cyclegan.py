@@ -209,7 +209,8 @@ def test_stale_checkpoint_from_other_params_is_not_resumed(tmp_path, manifest, c
 
 def test_killed_process_resumes_to_the_same_weights(tmp_path, manifest):
     """A real SIGKILL mid-epoch, then a rerun of the stage command, against an uninterrupted run."""
-    params = tiny_params(epochs={"mouth": 6}, epochs_decay={"mouth": 2})
+    # batch 1: 12 steps an epoch, so that the kill lands in the second of four epochs even on a fast machine
+    params = tiny_params(epochs={"mouth": 4}, epochs_decay={"mouth": 2}, batch=1)
     _, reference, _ = run(tmp_path, manifest, params, name="ref")
     work = tmp_path / "proj"
     (work / "data/rois").mkdir(parents=True)
@@ -219,18 +220,17 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path, manifest):
     cmd = [sys.executable, "-m", "stages.train", "mouth"]
     ckpt = work / "models/cyclegan/mouth/checkpoint.pt"
     proc = subprocess.Popen(cmd, cwd=work, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
+    deadline = time.time() + 120
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.05)  # into the second epoch
-    proc.send_signal(signal.SIGKILL)
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)  # the first epoch is checkpointed: this lands in the second
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (work / "models/cyclegan/mouth/generator_AB.pt").exists()
     done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     resumed_from = [line for line in done.stderr.splitlines() if "resuming after epoch" in line]
-    assert resumed_from and not resumed_from[0].endswith("6/6")
+    assert resumed_from and not resumed_from[0].endswith("4/4")
     resumed = torch.load(work / "models/cyclegan/mouth/generator_AB.pt", weights_only=True)
     assert same_weights(reference["state_dict"], resumed["state_dict"])
 
