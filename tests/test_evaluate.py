@@ -235,3 +235,16 @@ def test_a_generator_trained_on_another_crop_size_is_refused(tmp_path, shared_da
     monkeypatch.chdir(root)
     with pytest.raises(StageError, match="trained on 64px crops"):
         stage.main(["mouth"])
+
+
+def test_summary_table_lists_every_roi(tmp_path):
+    from stages.summarize_eval import COLUMNS, summary_table
+
+    for roi, rate in (("mouth", 0.5), ("eyes", 0.25)):
+        (tmp_path / roi).mkdir()
+        (tmp_path / roi / "metrics.json").write_text(json.dumps({"transfer_rate": rate, "kid_roi": None}))
+    lines = summary_table(str(tmp_path)).splitlines()
+    assert len(lines) == 4 and lines[0].count("|") == len(COLUMNS) + 2
+    assert lines[2].startswith("| eyes | - | 0.25 |") and lines[3].startswith("| mouth | - | 0.5 |")
+    with pytest.raises(StageError, match="no "):
+        summary_table(str(tmp_path / "nothing"))
