@@ -1,0 +1,120 @@
+"""filter_masks: keep faces whose eyes, brows and lips are really visible; reject the rest with a reason.
+
+Run from the project root (DVC does this):  python -m stages.filter_masks
+Reads   data/parsed (id, face_found, class_counts; label_map only for the sheets), data/images (sheet thumbnails)
+Params  filter_masks.ref_size, filter_masks.min_px.{eyes,brows,lips}, filter_masks.sheet_max
+Writes  data/filtered/filter_masks.parquet  id, kept, reason, eyes_px, brows_px, lips_px, eyes_min, brows_min,
+                                            lips_min, area (one row per parsed row: kept + rejected = input)
+        metrics/filter_masks.json            input, kept, rejected, kept_fraction, by_reason, by_check
+        plots/filter_masks/<check>.png       one contact sheet per single check (no_face, eyes_small, ...)
+"""
+import glob
+import os
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from .lib import params as P
+from .lib.codec import decode_png
+from .lib.contact_sheet import contact_sheet, load_rows, overlay_regions
+from .lib.errors import StageError, run_stage
+from .lib.masks import CHECKED_REGIONS, counts_matrix, split_reasons, visibility_reasons
+from .lib.tables import read_table, write_json_atomic, write_table_atomic
+
+PARSED = "data/parsed"
+IMAGES = "data/images"
+OUT = "data/filtered/filter_masks.parquet"
+METRICS = "metrics/filter_masks.json"
+PLOTS = "plots/filter_masks"
+
+
+def read_params(params):
+    ref_size = P.number(params, "filter_masks.ref_size", int, lo=1)
+    min_px = {r: P.number(params, f"filter_masks.min_px.{r}", float, lo=0) for r in CHECKED_REGIONS}
+    sheet_max = P.number(params, "filter_masks.sheet_max", int, lo=0, default=32)
+    return ref_size, min_px, sheet_max
+
+
+def read_parsed(path):
+    try:
+        table = read_table(path, columns=["id", "face_found", "class_counts"])
+    except FileNotFoundError:
+        raise StageError(f"{path} not found; run the parse stage first (dvc repro parse)") from None
+    except (pa.ArrowInvalid, KeyError) as err:
+        raise StageError(f"{path} lacks id/face_found/class_counts: {str(err).splitlines()[0]}") from None
+    ids = table.column("id").to_pylist()
+    if len(set(ids)) != len(ids):
+        raise StageError(f"{path} has duplicate ids; rerun parse")
+    face = [bool(f) for f in table.column("face_found").to_pylist()]
+    return ids, face, table.column("class_counts")
+
+
+def decide(ids, face, counts, ref_size, min_px) -> pa.Table:
+    try:
+        matrix = counts_matrix(counts)
+    except ValueError as err:
+        raise StageError(f"{PARSED}: {err}") from None
+    kept, reasons, got, need = visibility_reasons(face, matrix, min_px, ref_size)
+    order = np.argsort(np.asarray(ids, dtype=object), kind="stable")  # rows sorted by id: same table every run
+    cols = {"id": pa.array([ids[i] for i in order], pa.string()),
+            "kept": pa.array(kept[order], pa.bool_()),
+            "reason": pa.array([reasons[i] for i in order], pa.string())}
+    for j, region in enumerate(CHECKED_REGIONS):
+        cols[f"{region}_px"] = pa.array(got[order, j], pa.int64())
+        cols[f"{region}_min"] = pa.array(np.round(need[order, j], 3), pa.float64())
+    cols["area"] = pa.array(matrix.sum(axis=1)[order], pa.int64())
+    return pa.table(cols)
+
+
+def summarise(table: pa.Table) -> dict:
+    kept = table.column("kept").to_pylist()
+    reasons = [r for r, k in zip(table.column("reason").to_pylist(), kept) if not k]
+    n = len(kept)
+    return {"input": n, "kept": sum(kept), "rejected": n - sum(kept),
+            "kept_fraction": round(sum(kept) / n, 4) if n else 0.0,
+            "by_reason": dict(sorted(Counter(reasons).items())),
+            "by_check": dict(sorted(Counter(c for r in reasons for c in split_reasons(r)).items()))}
+
+
+def write_sheets(table: pa.Table, sheet_max: int, parsed=PARSED, images=IMAGES, plots=PLOTS):
+    """One sheet per single check, showing up to `sheet_max` rejected faces (lowest ids) with the regions tinted."""
+    for stale in glob.glob(os.path.join(plots, "*.png")):
+        os.unlink(stale)  # a check that no longer rejects anything must not leave last run's sheet behind
+    rows = table.select(["id", "reason", "eyes_px", "brows_px", "lips_px"]).to_pylist()
+    by_check = {}
+    for row in rows:
+        for check in split_reasons(row["reason"]):
+            by_check.setdefault(check, []).append(row)
+    picks = {check: sorted(members, key=lambda r: r["id"])[:sheet_max] for check, members in by_check.items()}
+    wanted = {r["id"] for members in picks.values() for r in members}
+    pixels = load_rows(images, wanted, ["image"]) if wanted else {}
+    maps = load_rows(parsed, wanted, ["label_map"]) if wanted else {}
+    for check, members in tqdm(sorted(picks.items()), desc="filter_masks sheets", unit="sheet"):
+        thumbs, captions = [], []
+        for r in members:
+            if pixels.get(r["id"], {}).get("image") is None:
+                continue
+            img = decode_png(pixels[r["id"]]["image"])
+            lm = maps.get(r["id"], {}).get("label_map")
+            thumbs.append(overlay_regions(img, decode_png(lm) if lm else None))
+            captions.append(f"e{r['eyes_px']} b{r['brows_px']} l{r['lips_px']}")
+        contact_sheet(thumbs, captions, os.path.join(plots, f"{check}.png"))
+
+
+def main():
+    params = P.load()
+    ref_size, min_px, sheet_max = read_params(params)
+    ids, face, counts = read_parsed(PARSED)
+    table = decide(ids, face, counts, ref_size, min_px)
+    write_table_atomic(table, OUT)
+    metrics = summarise(table)
+    write_json_atomic(metrics, METRICS)
+    write_sheets(table, sheet_max)
+    print(f"filter_masks: kept {metrics['kept']}/{metrics['input']} ({metrics['kept_fraction']:.1%}); "
+          f"rejected by check {metrics['by_check']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,87 @@
+"""filter_masks, train_curator and filter_emotion run for real on a small demo (ingest -> parse first) in a scratch
+project, and are scored against the generator's ground truth (data/demo_truth.parquet, read here only)."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+from tests.stage_runner import run_stage, scratch_project
+
+DEMO = {"ingest": {"source": "demo", "demo": {"n": 300, "size": 160, "seed": 0}},
+        "curator": {"backbone": "judge", "input": "grey_masks", "folds": 5, "epochs": 30, "lr": 0.003}}
+CHAIN = ("ingest", "parse", "filter_masks", "train_curator", "filter_emotion")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    project = scratch_project(tmp_path_factory.mktemp("filters") / "proj", DEMO)
+    for stage in CHAIN:
+        run_stage(project, stage)
+    return project
+
+
+def table(project, name):
+    return pd.read_parquet(project / "data" / "filtered" / f"{name}.parquet")
+
+
+def test_every_row_is_kept_or_rejected_with_a_reason(demo):
+    parsed = pd.concat(pd.read_parquet(f) for f in sorted((demo / "data" / "parsed").glob("*.parquet")))
+    fm, fe, oof = table(demo, "filter_masks"), table(demo, "filter_emotion"), table(demo, "curator_oof")
+    assert set(fm.id) == set(parsed.id) and len(fm) == len(parsed)
+    assert set(fe.id) == set(fm.id[fm.kept]) and len(fe) == fm.kept.sum()
+    assert set(oof.id) == set(fm.id[fm.kept])
+    for t in (fm, fe):
+        assert (t.reason[~t.kept] != "").all() and (t.reason[t.kept] == "").all()
+    metrics = json.loads((demo / "metrics" / "filter_masks.json").read_text())
+    assert metrics["kept"] + metrics["rejected"] == metrics["input"] == len(fm)
+    fem = json.loads((demo / "metrics" / "filter_emotion.json").read_text())
+    assert fem["kept"] + sum(fem["by_reason"].values()) == fem["input"] == len(fe)
+    contract = subprocess.run([sys.executable, str(ROOT.parent / "shared" / "tools" / "check_contract.py"), "data"],
+                              cwd=demo, capture_output=True, text=True)
+    assert contract.returncode == 0, contract.stdout
+    assert (demo / "plots" / "filter_masks" / "no_face.png").is_file()
+    assert (demo / "plots" / "filter_emotion" / "confusion.png").is_file()
+    assert (demo / "plots" / "filter_emotion" / "label_issue.png").is_file()
+
+
+def test_injected_label_noise_is_found(demo):
+    truth = pd.read_parquet(demo / "data" / "demo_truth.parquet")
+    fe = table(demo, "filter_emotion").merge(truth[["id", "label_noise"]], on="id")
+    flagged, noisy = fe.reason == "label_issue", fe.label_noise.astype(bool)
+    assert noisy.sum() >= 10
+    precision = (flagged & noisy).sum() / max(flagged.sum(), 1)
+    recall = (flagged & noisy).sum() / noisy.sum()
+    assert precision >= 0.8 and recall >= 0.8, (precision, recall)
+
+
+def test_faceless_and_tiny_faces_are_removed_by_filter_masks(demo):
+    truth = pd.read_parquet(demo / "data" / "demo_truth.parquet")
+    fm = table(demo, "filter_masks").merge(truth[["id", "defect"]], on="id")
+    assert not fm.kept[fm.defect.isin(["non_face", "too_small"])].any()
+    assert fm.kept[fm.defect == "none"].mean() > 0.95
+
+
+@pytest.mark.xfail(strict=True, reason="FaceMesh draws eyes and lips from landmarks even where a hand, sunglasses "
+                   "or closed lids hide them, so their pixel counts look normal; needs a parser that reports "
+                   "visible pixels (BiSeNet backend, or a visibility check in parse)")
+def test_occluded_and_closed_eye_faces_are_removed_by_filter_masks(demo):
+    truth = pd.read_parquet(demo / "data" / "demo_truth.parquet")
+    fm = table(demo, "filter_masks").merge(truth[["id", "defect"]], on="id")
+    hidden = fm.defect.isin(["mouth_occluded", "eyes_occluded", "sunglasses", "eyes_closed"])
+    assert hidden.sum() >= 10 and not fm.kept[hidden].any()
+
+
+def test_rerun_is_byte_identical_and_bad_params_are_one_line(demo):
+    before = {n: (demo / "data" / "filtered" / f"{n}.parquet").read_bytes() for n in ("filter_masks", "filter_emotion")}
+    for stage in ("filter_masks", "filter_emotion"):
+        run_stage(demo, stage)
+    for name, data in before.items():
+        assert (demo / "data" / "filtered" / f"{name}.parquet").read_bytes() == data, name
+    bad = scratch_project(demo.parent / "bad", dict(DEMO, filter_emotion={"classifier": "oracle"}))
+    (bad / "data").symlink_to(demo / "data")
+    proc = run_stage(bad, "filter_emotion", check=False)
+    assert proc.returncode == 2 and "filter_emotion.classifier" in proc.stderr
+    assert "Traceback" not in proc.stderr
