@@ -1,8 +1,8 @@
 """Stage `parse`: every kept image of data/images -> one row of data/parsed/ with its canonical label map.
 
 Run from the project root:  python -m stages.parse   (or `dvc repro parse`)
-Reads params.yaml `parse:` (backend, weights, size, batch, device, min_detect_size); FACECUR_PARAMS names another
-params file. Paths can be overridden for experiments:
+Reads params.yaml `parse:` (backend, weights, size, batch, device, min_detect_size, visibility, visibility_limits);
+FACECUR_PARAMS names another params file. Paths can be overridden for experiments:
     python -m stages.parse --images data/images --out data/parsed --metrics metrics/parse.json \
         --plot plots/parse/contact_sheet.png
 Writes: data/parsed/part-*.parquet, metrics/parse.json, plots/parse/contact_sheet.png.

@@ -1,6 +1,7 @@
 """Face parsing into the canonical 19-class label map (see ../shared/DESIGN.md), with three backends.
 
-- `facemesh` (default, offline): MediaPipe FaceMesh landmarks drawn as polygons (facemesh.py).
+- `facemesh` (default, offline): MediaPipe FaceMesh landmarks drawn as polygons (facemesh.py), less the features
+  the image does not show (visibility.py).
 - `bisenet`, `parsenet`: facexlib's networks with weights from `parse.weights` (facexlib_nets.py).
 
 `read_params` validates the `parse:` block; `make_parser` builds the backend, checking its weights before any work.
@@ -19,6 +20,7 @@ def read_params(params: dict) -> dict:
         "size": P.number(params, "parse.size", int, 32, 2048),
         "batch": P.number(params, "parse.batch", int, 1, 1024),
         "min_detect_size": P.number(params, "parse.min_detect_size", int, 0, 4096),
+        "visibility": read_visibility(params),
     }
     if cfg["size"] % 32:
         raise StageError(f"params: parse.size={cfg['size']} must be a multiple of 32 (the networks downsample 32x)")
@@ -29,11 +31,29 @@ def read_params(params: dict) -> dict:
     return cfg
 
 
+def read_visibility(params: dict):
+    """The FaceMesh visibility limits (VisibilityThresholds), or None when `parse.visibility` is false.
+
+    Each limit in `parse.visibility_limits` overrides its default; a key that is not a limit is an error.
+    """
+    from .visibility import VisibilityThresholds
+
+    if not P.flag(params, "parse.visibility", default=True):
+        return None
+    given = P.get(params, "parse.visibility_limits", default={}) or {}
+    names = VisibilityThresholds.__dataclass_fields__
+    if not isinstance(given, dict) or set(given) - set(names):
+        raise StageError(f"params: parse.visibility_limits must map some of {', '.join(names)} to numbers")
+    # Every limit is a ratio of luminance differences or lengths; -1..4 bounds them with room to spare.
+    return VisibilityThresholds(**{name: P.number(params, f"parse.visibility_limits.{name}", float, -1.0, 4.0)
+                                   for name in given})
+
+
 def make_parser(cfg: dict):
     if cfg["backend"] == "facemesh":
         from .facemesh import FaceMeshParser
 
-        return FaceMeshParser(min_detect_size=cfg["min_detect_size"])
+        return FaceMeshParser(min_detect_size=cfg["min_detect_size"], visibility=cfg["visibility"])
     from .facexlib_nets import FacexlibParser
 
     return FacexlibParser(cfg["backend"], cfg["weights"], cfg["size"], cfg["device"])

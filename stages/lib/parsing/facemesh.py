@@ -9,6 +9,10 @@ subject's left, which is the image's right in a photo, and MediaPipe's LEFT_* se
 
 Classes drawn: skin (1), brows (2, 3), eyes (4, 5), nose (10), mouth interior (11), upper and lower lip (12, 13),
 painted in that order so that features sit on top of the skin.
+
+FaceMesh places its landmarks through occluders (a bar, sunglasses, a hand over the mouth) and on closed eyes. With
+visibility checking on (the default), each eye, brow and the mouth is then checked against the image's pixels and
+a feature the picture does not show is taken out of the map (visibility.py), as a learned parser would leave it out.
 """
 import contextlib
 import os
@@ -18,6 +22,7 @@ import cv2
 import numpy as np
 
 from .labelmap import mask_bbox
+from .visibility import VisibilityThresholds, hidden_features, remove_hidden
 
 # MediaPipe's C++ side logs through glog/absl; ask it to keep INFO and WARNING lines to itself.
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -173,11 +178,14 @@ class FaceMeshParser:
 
     backend = "facemesh"
 
-    def __init__(self, min_detect_size=192, refine=True, min_confidence=0.5):
+    def __init__(self, min_detect_size=192, refine=True, min_confidence=0.5, visibility=VisibilityThresholds()):
+        """`visibility`: the thresholds of the per-feature visibility check, or None to draw every feature FaceMesh
+        places (the landmarks alone, occluded or not)."""
         import mediapipe as mp
 
         warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
         self.min_detect_size = int(min_detect_size)
+        self.visibility = visibility
         with quiet_stderr():  # most set-up logs; the stage also wraps its whole run (see stages/parse.py)
             self.mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=True, max_num_faces=1, refine_landmarks=refine,
@@ -230,27 +238,34 @@ class FaceMeshParser:
         lm = result.multi_face_landmarks[0].landmark
         return np.array([(p.x, p.y) for p in lm], dtype=np.float64)
 
-    # The runner's three steps (prepare in a thread, infer in the main thread, finish in a thread).
+    # The runner's three steps (prepare in a thread, infer in the main thread, finish in a thread). The image itself
+    # travels with the detection input because the visibility check in finish() reads its pixels.
     def prepare(self, image: np.ndarray):
-        return self.detection_input(image)
+        rgb, side = self.detection_input(image)
+        return (rgb, image), side
 
     def infer(self, inputs: list) -> list:
-        return [self.landmarks(rgb) for rgb in inputs]
+        return [(self.landmarks(rgb), image) for rgb, image in inputs]
 
-    def finish(self, pts, height: int, width: int):
-        return self.draw(pts, height, width)
+    def finish(self, raw, height: int, width: int):
+        pts, image = raw
+        return self.draw(pts, height, width, image)
 
     def parse(self, image: np.ndarray):
         """(label_map, bbox, parse_size) for one uint8 grey or RGB image; label_map is None when no face is found."""
         rgb, side = self.detection_input(image)
         pts = self.landmarks(rgb)
-        return self.draw(pts, image.shape[0], image.shape[1]) + (side,)
+        return self.draw(pts, image.shape[0], image.shape[1], image) + (side,)
 
-    @staticmethod
-    def draw(pts, height, width):
-        """(label_map, bbox) at the image's own resolution from normalised landmarks (or (None, None))."""
+    def draw(self, pts, height, width, image=None):
+        """(label_map, bbox) at the image's own resolution from normalised landmarks (or (None, None)).
+
+        With an image and visibility checking on, features the image does not show are left out of the map.
+        """
         if pts is None:
             return None, None
         pixels = pts * [width, height]
         label_map = rasterise(pixels, height, width)
+        if image is not None and self.visibility is not None:
+            remove_hidden(label_map, hidden_features(image, pixels, label_map, self.visibility))
         return label_map, mask_bbox(label_map > 0)

@@ -1,0 +1,157 @@
+"""FaceMesh's visibility check: its measures on crafted inputs, occluders painted over a real photo, and what
+filter_masks' rule then rejects on the demo (per recorded defect) and on real photos.
+
+Run: pytest tests/test_parse_visibility.py   (about 30 s on one core: 300 demo faces and 150 photos through FaceMesh)
+"""
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages.lib.parsing.visibility import (BACKGROUND, SKIN, VisibilityThresholds, eye_opening, hidden_features,
+                                           measure)
+from tests.visibility_rates import HIDDEN_DEFECTS, find_landmarks, rates_by_defect, rejected
+
+pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype:UserWarning")
+LIMITS = VisibilityThresholds()
+DEMO_N, DEMO_SIZE = 300, 256  # the first 300 of the demo at the pipeline's demo size (params.yaml ingest.demo)
+REAL_N = 150
+
+
+@pytest.fixture(scope="module")
+def parser():
+    from stages.lib.parsing.facemesh import FaceMeshParser
+
+    p = FaceMeshParser(min_detect_size=192)
+    yield p
+    p.close()
+
+
+# ------------------------------------------------------------------------------------------ measures, crafted input
+
+def disc(shape, cx, cy, rx, ry):
+    ys, xs = np.mgrid[:shape[0], :shape[1]]
+    return ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1
+
+
+def crafted_eye(cover=None):
+    """Luminance of skin (150) with a drawn eye (sclera 230, iris 60), optionally `cover`ed by a flat patch."""
+    lum = np.full((60, 80), 150.0, np.float32)
+    eye = disc(lum.shape, 40, 30, 14, 6)
+    lum[eye] = 230.0
+    lum[eye & disc(lum.shape, 40, 30, 5, 5)] = 60.0
+    if cover is not None:
+        lum[15:45, 15:65] = cover
+    return lum, eye, ~eye
+
+
+def test_a_drawn_eye_measures_as_visible():
+    lum, eye, skin = crafted_eye()
+    m = measure(lum, eye, skin, ring_px=4, skin_level=150.0)
+    assert m["contrast"] >= LIMITS.eye_dim and m["dark"] >= LIMITS.eye_dark and m["bright"] > 0
+
+
+def test_a_flat_dark_bar_over_the_eye_measures_as_covered():
+    lum, eye, skin = crafted_eye(cover=25.0)
+    m = measure(lum, eye, skin, ring_px=4, skin_level=150.0)
+    assert m["contrast"] < LIMITS.eye_contrast and m["dark"] < LIMITS.eye_dark
+
+
+def test_a_skin_coloured_patch_has_no_contrast():
+    lum, eye, skin = crafted_eye(cover=150.0)
+    assert measure(lum, eye, skin, ring_px=4, skin_level=150.0)["contrast"] < LIMITS.eye_contrast
+
+
+def test_too_few_pixels_cannot_be_judged():
+    lum, _, skin = crafted_eye()
+    tiny = np.zeros_like(skin)
+    tiny[30, 40] = True
+    assert measure(lum, tiny, skin, ring_px=4, skin_level=150.0) is None
+
+
+def test_eye_opening_is_lid_gap_over_width():
+    points = np.zeros((478, 2))
+    points[263], points[362] = (0, 0), (40, 0)  # the subject's left eye, 40 px wide
+    for k, (up, low) in enumerate(((385, 380), (386, 374), (387, 373))):
+        points[up], points[low] = (10 + 10 * k, -4), (10 + 10 * k, 4)
+    assert eye_opening(points, 4) == pytest.approx(8 / 40)
+
+
+# ---------------------------------------------------------------------- occluders painted over a real photo's face
+
+@pytest.fixture(scope="module")
+def real_face(parser, shared_data):
+    """A reference photo, its landmarks in pixels and its landmark-only label map."""
+    image = np.asarray(Image.open(shared_data / "parsing_reference" / "images" / "1112.jpg").convert("RGB"))
+    h, w = image.shape[:2]
+    pts = parser.landmarks(parser.detection_input(image)[0])
+    assert pts is not None
+    from stages.lib.parsing.facemesh import rasterise
+
+    pixels = pts * [w, h]
+    return image, pixels, rasterise(pixels, h, w)
+
+
+def test_a_real_unoccluded_face_keeps_every_feature(real_face):
+    image, pixels, label_map = real_face
+    assert hidden_features(image, pixels, label_map, LIMITS) == {}
+
+
+def test_a_bar_over_real_eyes_hides_them(real_face):
+    image, pixels, label_map = real_face
+    eyes = np.isin(label_map, (4, 5))
+    rows = np.flatnonzero(eyes.any(axis=1))
+    covered = image.copy()
+    covered[rows[0] - 15:rows[-1] + 15, :] = (20, 22, 25)  # the same landmarks, as FaceMesh would still place them
+    hidden = hidden_features(covered, pixels, label_map, LIMITS)
+    assert hidden.get(4) == BACKGROUND and hidden.get(5) == BACKGROUND
+
+
+def test_a_skin_coloured_hand_over_a_real_mouth_hides_it(real_face):
+    image, pixels, label_map = real_face
+    mouth = np.isin(label_map, (11, 12, 13))
+    rows, cols = np.flatnonzero(mouth.any(axis=1)), np.flatnonzero(mouth.any(axis=0))
+    covered = image.copy()
+    tone = np.median(image[label_map == SKIN], axis=0).astype(np.uint8)
+    covered[rows[0] - 20:rows[-1] + 20, cols[0] - 30:cols[-1] + 30] = tone
+    hidden = hidden_features(covered, pixels, label_map, LIMITS)
+    assert all(hidden.get(c) == BACKGROUND for c in (11, 12, 13)) and 4 not in hidden
+
+
+def test_closed_lids_become_skin(real_face):
+    image, pixels, label_map = real_face
+    closed = pixels.copy()
+    for up, low in ((385, 380), (386, 374), (387, 373), (160, 144), (159, 145), (158, 153)):
+        closed[up] = closed[low] = (pixels[up] + pixels[low]) / 2  # lids meet
+    hidden = hidden_features(image, closed, label_map, LIMITS)
+    assert hidden.get(4) == SKIN and hidden.get(5) == SKIN
+
+
+# ------------------------------------------------------------------------------ what filter_masks rejects, measured
+
+@pytest.fixture(scope="module")
+def demo(parser):
+    from stages.lib.demo_faces import render_demo
+
+    samples = list(render_demo(DEMO_N, DEMO_SIZE, seed=0))
+    images = [s.image for s in samples]
+    return images, [s.truth["defect"] for s in samples], find_landmarks(parser, images)
+
+
+def test_demo_hidden_features_are_rejected_and_clean_faces_kept(parser, demo):
+    images, defects, landmarks = demo
+    after = rates_by_defect(defects, rejected(parser, images, landmarks, LIMITS))
+    before = rates_by_defect(defects, rejected(parser, images, landmarks, None))
+    for defect in HIDDEN_DEFECTS:
+        share, count = after[defect]
+        assert count >= 9 and share >= 0.9, (defect, after)
+        assert before[defect][0] < 0.5, (defect, before)  # it is the check that removes them, not the size rule
+    assert after["none"][0] <= 0.05, after
+    assert after["non_face"][0] == 1.0 and after["too_small"][0] == 1.0
+
+
+def test_real_photos_are_mostly_kept(parser, shared_data):
+    paths = sorted((shared_data / "facial_expressions" / "images").glob("*"))
+    chosen = np.random.default_rng(0).choice(len(paths), REAL_N, replace=False)
+    images = [np.asarray(Image.open(paths[i])) for i in sorted(chosen)]
+    share = float(np.mean(rejected(parser, images, find_landmarks(parser, images), LIMITS)))
+    assert share <= 0.08, f"{share:.3f} of {REAL_N} mostly unoccluded real photos rejected"
