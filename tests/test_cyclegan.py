@@ -247,3 +247,31 @@ def test_cycle_loss_falls(tmp_path):
     cycle = [float(line.split("\t")[-1]) for line in
              Path(paths.live_dir, "plots/metrics/loss/cycle.tsv").read_text().splitlines()[1:]]
     assert len(cycle) == 8 and cycle[-1] == pytest.approx(metrics["cycle_last_epoch"])
+
+
+def test_gpu_path_options_agree_with_the_plain_step(manifest):
+    """The CUDA-only switches (channels_last, bf16 autocast) exercised on CPU: same losses, up to bf16 rounding."""
+    from stages.lib.cyclegan import CycleGAN
+
+    cfg = read_config(tiny_params(), "mouth")
+    a, b, _ = load_domains(str(manifest), cfg)
+
+    def first_step(channels_last, bf16):
+        model = CycleGAN(cfg, torch.device("cpu"))
+        if channels_last:
+            model.channels_last = True
+            for net in model.nets.values():
+                net.to(memory_format=torch.channels_last)
+        model.autocast = dict(device_type="cpu", dtype=torch.bfloat16, enabled=bf16)
+        data = DeviceData(a, b, cfg, torch.device("cpu"), channels_last)
+        data.plan_epoch(torch.Generator().manual_seed(0))
+        real_a, real_b = data.batch(0)
+        assert real_a.is_contiguous(memory_format=torch.channels_last) == channels_last
+        losses = model.step(real_a, real_b)
+        assert model.pool_A.images.dtype == torch.float32
+        return torch.stack([losses[k] for k in ("G", "D_A", "D_B", "cycle", "identity")])
+
+    plain = first_step(False, False)
+    assert torch.allclose(first_step(True, False), plain, rtol=1e-4)
+    bf16 = first_step(False, True)
+    assert torch.isfinite(bf16).all() and torch.allclose(bf16, plain, rtol=0.05)
