@@ -28,7 +28,7 @@ from tqdm import tqdm
 from .lib import params as P
 from .lib.codec import decode_png, to_grey
 from .lib.contact_sheet import contact_sheet, load_rows
-from .lib.curator import OTHER, class_index, curator_classes, find_issues
+from .lib.curator import ISSUE_FILTERS, OTHER, class_index, curator_classes, find_issues
 from .lib.errors import StageError, run_stage
 from .lib.labels import EMOTIONS, FER_ORDER
 from .lib.tables import read_table, write_json_atomic, write_table_atomic
@@ -57,7 +57,8 @@ def read_params(params):
     return {"source": source, "target": target, "classifier": classifier,
             "min_confidence": P.number(params, "filter_emotion.min_confidence", float, lo=0.0, hi=1.0),
             "sheet_max": P.number(params, "filter_emotion.sheet_max", int, lo=0, default=32),
-            "device_key": "filter_emotion.device"}
+            "device_key": "filter_emotion.device",
+            "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS)}
 
 
 def input_ids(path=MASKS) -> list:
@@ -98,7 +99,7 @@ def judge_to_classes(fer_probs: np.ndarray, classes) -> np.ndarray:
     return out / np.clip(out.sum(axis=1, keepdims=True), 1e-12, None)
 
 
-def judge_verdicts(ids, source, target, device, images=IMAGES, parsed=PARSED):
+def judge_verdicts(ids, source, target, device, issue_filter, images=IMAGES, parsed=PARSED):
     """(labels, classes, probs, label_issue) from the pretrained judge on face crops, cleanlab on its probabilities."""
     from .lib.judge import face_crop, judge_probs, load_judge
 
@@ -112,7 +113,7 @@ def judge_verdicts(ids, source, target, device, images=IMAGES, parsed=PARSED):
         crops.append(face_crop(grey, box))
     classes = curator_classes(source, target, labels)
     probs = judge_to_classes(judge_probs(load_judge(device=device), crops), classes)
-    return labels, classes, probs, find_issues(class_index(labels, classes), probs)
+    return labels, classes, probs, find_issues(class_index(labels, classes), probs, issue_filter)
 
 
 def decide(labels, classes, probs, issues, source, target, min_confidence):
@@ -214,7 +215,8 @@ def main():
     if p["classifier"] == "curator":
         labels, classes, probs, issues = curator_verdicts(ids, p["source"], p["target"])
     else:
-        labels, classes, probs, issues = judge_verdicts(ids, p["source"], p["target"], P.device(params, p["device_key"]))
+        device = P.device(params, p["device_key"])
+        labels, classes, probs, issues = judge_verdicts(ids, p["source"], p["target"], device, p["issue_filter"])
     kept, reasons, given_prob = decide(labels, classes, probs, issues, p["source"], p["target"], p["min_confidence"])
     table = result_table(ids, labels, classes, probs, issues, kept, reasons, given_prob, p)
     write_table_atomic(table, OUT)

@@ -22,7 +22,7 @@ import torch
 from .lib import params as P
 from .lib.codec import decode_png, to_grey
 from .lib.contact_sheet import load_rows
-from .lib.curator import (CuratorConfig, class_index, cross_fit, curator_classes, face_inputs, find_issues,
+from .lib.curator import (ISSUE_FILTERS, CuratorConfig, class_index, cross_fit, curator_classes, face_inputs, find_issues,
                           judge_features)
 from .lib.errors import StageError, run_stage
 from .lib.labels import EMOTIONS
@@ -48,6 +48,7 @@ def read_params(params):
     return {"source": source, "target": target, "cfg": cfg,
             "input": P.choice(params, "curator.input", ["grey", "grey_masks"]),
             "backbone": P.choice(params, "curator.backbone", ["judge", "scratch"]),
+            "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS),
             "size": P.number(params, "curator.size", int, lo=16, hi=256),
             "device": P.device(params, "curator.device")}
 
@@ -127,7 +128,7 @@ def main():
     else:
         x = face_inputs(greys, bboxes, p["size"], maps)
     probs, folds = cross_fit(x, y, len(classes), p["cfg"], p["device"])
-    issues = find_issues(y, probs)
+    issues = find_issues(y, probs, p["issue_filter"])
     write_table_atomic(oof_table(ids, labels, classes, y, folds, probs, issues, p["source"], p["target"]), OUT)
     metrics = summarise(classes, y, probs, issues, p["source"], p["target"])
     write_json_atomic(metrics, METRICS)

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.stage_runner import run_stage, scratch_project
 
-DEMO = {"ingest": {"source": "demo", "demo": {"n": 300, "size": 160, "seed": 0}},
+DEMO = {"ingest": {"source": "demo", "demo": {"n": 300, "size": 256, "seed": 0}},
         "curator": {"backbone": "judge", "input": "grey_masks", "folds": 5, "epochs": 30, "lr": 0.003}}
 CHAIN = ("ingest", "parse", "filter_masks", "train_curator", "filter_emotion")
 
@@ -64,9 +64,6 @@ def test_faceless_and_tiny_faces_are_removed_by_filter_masks(demo):
     assert fm.kept[fm.defect == "none"].mean() > 0.95
 
 
-@pytest.mark.xfail(strict=True, reason="FaceMesh draws eyes and lips from landmarks even where a hand, sunglasses "
-                   "or closed lids hide them, so their pixel counts look normal; needs a parser that reports "
-                   "visible pixels (BiSeNet backend, or a visibility check in parse)")
 def test_occluded_and_closed_eye_faces_are_removed_by_filter_masks(demo):
     truth = pd.read_parquet(demo / "data" / "demo_truth.parquet")
     fm = table(demo, "filter_masks").merge(truth[["id", "defect"]], on="id")

@@ -1,0 +1,92 @@
+"""The README's main command, on the demo, in a temporary copy of the project with tiny params.
+
+It then checks every stage's outputs, and the contract with ../shared/tools/check_contract.py.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT, SHARED_DATA
+from tests.stage_runner import merge
+
+TINY = {
+    "ingest": {"demo": {"n": 160, "size": 192}},
+    "curator": {"folds": 3},
+    "train": {"epochs": {"eyes": 1, "mouth": 1, "face": 1}, "epochs_decay": {"eyes": 0, "mouth": 0, "face": 0},
+              "ngf": 4, "ndf": 4, "n_blocks": {"eyes": 1, "mouth": 1, "face": 1}},
+}
+
+
+def readme_main_command():
+    """The first fenced command of the README's quickstart, as written there."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Quickstart", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    return [line for line in block.strip().splitlines() if line and not line.startswith("#")][0]
+
+
+def copy_project(dest):
+    """Tracked and untracked-but-not-ignored files, as a fresh clone would have them, in a new git repo."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    git = lambda *a: subprocess.run(["git", *a], cwd=dest, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    project = tmp_path_factory.mktemp("clone") / "main"
+    project.mkdir()
+    copy_project(project)
+    params = merge(yaml.safe_load((project / "params.yaml").read_text()), TINY)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if SHARED_DATA.is_dir():
+        os.symlink(SHARED_DATA.parent, project.parent / "shared")
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    proc = subprocess.run(readme_main_command(), shell=True, cwd=project, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return project, params
+
+
+def test_every_stage_wrote_its_outputs(demo_run):
+    project, params = demo_run
+    images = pd.read_parquet(project / "data" / "images")
+    assert len(images) == params["ingest"]["demo"]["n"]
+    parsed = pd.read_parquet(project / "data" / "parsed")
+    assert set(parsed.id) == set(images[images.kept].id)
+    assert parsed.face_found.mean() > 0.7
+    for stage in ("filter_masks", "filter_emotion"):
+        table = pd.read_parquet(project / "data" / "filtered" / f"{stage}.parquet")
+        assert table.kept.any() and (~table.kept).any(), stage
+    for roi in params["rois"]["names"]:
+        manifest = pd.read_parquet(project / "data" / "rois" / f"{roi}.parquet")
+        assert set(manifest.domain.dropna()) == {"A", "B"}
+        assert (project / "models" / "cyclegan" / roi / "generator_AB.pt").is_file()
+        metrics = json.loads((project / "eval" / roi / "metrics.json").read_text())
+        assert metrics["outside_changed_px"] == 0
+    for name in ("ingest", "parse", "filter_masks", "filter_emotion", "extract_rois"):
+        assert json.loads((project / "metrics" / f"{name}.json").read_text()), name
+
+
+def test_outputs_keep_the_contract(demo_run, shared_data):
+    project, _ = demo_run
+    proc = subprocess.run([sys.executable, str(shared_data.parent / "tools" / "check_contract.py"), "data"],
+                          cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_repro_again_is_a_no_op(demo_run):
+    project, _ = demo_run
+    proc = subprocess.run(["dvc", "status"], cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0 and "changed" not in proc.stdout, proc.stdout
