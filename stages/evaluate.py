@@ -3,8 +3,9 @@
 Run from the project root (DVC does this):  python -m stages.evaluate mouth
     dvc exp run -S evaluate.color_match=none      # reruns only evaluate@*; `dvc metrics diff` shows the change
 Reads   data/rois/<roi>.parquet (kept rows; domain A test: id, bbox, crop, alpha; domain B test: crop)
-        data/images (the photos), data/parsed (face_bbox, for the judge's face square)
-        models/cyclegan/<roi>/generator_AB.pt (stages.lib.networks.load_generator), models/judge/mini_xception.pt
+        data/images (the photos), data/parsed (face_bbox, for the judge's face square; label_map, for a grey_masks
+        curator), models/cyclegan/<roi>/generator_AB.pt (stages.lib.networks.load_generator),
+        models/judge/mini_xception.pt, models/curator/curator.pt (train_curator's final curator)
 Params  evaluate.{color_match,blend,device,samples,kid_subsets,kid_subset_size,seed,batch}, emotions.{source,target}
 Writes  eval/<roi>/metrics.json   transfer_rate (headline: judge argmax is emotions.target), transfer_rate_binary,
             baseline_rate(_binary) on the unedited originals, transfer_gain(_binary), target_prob_gain,
@@ -13,8 +14,9 @@ Writes  eval/<roi>/metrics.json   transfer_rate (headline: judge argmax is emoti
             n_test, n_real_target; definitions in stages/lib/evaluation.py and the README
         eval/<roi>/samples.png    original | ROI | generated ROI | composite for the lowest-id test faces
 
-curator_transfer_rate is null: train_curator keeps only out-of-fold probabilities and saves no model that could
-classify new images. evaluation.evaluate_faces takes a curator callable for the day one is saved.
+curator_transfer_rate / curator_baseline_rate: share of composites / originals whose argmax for the saved curator is
+emotions.target, read on the same face box. A grey_masks curator gets the original's parsed label map for the
+composite as well: the paste changes pixels only inside the ROI, so that map is the best one there is.
 """
 import os
 import sys
@@ -27,6 +29,7 @@ import torch
 from .lib import params as P
 from .lib.codec import decode_png
 from .lib.contact_sheet import load_rows
+from .lib.curator import curator_probs, load_curator
 from .lib.errors import StageError, run_stage
 from .lib.evaluation import EvalConfig, Face, evaluate_faces, sample_sheet, translate
 from .lib.judge import load_judge
@@ -40,6 +43,7 @@ IMAGES = "data/images"
 PARSED = "data/parsed"
 ROIS = "data/rois/{roi}.parquet"
 GENERATOR = "models/cyclegan/{roi}/generator_AB.pt"
+CURATOR = "models/curator/curator.pt"
 OUT = "eval/{roi}"
 ROI_COLUMNS = ["id", "split", "domain", "kept", "bbox", "crop", "alpha"]
 
@@ -80,12 +84,13 @@ def read_rois(roi: str):
     return rows_a, [decode_png(r["crop"]) for r in rows_b]
 
 
-def read_faces(rows_a) -> list:
-    """Join the ROI rows with their photos and face boxes; a missing photo is an error, not a skip."""
+def read_faces(rows_a, with_maps: bool = False) -> list:
+    """Join the ROI rows with their photos and face boxes (and label maps: `with_maps`); a missing photo is an error,
+    not a skip."""
     ids = [r["id"] for r in rows_a]
     try:
         images = load_rows(IMAGES, ids, ["image"])
-        parsed = load_rows(PARSED, ids, ["face_bbox"])
+        parsed = load_rows(PARSED, ids, ["face_bbox"] + (["label_map"] if with_maps else []))
     except FileNotFoundError as err:
         raise StageError(f"{err.args[0]} not found; run ingest and parse first (dvc repro)") from None
     missing = [i for i in ids if not (images.get(i) or {}).get("image")]
@@ -93,9 +98,11 @@ def read_faces(rows_a) -> list:
         raise StageError(f"{len(missing)} test ids lack a photo in {IMAGES} (first {missing[0]}); rerun extract_rois")
     faces = []
     for r in rows_a:
-        box = (parsed.get(r["id"]) or {}).get("face_bbox")
-        faces.append(Face(id=r["id"], image=decode_png(images[r["id"]]["image"]), face_bbox=box,
-                          bbox=tuple(r["bbox"]), crop=decode_png(r["crop"]), alpha=decode_png(r["alpha"])))
+        row = parsed.get(r["id"]) or {}
+        label_map = decode_png(row["label_map"]) if row.get("label_map") else None
+        faces.append(Face(id=r["id"], image=decode_png(images[r["id"]]["image"]), face_bbox=row.get("face_bbox"),
+                          bbox=tuple(r["bbox"]), crop=decode_png(r["crop"]), alpha=decode_png(r["alpha"]),
+                          label_map=label_map))
     return faces
 
 
@@ -118,23 +125,41 @@ def read_generator(roi: str, device, crop_side: int):
     return generator
 
 
+def read_curator(source: str, target: str, device):
+    """train_curator's final curator as evaluate_faces' callable; it must have been trained for these emotions."""
+    curator = load_curator(CURATOR, device)
+    if (curator.source, curator.target) != (source, target):
+        raise StageError(f"{CURATOR} was trained for {curator.source}->{curator.target}, the params ask for "
+                         f"{source}->{target}; retrain it with `dvc repro train_curator`")
+
+    def classify(images, face_boxes, label_maps):
+        return curator_probs(curator, images, face_boxes, label_maps), curator.classes
+
+    return curator, classify
+
+
 def evaluate(roi: str):
     p = read_params(P.load())
     torch.set_num_threads(min(4, torch.get_num_threads()))
     P.seed_everything(p["config"].seed)
     rows_a, real_b = read_rois(roi)
-    faces = read_faces(rows_a)
-    generator = read_generator(roi, p["device"], faces[0].crop.shape[0])
+    generator_side = decode_png(rows_a[0]["crop"]).shape[0]
+    generator = read_generator(roi, p["device"], generator_side)
+    curator, classify = read_curator(p["source"], p["target"], p["device"])
+    faces = read_faces(rows_a, with_maps=curator.input == "grey_masks")
     judge = load_judge(device=p["device"])
     print(f"evaluate@{roi}: {len(faces)} test faces ({p['source']}), {len(real_b)} real {p['target']} crops, "
           f"color_match={p['config'].color_match}, blend={p['config'].blend}, device={p['device']}", file=sys.stderr)
     generated = translate(generator, [f.crop for f in faces], p["device"], p["batch"])
-    metrics, picks = evaluate_faces(faces, generated, judge, p["source"], p["target"], real_b, p["config"])
+    metrics, picks = evaluate_faces(faces, generated, judge, p["source"], p["target"], real_b, p["config"],
+                                    curator=classify)
     out = OUT.format(roi=roi)
     write_json_atomic(metrics, os.path.join(out, "metrics.json"))
     sample_sheet(picks, os.path.join(out, "samples.png"))
     print(f"evaluate@{roi}: transfer_rate={metrics['transfer_rate']:.3f} (baseline {metrics['baseline_rate']:.3f}), "
-          f"outside_changed_px={metrics['outside_changed_px']}", file=sys.stderr)
+          f"curator_transfer_rate={metrics['curator_transfer_rate']:.3f} "
+          f"(baseline {metrics['curator_baseline_rate']:.3f}), outside_changed_px={metrics['outside_changed_px']}",
+          file=sys.stderr)
 
 
 def main(argv):

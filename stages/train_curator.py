@@ -7,6 +7,9 @@ Params  curator.{backbone,input,size,folds,epochs,batch,lr,seed,device}, emotion
 Writes  data/filtered/curator_oof.parquet  one row per kept id: id, label (ingested), given (its curator class),
             fold, probs (out-of-fold, in the order of the `classes` schema metadata and `classes` column),
             p_source, p_target, predicted, given_prob, label_issue (cleanlab.filter.find_label_issues)
+        models/curator/curator.pt    the final curator: the same net and config refitted on all rows after the cross-fit
+            (seed: the fold scheme's next index), with its backbone, input, size, classes and source/target
+            (stages.lib.curator.load_curator / curator_probs read it; evaluate@roi uses it for curator_transfer_rate)
         metrics/train_curator.json   rows, classes, out-of-fold accuracy (all classes, and source vs target), issues
 
 The classifier lives in its own stage so that changing filter_emotion's params reruns only filter_emotion.
@@ -22,8 +25,8 @@ import torch
 from .lib import params as P
 from .lib.codec import decode_png, to_grey
 from .lib.contact_sheet import load_rows
-from .lib.curator import (ISSUE_FILTERS, CuratorConfig, class_index, cross_fit, curator_classes, face_inputs, find_issues,
-                          judge_features)
+from .lib.curator import (ISSUE_FILTERS, CuratorConfig, class_index, cross_fit, curator_classes, face_inputs,
+                          final_seed, find_issues, judge_features, save_curator, train_net)
 from .lib.errors import StageError, run_stage
 from .lib.labels import EMOTIONS
 from .lib.tables import read_table, write_json_atomic, write_table_atomic
@@ -32,6 +35,7 @@ MASKS = "data/filtered/filter_masks.parquet"
 IMAGES = "data/images"
 PARSED = "data/parsed"
 OUT = "data/filtered/curator_oof.parquet"
+MODEL = "models/curator/curator.pt"
 METRICS = "metrics/train_curator.json"
 
 
@@ -107,6 +111,15 @@ def summarise(classes, y, probs, issues, source, target) -> dict:
             "label_issues_per_class": {c: int((issues & (y == k)).sum()) for k, c in enumerate(classes)}}
 
 
+def fit_final(x, y, classes, p):
+    """The curator evaluate uses on new faces: the cross-fit's net and config, trained once on every row.
+    The out-of-fold probabilities stay the filter's evidence; this net has seen every label, so it only classifies
+    images outside this table (the edited composites)."""
+    net = train_net(x, y, len(classes), p["cfg"], p["device"], seed=final_seed(p["cfg"]))
+    save_curator(MODEL, net, {"backbone": p["backbone"], "input": p["input"], "size": p["size"], "classes": classes,
+                              "source": p["source"], "target": p["target"]})
+
+
 def main():
     params = P.load()
     p = read_params(params)
@@ -128,13 +141,17 @@ def main():
     else:
         x = face_inputs(greys, bboxes, p["size"], maps)
     probs, folds = cross_fit(x, y, len(classes), p["cfg"], p["device"])
+    t_fit = time.perf_counter()
+    fit_final(x, y, classes, p)
+    t_final = time.perf_counter()
     issues = find_issues(y, probs, p["issue_filter"])
     write_table_atomic(oof_table(ids, labels, classes, y, folds, probs, issues, p["source"], p["target"]), OUT)
     metrics = summarise(classes, y, probs, issues, p["source"], p["target"])
     write_json_atomic(metrics, METRICS)
     key = f"oof_accuracy_{p['source']}_vs_{p['target']}"
     print(f"train_curator: {len(ids)} faces, classes {classes}, out-of-fold accuracy {metrics['oof_accuracy']:.3f} "
-          f"({key} {metrics[key]:.3f}), {metrics['label_issues']} label issues, {time.perf_counter() - t0:.1f}s")
+          f"({key} {metrics[key]:.3f}), {metrics['label_issues']} label issues, {time.perf_counter() - t0:.1f}s "
+          f"(features and cross-fit {t_fit - t0:.1f}s, final fit {t_final - t_fit:.1f}s)")
 
 
 if __name__ == "__main__":

@@ -25,13 +25,20 @@ def merge(base, overrides):
     return out
 
 
+# The committed pretrained weights. Trained weights (models/curator, models/cyclegan) are stage outputs: the scratch
+# project writes its own, so a test never overwrites the repository's.
+PRETRAINED = ("judge", "parsing")
+
+
 def scratch_project(path, overrides=None):
-    """A folder that looks like the project root: stages/ and models/ linked, params.yaml written."""
+    """A folder that looks like the project root: stages/ and the pretrained models/ linked, params.yaml written."""
     path.mkdir(parents=True, exist_ok=True)
-    for name in ("stages", "models"):
+    links = {"stages": ROOT / "stages", **{f"models/{m}": ROOT / "models" / m for m in PRETRAINED}}
+    for name, target in links.items():
         link = path / name
+        link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
-            link.symlink_to(ROOT / name)
+            link.symlink_to(target)
     with open(path / "params.yaml", "w") as f:
         yaml.safe_dump(merge(default_params(), overrides or {}), f)
     return path

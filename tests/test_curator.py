@@ -1,9 +1,14 @@
-"""Curator pieces that need no images: classes, folds, cleanlab flags, the filter_emotion rules."""
+"""Curator pieces on synthetic inputs: classes, folds, cleanlab flags, the filter_emotion rules, and the saved final
+curator (save, load, classify new images)."""
 import numpy as np
 import pytest
+import torch
 
 from stages.filter_emotion import decide, judge_to_classes
-from stages.lib.curator import CuratorConfig, class_index, cross_fit, curator_classes, find_issues, fold_of
+from stages.lib.curator import (CuratorConfig, class_index, cross_fit, curator_classes, curator_probs, face_inputs,
+                                final_seed, find_issues, fold_of, judge_features, load_curator, predict, save_curator,
+                                train_net)
+from stages.lib.errors import StageError
 
 
 def test_classes_merge_other_emotions():
@@ -59,3 +64,67 @@ def test_judge_probs_fold_into_classes():
     fer[0, 3], fer[0, 6], fer[0, 4] = 0.5, 0.2, 0.3  # happy, neutral, sad
     out = judge_to_classes(fer, ["neutral", "happy", "other"])
     assert out[0].tolist() == pytest.approx([0.2, 0.5, 0.3])
+
+
+# ---- the saved final curator --------------------------------------------------------------------------------------
+
+def toy_faces(n=12, side=40, seed=0):
+    """Grey images with a face box and a label map each; class 1 has a bright band where a smile would be."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    images = rng.integers(60, 120, (n, side, side)).astype(np.uint8)
+    images[y == 1, 26:32, 10:30] = 230
+    maps = rng.integers(0, 19, (n, side, side)).astype(np.uint8)
+    boxes = [(4, 4, 32, 32)] * n
+    return list(images), boxes, list(maps), y
+
+
+@pytest.mark.parametrize("backbone,input_", [("scratch", "grey_masks"), ("judge", "grey_masks"), ("scratch", "grey")])
+def test_saved_curator_gives_the_trained_nets_probabilities(tmp_path, backbone, input_):
+    images, boxes, maps, y = toy_faces()
+    use_maps = maps if input_ == "grey_masks" else None
+    x = judge_features(images, boxes, label_maps=use_maps) if backbone == "judge" else \
+        face_inputs(images, boxes, 16, use_maps)
+    cfg = CuratorConfig(epochs=2, batch=4)
+    net = train_net(x, y, 2, cfg, "cpu", seed=final_seed(cfg))
+    path = tmp_path / "curator" / "curator.pt"
+    save_curator(str(path), net, dict(backbone=backbone, input=input_, size=16, classes=["neutral", "happy"],
+                                      source="neutral", target="happy"))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["curator.pt"]  # no temp file left behind
+    save_curator(str(tmp_path / "again.pt"), net, dict(backbone=backbone, input=input_, size=16,
+                                                       classes=["neutral", "happy"], source="neutral", target="happy"))
+    assert (tmp_path / "again.pt").read_bytes() == path.read_bytes()  # same net, same bytes: DVC sees no change
+    torch.load(path, weights_only=True)  # plain types only
+    curator = load_curator(str(path), "cpu")
+    assert (curator.backbone, curator.input, curator.classes) == (backbone, input_, ["neutral", "happy"])
+    # new images (the same faces, as evaluate passes them: whole images, RGB) get the in-memory net's probabilities
+    rgb = [np.repeat(im[..., None], 3, axis=2) for im in images]
+    probs = curator_probs(curator, rgb, boxes, maps)
+    assert probs.shape == (len(images), 2)
+    assert np.array_equal(probs, predict(net, x, "cpu"))
+
+
+def test_final_seed_is_not_a_fold_seed():
+    cfg = CuratorConfig(folds=5, seed=3)
+    assert final_seed(cfg) not in {cfg.seed * 1000 + f for f in range(cfg.folds)}
+
+
+def test_missing_or_damaged_curator_is_one_line(tmp_path):
+    path = tmp_path / "models" / "curator" / "curator.pt"
+    with pytest.raises(StageError, match=r"^curator model .*curator\.pt not found; train it with "
+                                         r"`dvc repro train_curator`$"):
+        load_curator(str(path), "cpu")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(StageError, match="unreadable") as err:
+        load_curator(str(path), "cpu")
+    assert "\n" not in str(err.value) and "dvc repro train_curator" in str(err.value)
+
+
+def test_a_grey_masks_curator_needs_label_maps(tmp_path):
+    images, boxes, maps, y = toy_faces(n=4)
+    net = train_net(face_inputs(images, boxes, 16, maps), y, 2, CuratorConfig(epochs=1, batch=4), "cpu", seed=0)
+    save_curator(str(tmp_path / "c.pt"), net, dict(backbone="scratch", input="grey_masks", size=16,
+                                                   classes=["neutral", "happy"], source="neutral", target="happy"))
+    with pytest.raises(StageError, match="grey_masks"):
+        curator_probs(load_curator(str(tmp_path / "c.pt")), images, boxes)

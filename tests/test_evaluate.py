@@ -1,5 +1,5 @@
 """evaluate: the overlay evaluation on real photos with tiny fake generators (identity, brightening, an untrained
-ResNet in the real weights format), its metric definitions, and its one-line errors."""
+ResNet in the real weights format) and a tiny real curator, its metric definitions, and its one-line errors."""
 import json
 
 import numpy as np
@@ -10,14 +10,14 @@ from PIL import Image
 
 from stages import evaluate as stage
 from stages.lib.codec import content_id, decode_png, encode_png, to_grey
+from stages.lib.curator import CuratorConfig, final_seed, judge_features, save_curator, train_net
 from stages.lib.errors import StageError, run_stage
 from stages.lib.evaluation import EvalConfig, Face, _rates, evaluate_faces, sample_sheet, translate
-from stages.lib.judge import load_judge
+from stages.lib.judge import face_crop, load_judge
 from stages.lib.labels import FER_ORDER
 from stages.lib.networks import ResnetGenerator, generator_file, init_weights
 from stages.lib.rois import crop_roi, roi_alpha, roi_box
 from stages.lib.tables import write_table_atomic
-from tests.conftest import ROOT
 from tests.stage_runner import scratch_project
 from tests.test_rois import PHOTOS, load_reference
 
@@ -43,7 +43,7 @@ def photo_faces(shared_data, roi="mouth", names=PHOTOS[:5]):
         ys, xs = np.nonzero(np.isin(labels, (1, 2, 3, 4, 5, 10, 11, 12, 13)))
         face_bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
         faces.append(Face(id=name, image=image, face_bbox=face_bbox, bbox=bbox, crop=crop_roi(image, bbox, SIZE),
-                          alpha=roi_alpha(labels, roi, bbox, SIZE, 0.15)))
+                          alpha=roi_alpha(labels, roi, bbox, SIZE, 0.15), label_map=labels))
     return faces
 
 
@@ -107,15 +107,20 @@ def test_poisson_blend_keeps_outside_pixels_and_the_lighting(faces, judge):
 def test_curator_rates_come_from_the_callable(shared_data, judge):
     faces = photo_faces(shared_data, roi="face")
 
-    def bright_is_happy(squares):
+    seen_maps = []
+
+    def bright_is_happy(images, boxes, maps):
         # A stand-in curator with a rule we can predict: a face square a quarter white is "happy".
-        happy = np.array([(to_grey(s) >= 250).mean() > 0.25 for s in squares], float)
+        seen_maps.append(maps)
+        happy = np.array([(to_grey(face_crop(im, b)) >= 250).mean() > 0.25 for im, b in zip(images, boxes)], float)
         return np.stack([1 - happy, happy], axis=1), ["neutral", "happy"]
 
     generated = translate(lambda x: torch.ones_like(x), [f.crop for f in faces], "cpu")  # paint the face white
     metrics, _ = evaluate_faces(faces, generated, judge, "neutral", "happy", [], EvalConfig(color_match="none"),
                                 curator=bright_is_happy)
     assert metrics["curator_baseline_rate"] == 0.0 and metrics["curator_transfer_rate"] == 1.0
+    # originals and composites both get the original's label map (the paste changes pixels only inside the ROI)
+    assert len(seen_maps) == 2 and all(m is f.label_map for maps in seen_maps for m, f in zip(maps, faces))
 
 
 def test_rates_distinguish_argmax_from_source_vs_target():
@@ -152,7 +157,8 @@ def write_tables(root, shared_data, n_a=5, n_b=4, roi="mouth"):
         fid = content_id(png)
         images.append({"id": fid, "split": "test", "label": "neutral" if i < n_a else "happy", "image": png,
                        "kept": True, "reason": ""})
-        parsed.append({"id": fid, "face_found": True, "face_bbox": face.face_bbox})
+        parsed.append({"id": fid, "face_found": True, "face_bbox": face.face_bbox,
+                       "label_map": encode_png(face.label_map)})
         rois.append({"id": fid, "roi": roi, "split": "test", "domain": "A" if i < n_a else "B", "kept": True,
                      "reason": "", "bbox": list(face.bbox), "crop": encode_png(face.crop),
                      "alpha": encode_png(face.alpha)})
@@ -172,12 +178,23 @@ def write_generator(root, roi="mouth", size=SIZE):
     torch.save(generator_file(config, net.state_dict()), path)
 
 
+def write_curator(root, shared_data, source="neutral", target="happy"):
+    """A real (tiny) final curator in train_curator's format: the default judge backbone and grey_masks input,
+    trained on all nine photos labelled as write_tables labels them (first five source, rest target)."""
+    faces = [photo_faces(shared_data, "mouth", [name])[0] for name in PHOTOS]
+    y = np.array([0] * 5 + [1] * (len(faces) - 5))
+    x = judge_features([to_grey(f.image) for f in faces], [f.face_bbox for f in faces],
+                       label_maps=[f.label_map for f in faces])
+    cfg = CuratorConfig(epochs=5, batch=4)
+    net = train_net(x, y, 2, cfg, "cpu", seed=final_seed(cfg))
+    save_curator(str(root / stage.CURATOR), net, dict(backbone="judge", input="grey_masks", size=48,
+                                                      classes=[source, target], source=source, target=target))
+
+
 def scratch(tmp_path, shared_data, overrides=None, **tables):
+    # its own models/: the judge linked from the project, a generator and a curator of our own
     root = scratch_project(tmp_path / "proj", {"evaluate": {"device": "cpu", "kid_subsets": 5},
                                               **(overrides or {})})
-    (root / "models").unlink()  # its own models/: the judge from the project, a generator of our own
-    (root / "models/judge").mkdir(parents=True)
-    (root / "models/judge/mini_xception.pt").symlink_to(ROOT / "models/judge/mini_xception.pt")
     write_tables(root, shared_data, **tables)
     return root
 
@@ -185,13 +202,16 @@ def scratch(tmp_path, shared_data, overrides=None, **tables):
 def test_stage_writes_metrics_and_samples_deterministically(tmp_path, shared_data, monkeypatch):
     root = scratch(tmp_path, shared_data)
     write_generator(root)
+    write_curator(root, shared_data)
     monkeypatch.chdir(root)
     stage.main(["mouth"])
     metrics = json.loads((root / "eval/mouth/metrics.json").read_text())
     assert set(metrics) == METRIC_KEYS
     assert metrics["n_test"] == 5 and metrics["n_real_target"] == 4
     assert metrics["outside_changed_px"] == 0
-    assert all(np.isfinite(v) for k, v in metrics.items() if not k.startswith("curator"))
+    assert all(np.isfinite(v) for v in metrics.values())
+    for key in ("curator_transfer_rate", "curator_baseline_rate"):
+        assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0
     sheet = decode_png((root / "eval/mouth/samples.png").read_bytes())
     assert sheet.shape[1] == 4 * (96 + 4)
     first = (root / "eval/mouth/metrics.json").read_bytes()
@@ -212,6 +232,21 @@ def test_missing_weights_is_one_line_naming_the_roi(tmp_path, shared_data, monke
     (root / "models/cyclegan/mouth").mkdir(parents=True)
     (root / "models/cyclegan/mouth/generator_AB.pt").write_bytes(b"not a torch file")
     with pytest.raises(StageError, match=r"^evaluate@mouth: generator weights .* are unreadable"):
+        stage.main(["mouth"])
+
+
+def test_missing_or_mismatched_curator_is_one_line(tmp_path, shared_data, monkeypatch, capsys):
+    root = scratch(tmp_path, shared_data)
+    write_generator(root)
+    monkeypatch.chdir(root)
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(stage.main, ["mouth"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: evaluate@mouth: curator model models/curator/curator.pt not found; "
+                       "train it with `dvc repro train_curator`")
+    write_curator(root, shared_data, source="neutral", target="sad")
+    with pytest.raises(StageError, match=r"trained for neutral->sad, the params ask for neutral->happy"):
         stage.main(["mouth"])
 
 

@@ -4,9 +4,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from stages.lib.curator import curator_probs, load_curator
+from stages.train_curator import load_faces
 from tests.conftest import ROOT
 from tests.stage_runner import run_stage, scratch_project
 
@@ -69,6 +72,21 @@ def test_occluded_and_closed_eye_faces_are_removed_by_filter_masks(demo):
     fm = table(demo, "filter_masks").merge(truth[["id", "defect"]], on="id")
     hidden = fm.defect.isin(["mouth_occluded", "eyes_occluded", "sunglasses", "eyes_closed"])
     assert hidden.sum() >= 10 and not fm.kept[hidden].any()
+
+
+def test_the_final_curator_classifies_faces_like_the_cross_fit(demo, monkeypatch):
+    """train_curator saves a net fitted on every row; read back, it agrees with the out-of-fold predictions on the
+    faces it learned from (it has seen their labels, so this checks the file, not generalisation)."""
+    path = demo / "models" / "curator" / "curator.pt"
+    assert path.is_file() and not path.parent.is_symlink()  # the scratch project's own, not the repository's
+    curator = load_curator(str(path), "cpu")
+    oof = table(demo, "curator_oof")
+    assert curator.classes == list(oof.classes.iloc[0]) and (curator.source, curator.target) == ("neutral", "happy")
+    ids = sorted(oof.id)[:60]
+    monkeypatch.chdir(demo)
+    greys, _, bboxes, maps = load_faces(ids, with_masks=True)
+    predicted = np.asarray(curator.classes)[curator_probs(curator, greys, bboxes, maps).argmax(axis=1)]
+    assert (predicted == oof.set_index("id").loc[ids, "predicted"].to_numpy()).mean() >= 0.9
 
 
 def test_rerun_is_byte_identical_and_bad_params_are_one_line(demo):

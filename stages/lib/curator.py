@@ -14,12 +14,20 @@ Use (the train_curator stage does this):
     y = class_index(labels, classes)
     probs, folds = cross_fit(x, y, len(classes), CuratorConfig(), device="cpu")
     issues = find_issues(y, probs)                                    # bool (N,), cleanlab.filter.find_label_issues
+    net = train_net(x, y, len(classes), cfg, "cpu", final_seed(cfg))  # the final curator, on every row
+    save_curator("models/curator/curator.pt", net, dict(backbone="judge", input="grey_masks", size=48,
+                 classes=classes, source="neutral", target="happy"))
+    curator = load_curator("models/curator/curator.pt", "cpu")       # evaluate: classify new faces
+    probs = curator_probs(curator, grey_images, bboxes, label_maps)   # (N, len(classes)), same preprocessing
 
 Why three classes: filter_emotion needs P(source) and P(target). Faces labelled with any other emotion are merged into
 one `other` class instead of being dropped, so the net still learns what is neither (a sad face labelled neutral gets
 low P(neutral)) and every input row gets probabilities; the minor emotions are too few (9-60 per class in the real
 photos) for a net to learn each one from scratch in a few epochs.
 """
+import io
+import os
+import tempfile
 from dataclasses import dataclass
 
 import cv2
@@ -29,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .codec import to_grey
+from .errors import StageError
 from .judge import face_crop
 from .labels import REGIONS
 
@@ -256,3 +266,106 @@ def find_issues(y: np.ndarray, probs: np.ndarray, filter_by: str = ISSUE_FILTERS
     sub = probs[:, present].astype(np.float64)
     sub /= np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
     return np.asarray(find_label_issues(remap[y], sub, filter_by=filter_by), bool)
+
+
+# ---- the final curator: one net on every row, saved so that evaluate can classify new (edited) faces -------------
+
+CURATOR_META = ("backbone", "input", "size", "classes", "source", "target")
+
+
+def final_seed(cfg: CuratorConfig) -> int:
+    """The seed scheme of cross_fit (seed * 1000 + fold), continued: the final net is 'fold' number `folds`."""
+    return cfg.seed * 1000 + cfg.folds
+
+
+def save_curator(path, net: nn.Module, meta: dict):
+    """torch.save a dict of plain types (weights_only-loadable): the state_dict, the net's shape, and `meta`
+    (CURATOR_META: backbone, input, size, classes, source, target). Temp file then rename: a killed stage never leaves
+    half a file for DVC to cache."""
+    missing = [k for k in CURATOR_META if k not in meta]
+    if missing:
+        raise ValueError(f"curator meta lacks {missing}")
+    if isinstance(net, FeatureHead):
+        shape = {"arch": "feature_head", "in_features": net.net[0].in_features}
+    else:
+        shape = {"arch": "curator_net", "in_channels": net.features[0].in_channels}
+    blob = {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "n_classes": len(meta["classes"]), "margin": CROP_MARGIN, **shape,
+            **{k: meta[k] for k in CURATOR_META}}
+    # Serialised in memory: torch.save names the zip's root folder after the file, so saving to the random temp name
+    # would make every run's bytes differ.
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".pt.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buffer.getvalue())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+@dataclass
+class Curator:
+    """A loaded final curator: the net in eval mode plus what curator_probs needs to prepare its inputs."""
+    net: nn.Module
+    backbone: str
+    input: str
+    size: int
+    classes: list
+    source: str
+    target: str
+    margin: float
+    device: object
+
+
+def _build(blob: dict) -> nn.Module:
+    if blob["arch"] == "feature_head":
+        return FeatureHead(int(blob["in_features"]), int(blob["n_classes"]))
+    if blob["arch"] == "curator_net":
+        return CuratorNet(int(blob["in_channels"]), int(blob["n_classes"]))
+    raise ValueError(f"unknown curator arch {blob['arch']!r}")
+
+
+def load_curator(path, device="cpu") -> Curator:
+    """The saved final curator on `device`; a missing, damaged or foreign file is a one-line StageError."""
+    redo = "train it with `dvc repro train_curator`"
+    if not os.path.isfile(path):
+        raise StageError(f"curator model {path} not found; {redo}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        net = _build(blob)
+        net.load_state_dict(blob["state_dict"])
+        meta = {k: blob[k] for k in CURATOR_META}
+        margin = float(blob["margin"])
+    except Exception as err:  # torch, the dict lookups and load_state_dict raise many types for a foreign file
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise StageError(f"curator model {path} is unreadable ({type(err).__name__}: {first}); {redo}") from None
+    return Curator(net=net.to(device).eval(), margin=margin, device=device, **meta)
+
+
+def curator_probs(curator: Curator, grey_images, bboxes, label_maps=None) -> np.ndarray:
+    """(N, len(curator.classes)) probabilities for faces the curator never saw, prepared exactly as in training
+    (face_inputs or judge_features on the same face square). Images are made grey as ingest's to_grey does.
+
+    A grey_masks curator needs `label_maps` (one per image; a None entry gives empty masks, as in training); a grey
+    curator ignores them.
+    """
+    greys = [to_grey(np.asarray(img)) for img in grey_images]
+    maps = None
+    if curator.input == "grey_masks":
+        if label_maps is None or len(label_maps) != len(greys):
+            raise StageError(f"the curator reads input=grey_masks: it needs one label map per image, got "
+                             f"{'none' if label_maps is None else len(label_maps)} for {len(greys)} images")
+        maps = list(label_maps)
+    if curator.backbone == "judge":
+        x = judge_features(greys, bboxes, curator.device, curator.margin, label_maps=maps)
+    else:
+        x = face_inputs(greys, bboxes, curator.size, maps, curator.margin)
+    if not len(x):
+        return np.zeros((0, len(curator.classes)), np.float32)
+    return predict(curator.net, x, curator.device)

@@ -2,9 +2,13 @@
 
 Use (stages/evaluate.py reads the tables and calls this; tests call it with tiny fake generators):
     from stages.lib.evaluation import Face, translate, evaluate_faces
-    faces = [Face(id, image, face_bbox, bbox, crop, alpha), ...]       # domain A, split test, kept
+    faces = [Face(id, image, face_bbox, bbox, crop, alpha, label_map), ...]  # domain A, split test, kept
     generated = translate(generator, [f.crop for f in faces], device)  # uint8 RGB crops, generator A->B
     metrics, picks = evaluate_faces(faces, generated, judge, "neutral", "happy", real_target_crops, config)
+    # with the saved curator (stages.lib.curator), for curator_transfer_rate:
+    cur = load_curator("models/curator/curator.pt", device)
+    metrics, picks = evaluate_faces(..., curator=lambda imgs, boxes, maps: (curator_probs(cur, imgs, boxes, maps),
+                                                                            cur.classes))
 
 What is measured, and why each number is defined so:
 - transfer_rate (headline): share of composites whose judge argmax over all 7 FER classes is the target. It is the
@@ -13,8 +17,10 @@ What is measured, and why each number is defined so:
   (baseline_rate*), with the difference (transfer_gain*), since a judge that already calls 30% of neutral faces
   happy makes a 35% transfer rate worthless.
 - target_prob_gain: mean of p_composite[target] - p_original[target], a graded version of the same.
-- curator_*: the same rates from the curator classifier, when a saved curator model is given (secondary: the curator
-  was trained on this data's labels, so it is not independent).
+- curator_*: the share of composites (and of originals) whose argmax is the target for the curator classifier, the
+  final net train_curator saves (secondary: the curator was trained on this data's labels, so it is not independent).
+  It reads the same face box; a grey_masks curator gets the original's parsed label map for the composite too, since
+  the paste changes pixels only inside the ROI. Null when no curator is given.
 - outside_changed_px: pixels outside the alpha's support that differ from the original; must be 0.
 - psnr/ssim _image and _roi: composite vs original, over the whole image and over the ROI box (clipped to the
   image). They measure how much was changed, not whether the change is good.
@@ -40,13 +46,15 @@ from .quality import kid, psnr, ssim_map
 
 @dataclass
 class Face:
-    """One test face: its photo, the parser's face box (None: the whole image), and its ROI row."""
+    """One test face: its photo, the parser's face box (None: the whole image), its ROI row, and its parsed label map
+    (only a grey_masks curator reads it; None otherwise)."""
     id: str
     image: np.ndarray
     face_bbox: object
     bbox: tuple
     crop: np.ndarray
     alpha: np.ndarray
+    label_map: np.ndarray = None
 
 
 @dataclass
@@ -152,12 +160,14 @@ def _kid(generated, real_target_crops, judge, config: EvalConfig):
     return kid(fake, real, config.kid_subsets, config.kid_subset_size, config.seed)
 
 
-def _curator_rates(curator, originals, composites, source: str, target: str) -> dict:
-    """curator_transfer_rate (argmax is the target) and its baseline on the originals; nulls without a curator."""
+def _curator_rates(curator, faces, composites, face_boxes, target: str) -> dict:
+    """curator_transfer_rate (argmax is the target) and its baseline on the originals; nulls without a curator.
+    The composite keeps the original's label map: the paste only changes pixels inside the ROI."""
     if curator is None:
         return {"curator_transfer_rate": None, "curator_baseline_rate": None}
-    p_orig, classes = curator(originals)
-    p_comp, _ = curator(composites)
+    maps = [f.label_map for f in faces]
+    p_orig, classes = curator([f.image for f in faces], face_boxes, maps)
+    p_comp, _ = curator(composites, face_boxes, maps)
     if target not in classes:
         raise StageError(f"the curator's classes {classes} lack emotions.target={target!r}; retrain it")
     tgt = classes.index(target)
@@ -170,20 +180,24 @@ def evaluate_faces(faces, generated, judge, source: str, target: str, real_targe
                    curator=None):
     """Composite every face and score the composites against the originals; returns (metrics dict, Picks).
 
-    `curator`, when given, is a callable (grey face squares) -> (probs (N, C), classes), fed the same face squares
-    as the judge, for the secondary curator_* rates (None: those rates are null). `real_target_crops` are the domain-B test crops KID compares with.
+    `curator`, when given, is a callable (whole images, face boxes, label maps) -> (probs (N, C), classes), called
+    on the originals and on the composites with the judge's face boxes, for the secondary curator_* rates (None:
+    those rates are null); it crops the faces itself, as its training did. `real_target_crops` are the domain-B
+    test crops KID compares with.
     """
     if not faces:
         raise StageError("no test faces to evaluate")
     if len(generated) != len(faces):
         raise StageError(f"{len(generated)} generated crops for {len(faces)} faces")
     src, tgt = _class_index(source, "source"), _class_index(target, "target")
-    picks, per_face, composites, face_boxes = Picks(), [], [], []
+    picks, per_face, composites, composite_images, face_boxes = Picks(), [], [], [], []
     for i, (face, gen) in enumerate(zip(tqdm(faces, desc="composite", unit="face", leave=False), generated)):
         out, scores = _score_face(face, gen, config)
         per_face.append(scores)
         face_boxes.append(_face_box(face))
         composites.append(face_crop(out, face_boxes[-1]))
+        if curator is not None:  # whole composites, kept only for the curator, which crops them itself
+            composite_images.append(out)
         if i < config.n_samples:
             pasted = color_match(gen, face.crop, face.alpha, config.color_match)
             picks.rows.append((face, pasted, out))
@@ -209,6 +223,6 @@ def evaluate_faces(faces, generated, judge, source: str, target: str, real_targe
     }
     for key in ("brightness_shift", "brightness_shift_raw", "psnr_image", "psnr_roi", "ssim_image", "ssim_roi"):
         metrics[key] = float(np.mean([s[key] for s in per_face]))
-    metrics.update(_curator_rates(curator, originals, composites, source, target))
+    metrics.update(_curator_rates(curator, faces, composite_images, face_boxes, target))
     picks.p_orig, picks.p_comp, picks.target = p_orig[:len(picks.rows), tgt], p_comp[:len(picks.rows), tgt], target
     return metrics, picks
