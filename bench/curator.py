@@ -75,7 +75,8 @@ def main():
     x = judge_features(g, b, label_maps=m) if backbone == "judge" else face_inputs(g, b, cur["size"], m)
     cfg = CuratorConfig(cur["folds"], cur["epochs"], cur["batch"], cur["lr"], cur["seed"])
     probs, _ = cross_fit(x, y, len(classes), cfg)
-    issues = find_issues(y, probs)
+    issue_filter = params["curator"]["issue_filter"]
+    issues = find_issues(y, probs, issue_filter)
     st = y < 2
     acc = ((probs[st, 1] > probs[st, 0]).astype(int) == y[st]).mean()
     print(f"curator ({backbone}, {inp}): out-of-fold accuracy {src} vs {tgt} {acc:.3f} on {st.sum()} faces "
@@ -86,7 +87,7 @@ def main():
     jacc = ((jp[st, 1] > jp[st, 0]).astype(int) == y[st]).mean()
     print(f"judge: accuracy {src} vs {tgt} {jacc:.3f} on the same {st.sum()} faces")
 
-    for name, pr, iss in (("curator", probs, issues), ("judge", jp, find_issues(y, jp))):
+    for name, pr, iss in (("curator", probs, issues), ("judge", jp, find_issues(y, jp, issue_filter))):
         _, why, _ = decide(labels, classes, pr, iss, src, tgt, params["filter_emotion"]["min_confidence"])
         print(f"filter_emotion (classifier={name}): kept {why.count('')}/{len(why)}, removed by reason "
               f"{dict(sorted(Counter(r for r in why if r).items()))}")

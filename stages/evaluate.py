@@ -21,7 +21,6 @@ composite as well: the paste changes pixels only inside the ROI, so that map is 
 import os
 import sys
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch

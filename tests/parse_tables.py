@@ -1,5 +1,4 @@
 """Small images tables (the ingest contract) built from files or arrays, for the parse tests and bench/parse.py."""
-import numpy as np
 
 from stages.lib import tables
 from stages.lib.codec import content_id, decode_image, encode_png

@@ -10,7 +10,6 @@ import pytest
 
 from stages.lib.curator import curator_probs, load_curator
 from stages.train_curator import load_faces
-from tests.conftest import ROOT
 from tests.stage_runner import run_stage, scratch_project
 
 DEMO = {"ingest": {"source": "demo", "demo": {"n": 300, "size": 256, "seed": 0}},
@@ -30,7 +29,7 @@ def table(project, name):
     return pd.read_parquet(project / "data" / "filtered" / f"{name}.parquet")
 
 
-def test_every_row_is_kept_or_rejected_with_a_reason(demo):
+def test_every_row_is_kept_or_rejected_with_a_reason(demo, shared_data):
     parsed = pd.concat(pd.read_parquet(f) for f in sorted((demo / "data" / "parsed").glob("*.parquet")))
     fm, fe, oof = table(demo, "filter_masks"), table(demo, "filter_emotion"), table(demo, "curator_oof")
     assert set(fm.id) == set(parsed.id) and len(fm) == len(parsed)
@@ -42,7 +41,7 @@ def test_every_row_is_kept_or_rejected_with_a_reason(demo):
     assert metrics["kept"] + metrics["rejected"] == metrics["input"] == len(fm)
     fem = json.loads((demo / "metrics" / "filter_emotion.json").read_text())
     assert fem["kept"] + sum(fem["by_reason"].values()) == fem["input"] == len(fe)
-    contract = subprocess.run([sys.executable, str(ROOT.parent / "shared" / "tools" / "check_contract.py"), "data"],
+    contract = subprocess.run([sys.executable, str(shared_data.parent / "tools" / "check_contract.py"), "data"],
                               cwd=demo, capture_output=True, text=True)
     assert contract.returncode == 0, contract.stdout
     assert (demo / "plots" / "filter_masks" / "no_face.png").is_file()
