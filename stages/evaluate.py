@@ -21,7 +21,6 @@ composite as well: the paste changes pixels only inside the ROI, so that map is 
 import os
 import sys
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
@@ -36,7 +35,7 @@ from .lib.labels import EMOTIONS
 from .lib.networks import load_generator
 from .lib.overlay import BLENDS, COLOR_MATCHES
 from .lib.rois import ROI_NAMES
-from .lib.tables import read_table, write_json_atomic
+from .lib.tables import read_upstream, write_json_atomic
 
 IMAGES = "data/images"
 PARSED = "data/parsed"
@@ -68,12 +67,7 @@ def read_params(params) -> dict:
 def read_rois(roi: str):
     """(domain-A test rows, domain-B test crops) from the ROI manifest's kept rows."""
     path = ROIS.format(roi=roi)
-    try:
-        table = read_table(path, columns=ROI_COLUMNS)
-    except FileNotFoundError:
-        raise StageError(f"{path} not found; run extract_rois first (dvc repro extract_rois)") from None
-    except (pa.ArrowInvalid, KeyError) as err:
-        raise StageError(f"{path} lacks {', '.join(ROI_COLUMNS)}: {str(err).splitlines()[0]}") from None
+    table = read_upstream(path, ROI_COLUMNS, "extract_rois")
     test = table.filter(pc.and_(pc.equal(table.column("split"), "test"), pc.fill_null(table.column("kept"), False)))
     rows_a = sorted(test.filter(pc.equal(test.column("domain"), "A")).to_pylist(), key=lambda r: r["id"])
     rows_b = sorted(test.filter(pc.equal(test.column("domain"), "B")).to_pylist(), key=lambda r: r["id"])

@@ -33,7 +33,7 @@ from .lib.contact_sheet import contact_sheet, load_rows
 from .lib.errors import StageError, run_stage
 from .lib.labels import EMOTIONS
 from .lib.rois import ROI_NAMES, box_leaves_image, crop_roi, region_mask, roi_alpha, roi_box
-from .lib.tables import iter_batches, read_table, shard_paths, write_json_atomic
+from .lib import tables
 
 IMAGES = "data/images"
 PARSED = "data/parsed"
@@ -72,19 +72,6 @@ def read_params(params) -> dict:
     }
 
 
-def read_kept_ids(path=FILTER) -> list:
-    try:
-        table = read_table(path, columns=["id", "kept"])
-    except FileNotFoundError:
-        raise StageError(f"{path} not found; run the filter_emotion stage first (dvc repro filter_emotion)") from None
-    except (pa.ArrowInvalid, KeyError) as err:
-        raise StageError(f"{path} lacks id/kept: {str(err).splitlines()[0]}") from None
-    ids = table.column("id").to_pylist()
-    if len(set(ids)) != len(ids):
-        raise StageError(f"{path} has duplicate ids; rerun filter_emotion")
-    return sorted(i for i, k in zip(ids, table.column("kept").to_pylist()) if k)
-
-
 def read_label_maps(kept_ids, path=PARSED) -> dict:
     """{id: {face_found, label_map}} for the kept ids. Label-map PNGs are small (few flat classes), so they are
     held in memory while the images stream past."""
@@ -103,7 +90,7 @@ def image_batches(kept_ids, path=IMAGES):
     wanted = pa.array(kept_ids, pa.string())
     columns = ["id", "split", "label", "image"]
     try:
-        schema = pq.read_schema(shard_paths(path)[0])
+        schema = pq.read_schema(tables.shard_paths(path)[0])
     except (IndexError, pa.ArrowInvalid) as err:
         raise StageError(f"{path} has no readable Parquet shards ({err})") from None
     if "kept" in schema.names:
@@ -111,7 +98,7 @@ def image_batches(kept_ids, path=IMAGES):
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise StageError(f"{path} lacks columns {missing}; rerun ingest")
-    for batch in iter_batches(path, columns=columns):
+    for batch in tables.iter_batches(path, columns=columns):
         yield batch.filter(pc.is_in(batch.column("id"), value_set=wanted)).to_pylist()
 
 
@@ -308,11 +295,11 @@ def write_sheets(sheets, cfg, plots=PLOTS):
 
 def main():
     cfg = read_params(P.load())
-    kept_ids = read_kept_ids()
+    kept_ids = tables.kept_ids(FILTER, "filter_emotion")
     parsed = read_label_maps(kept_ids)
     tally, sheets = extract(cfg, kept_ids, parsed, image_batches(kept_ids), total=len(kept_ids))
     metrics = tally.metrics(cfg, len(kept_ids))
-    write_json_atomic(metrics, METRICS)
+    tables.write_json_atomic(metrics, METRICS)
     write_sheets(sheets, cfg)
     summary = ", ".join(f"{r} {m['kept']}/{len(kept_ids)} (A {sum(m['counts']['A'].values())}, "
                         f"B {sum(m['counts']['B'].values())}, padded {m['padded']})"

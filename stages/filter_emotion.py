@@ -31,7 +31,7 @@ from .lib.contact_sheet import contact_sheet, load_rows
 from .lib.curator import ISSUE_FILTERS, OTHER, class_index, curator_classes, find_issues
 from .lib.errors import StageError, run_stage
 from .lib.labels import EMOTIONS, FER_ORDER
-from .lib.tables import read_table, write_json_atomic, write_table_atomic
+from .lib.tables import kept_ids, read_table, write_json_atomic, write_table_atomic
 
 MASKS = "data/filtered/filter_masks.parquet"
 OOF = "data/filtered/curator_oof.parquet"
@@ -59,14 +59,6 @@ def read_params(params):
             "sheet_max": P.number(params, "filter_emotion.sheet_max", int, lo=0, default=32),
             "device_key": "filter_emotion.device",
             "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS)}
-
-
-def input_ids(path=MASKS) -> list:
-    try:
-        table = read_table(path, columns=["id", "kept"])
-    except FileNotFoundError:
-        raise StageError(f"{path} not found; run filter_masks first (dvc repro filter_masks)") from None
-    return sorted(i for i, k in zip(table.column("id").to_pylist(), table.column("kept").to_pylist()) if k)
 
 
 def curator_verdicts(ids, source, target, path=OOF):
@@ -211,7 +203,7 @@ def removed_sheets(table: pa.Table, sheet_max, plots=PLOTS, images=IMAGES, parse
 def main():
     params = P.load()
     p = read_params(params)
-    ids = input_ids()
+    ids = kept_ids(MASKS, "filter_masks")
     if p["classifier"] == "curator":
         labels, classes, probs, issues = curator_verdicts(ids, p["source"], p["target"])
     else:

@@ -21,7 +21,7 @@ from .lib.codec import decode_png
 from .lib.contact_sheet import contact_sheet, load_rows, overlay_regions
 from .lib.errors import StageError, run_stage
 from .lib.masks import CHECKED_REGIONS, counts_matrix, split_reasons, visibility_reasons
-from .lib.tables import read_table, write_json_atomic, write_table_atomic
+from .lib.tables import read_upstream, write_json_atomic, write_table_atomic
 
 PARSED = "data/parsed"
 IMAGES = "data/images"
@@ -38,15 +38,8 @@ def read_params(params):
 
 
 def read_parsed(path):
-    try:
-        table = read_table(path, columns=["id", "face_found", "class_counts"])
-    except FileNotFoundError:
-        raise StageError(f"{path} not found; run the parse stage first (dvc repro parse)") from None
-    except (pa.ArrowInvalid, KeyError) as err:
-        raise StageError(f"{path} lacks id/face_found/class_counts: {str(err).splitlines()[0]}") from None
+    table = read_upstream(path, ["id", "face_found", "class_counts"], "parse")
     ids = table.column("id").to_pylist()
-    if len(set(ids)) != len(ids):
-        raise StageError(f"{path} has duplicate ids; rerun parse")
     face = [bool(f) for f in table.column("face_found").to_pylist()]
     return ids, face, table.column("class_counts")
 

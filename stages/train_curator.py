@@ -29,7 +29,7 @@ from .lib.curator import (ISSUE_FILTERS, CuratorConfig, class_index, cross_fit, 
                           final_seed, find_issues, judge_features, save_curator, train_net)
 from .lib.errors import StageError, run_stage
 from .lib.labels import EMOTIONS
-from .lib.tables import read_table, write_json_atomic, write_table_atomic
+from .lib.tables import kept_ids, write_json_atomic, write_table_atomic
 
 MASKS = "data/filtered/filter_masks.parquet"
 IMAGES = "data/images"
@@ -55,14 +55,6 @@ def read_params(params):
             "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS),
             "size": P.number(params, "curator.size", int, lo=16, hi=256),
             "device": P.device(params, "curator.device")}
-
-
-def kept_ids(path=MASKS) -> list:
-    try:
-        table = read_table(path, columns=["id", "kept"])
-    except FileNotFoundError:
-        raise StageError(f"{path} not found; run filter_masks first (dvc repro filter_masks)") from None
-    return sorted(i for i, k in zip(table.column("id").to_pylist(), table.column("kept").to_pylist()) if k)
 
 
 def load_faces(ids, with_masks: bool, images=IMAGES, parsed=PARSED):
@@ -124,7 +116,7 @@ def main():
     params = P.load()
     p = read_params(params)
     torch.use_deterministic_algorithms(True)
-    ids = kept_ids()
+    ids = kept_ids(MASKS, "filter_masks")
     if len(ids) < 2 * p["cfg"].folds:
         raise StageError(f"train_curator needs at least {2 * p['cfg'].folds} faces kept by filter_masks for "
                          f"curator.folds={p['cfg'].folds}, got {len(ids)}")

@@ -13,6 +13,8 @@ import tempfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import StageError
+
 SHARD_BYTES = 256 * 2**20
 # Row groups stay small so that readers can stream images without holding a whole shard.
 ROW_GROUP_ROWS = 256
@@ -30,6 +32,26 @@ def read_table(path, columns=None) -> pa.Table:
     if not files:
         raise FileNotFoundError(path)
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+def read_upstream(path, columns, stage) -> pa.Table:
+    """An upstream stage's table, keyed by unique `id`; missing or malformed is one line naming the stage to run."""
+    try:
+        table = read_table(path, columns=columns)
+    except FileNotFoundError:
+        raise StageError(f"{path} not found; run the {stage} stage first (dvc repro {stage})") from None
+    except (pa.ArrowInvalid, KeyError) as err:
+        raise StageError(f"{path} lacks {'/'.join(columns)}: {str(err).splitlines()[0]}") from None
+    ids = table.column("id").to_pylist()
+    if len(set(ids)) != len(ids):
+        raise StageError(f"{path} has duplicate ids; rerun {stage}")
+    return table
+
+
+def kept_ids(path, stage) -> list:
+    """The sorted ids that an upstream filter kept: the next stage's input rows."""
+    table = read_upstream(path, ["id", "kept"], stage)
+    return sorted(i for i, k in zip(table.column("id").to_pylist(), table.column("kept").to_pylist()) if k)
 
 
 def read_frame(path, columns=None):
