@@ -20,7 +20,7 @@ from tests.synthetic_rois import write_manifest
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 16
 TINY = dict(epochs={"mouth": 3}, epochs_decay={"mouth": 1}, batch=4, ngf=2, ndf=2, pool_size=4, device="cpu", seed=0,
-            n_blocks={"mouth": 1}, n_layers={"mouth": 1})
+            n_blocks={"mouth": 1}, n_layers={"mouth": 1}, n_down={"mouth": 2})
 
 
 def tiny_params(**train):
@@ -58,10 +58,20 @@ def same_weights(a, b):
     ("batch", 0, "train.batch"),
     ("flip", "yes", "train.flip"),
     ("n_layers", {"mouth": 4}, "train.n_layers.mouth"),
+    ("n_down", {"mouth": 0}, "train.n_down.mouth"),
 ])
 def test_bad_params_name_the_key(key, value, words):
     with pytest.raises(StageError, match=words.replace(".", r"\.")):
         read_config(tiny_params(**{key: value}), "mouth")
+
+
+def test_roi_size_must_suit_the_downsamplings():
+    params = tiny_params(n_down={"mouth": 1})
+    params["rois"]["size"]["mouth"] = 24
+    assert read_config(params, "mouth").n_down == 1
+    params["train"]["n_down"]["mouth"] = 4
+    with pytest.raises(StageError, match=r"rois\.size\.mouth=24 must be divisible by 16 \(train\.n_down\.mouth=4"):
+        read_config(params, "mouth")
 
 
 def test_unknown_roi_and_missing_key():

@@ -16,6 +16,22 @@ def test_generator_keeps_shape_and_range():
     assert isinstance(g.net[0], torch.nn.ReflectionPad2d) and isinstance(g.net[-1], torch.nn.Tanh)
 
 
+def test_generator_with_one_downsampling_keeps_a_larger_bottleneck(tmp_path):
+    g = init_weights(ResnetGenerator(ngf=4, n_blocks=1, n_down=1), generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert g(x).shape == x.shape
+    strided = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert len(strided) == 1 and g.net[:4 + 3](x).shape[-1] == 16  # c7s1 block, one down block: 16x16
+    # the saved config rebuilds the same net; a file without n_down is read as the recipe's two
+    path = tmp_path / "g.pt"
+    torch.save(generator_file(g.config, g.state_dict()), path)
+    assert torch.equal(load_generator(path)(x), g.eval()(x))
+    old = ResnetGenerator(ngf=4, n_blocks=1)
+    config = {k: v for k, v in old.config.items() if k != "n_down"}
+    torch.save(generator_file(config, old.state_dict()), path)
+    assert load_generator(path).config["n_down"] == 2
+
+
 def test_patch_discriminator_grid_and_receptive_field():
     assert PatchDiscriminator(4, n_layers=2)(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 14, 14)
     assert PatchDiscriminator(4, n_layers=3)(torch.zeros(1, 3, 128, 128)).shape == (1, 1, 14, 14)

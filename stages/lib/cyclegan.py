@@ -62,6 +62,7 @@ class TrainConfig:
     ndf: int
     n_blocks: int
     n_layers: int
+    n_down: int
     flip: bool
     jitter: float
     precision: str
@@ -74,7 +75,7 @@ class TrainConfig:
 SCALAR_KEYS = ("batch", "lr", "beta1", "lambda_cycle", "lambda_identity", "pool_size", "ngf", "ndf", "flip",
                "jitter", "precision", "compile", "device", "seed")
 # Per ROI because a 128-pixel face costs four times a 64-pixel mouth per image.
-PER_ROI_KEYS = ("epochs", "epochs_decay", "n_blocks", "n_layers")
+PER_ROI_KEYS = ("epochs", "epochs_decay", "n_blocks", "n_layers", "n_down")
 
 
 def param_keys(roi):
@@ -89,8 +90,10 @@ def read_config(params: dict, roi: str) -> TrainConfig:
         raise StageError(f"train: unknown roi {roi!r}; rois.names has {', '.join(names)}")
     n = lambda key, kind=float, lo=None, hi=None: P.number(params, key, kind, lo, hi)
     size = n(f"rois.size.{roi}", int, 16)
-    if size % 4:
-        raise StageError(f"params: rois.size.{roi}={size} must be divisible by 4 (two stride-2 downsamplings)")
+    n_down = n(f"train.n_down.{roi}", int, 1, 4)
+    if size % 2 ** n_down:
+        raise StageError(f"params: rois.size.{roi}={size} must be divisible by {2 ** n_down} "
+                         f"(train.n_down.{roi}={n_down} stride-2 downsamplings)")
     epochs = n(f"train.epochs.{roi}", int, 1)
     cfg = TrainConfig(
         roi=roi, size=size, epochs=epochs, epochs_decay=n(f"train.epochs_decay.{roi}", int, 0, epochs),
@@ -98,6 +101,7 @@ def read_config(params: dict, roi: str) -> TrainConfig:
         lambda_cycle=n("train.lambda_cycle", float, 0.0), lambda_identity=n("train.lambda_identity", float, 0.0),
         pool_size=n("train.pool_size", int, 0), ngf=n("train.ngf", int, 1), ndf=n("train.ndf", int, 1),
         n_blocks=n(f"train.n_blocks.{roi}", int, 0), n_layers=n(f"train.n_layers.{roi}", int, 1, 6),
+        n_down=n_down,
         flip=P.flag(params, "train.flip"), jitter=n("train.jitter", float, 0.0, 0.5),
         precision=P.choice(params, "train.precision", ["bf16", "fp32"]), compile=P.flag(params, "train.compile"),
         device=P.device(params, "train.device").type, seed=n("train.seed", int, 0),
@@ -216,7 +220,8 @@ class CycleGAN:
                              enabled=self.on_cuda and cfg.precision == "bf16")
         init_gen = torch.Generator().manual_seed(cfg.seed)
         nets = {
-            "G_AB": ResnetGenerator(cfg.ngf, cfg.n_blocks), "G_BA": ResnetGenerator(cfg.ngf, cfg.n_blocks),
+            "G_AB": ResnetGenerator(cfg.ngf, cfg.n_blocks, n_down=cfg.n_down),
+            "G_BA": ResnetGenerator(cfg.ngf, cfg.n_blocks, n_down=cfg.n_down),
             "D_A": PatchDiscriminator(cfg.ndf, cfg.n_layers), "D_B": PatchDiscriminator(cfg.ndf, cfg.n_layers),
         }
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format

@@ -47,22 +47,24 @@ class ResidualBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """c7s1-ngf, two stride-2 downsamplings, `n_blocks` residual blocks, two upsamplings, c7s1-3, tanh.
+    """c7s1-ngf, `n_down` stride-2 downsamplings, `n_blocks` residual blocks, as many upsamplings, c7s1-3, tanh.
 
-    The input side must be divisible by 4 (two halvings), which every ROI size here is.
+    The recipe has n_down=2; a small ROI (32 px) can take one, so that its bottleneck stays 16x16 rather than 8x8.
+    The input side must be divisible by 2 ** n_down.
     """
 
-    def __init__(self, ngf=64, n_blocks=9, in_channels=3, out_channels=3):
+    def __init__(self, ngf=64, n_blocks=9, in_channels=3, out_channels=3, n_down=2):
         super().__init__()
-        self.config = dict(ngf=ngf, n_blocks=n_blocks, in_channels=in_channels, out_channels=out_channels)
+        self.config = dict(ngf=ngf, n_blocks=n_blocks, in_channels=in_channels, out_channels=out_channels,
+                           n_down=n_down)
         # Convolutions keep their bias: instance norm without affine would otherwise leave no learned offset.
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf), nn.ReLU(True)]
         channels = ngf
-        for _ in range(2):
+        for _ in range(n_down):
             layers += [nn.Conv2d(channels, channels * 2, 3, stride=2, padding=1), _norm(channels * 2), nn.ReLU(True)]
             channels *= 2
         layers += [ResidualBlock(channels) for _ in range(n_blocks)]
-        for _ in range(2):
+        for _ in range(n_down):
             layers += [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1),
                        _norm(channels // 2), nn.ReLU(True)]
             channels //= 2
@@ -164,7 +166,8 @@ def generator_file(config: dict, state_dict: dict) -> dict:
 def load_generator(path, device="cpu") -> ResnetGenerator:
     """Rebuild a trained generator from `generator_AB.pt`, in eval mode on `device`.
 
-    `config` also records `size` (the ROI side it was trained on) and `value_range` ([-1, 1]).
+    `config` also records `size` (the ROI side it was trained on) and `value_range` ([-1, 1]). A file without
+    `n_down` predates that option and has the recipe's two downsamplings.
     """
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -172,7 +175,8 @@ def load_generator(path, device="cpu") -> ResnetGenerator:
         raise StageError(f"generator weights {path} not found; run `dvc repro train` to train them") from None
     cfg = blob["config"]
     net = ResnetGenerator(ngf=cfg["ngf"], n_blocks=cfg["n_blocks"],
-                          in_channels=cfg.get("in_channels", 3), out_channels=cfg.get("out_channels", 3))
+                          in_channels=cfg.get("in_channels", 3), out_channels=cfg.get("out_channels", 3),
+                          n_down=cfg.get("n_down", 2))
     net.load_state_dict(blob["state_dict"])
     net.config.update(cfg)
     return net.to(device).eval()
