@@ -1,6 +1,7 @@
 """evaluate: the overlay evaluation on real photos with tiny fake generators (identity, brightening, an untrained
 ResNet in the real weights format) and a tiny real curator, its metric definitions, and its one-line errors."""
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -74,7 +75,7 @@ def test_identity_generator_gives_back_the_photo(faces, judge):
     assert metrics["curator_transfer_rate"] is None
 
 
-@pytest.mark.parametrize("match", ["mean_std", "histogram"])
+@pytest.mark.parametrize("match", ["context", "mean_std", "histogram"])
 def test_colour_matching_lowers_the_brightness_shift_of_a_brightening_generator(faces, judge, match):
     generated = translate(Brighten(), [f.crop for f in faces], "cpu")
     matched, _ = evaluate_faces(faces, generated, judge, "neutral", "happy", [], EvalConfig(color_match=match))
@@ -256,8 +257,8 @@ def test_empty_test_split_and_bad_params_name_the_roi(tmp_path, shared_data, mon
     monkeypatch.chdir(root)
     with pytest.raises(StageError, match=r"^evaluate@mouth: .*no kept test rows of domain A"):
         stage.main(["mouth"])
-    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("color_match: mean_std",
-                                                                                 "color_match: sepia"))
+    params = re.sub(r"color_match: \w+", "color_match: sepia", (root / "params.yaml").read_text())
+    (root / "params.yaml").write_text(params)
     with pytest.raises(StageError, match=r"^evaluate@mouth: params: evaluate.color_match='sepia'"):
         stage.main(["mouth"])
     with pytest.raises(StageError, match="usage"):

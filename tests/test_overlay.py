@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from stages.lib.errors import StageError
-from stages.lib.overlay import (brightness_shift, color_match, color_match_histogram, color_match_mean_std,
+from stages.lib.overlay import (brightness_shift, color_match, color_match_context, color_match_histogram,
+                                color_match_mean_std,
                                 composite, luminance, outside_changed_px)
 from stages.lib.quality import PSNR_MAX, kid, mmd2_unbiased, polynomial_kernel, psnr, ssim_map
 from stages.lib.rois import crop_roi, paste_weights, roi_alpha, roi_box
@@ -25,7 +26,7 @@ def roi_case(shared_data, name="1112", roi="mouth", margin=0.35, side=160):
 
 
 @pytest.mark.parametrize("blend", ["alpha", "poisson"])
-@pytest.mark.parametrize("match", ["none", "mean_std", "histogram"])
+@pytest.mark.parametrize("match", ["none", "context", "mean_std", "histogram"])
 def test_nothing_outside_the_alpha_changes(shared_data, blend, match):
     image, bbox, crop, alpha = roi_case(shared_data)
     out = composite(image, brighten(crop), crop, bbox, alpha, match, blend)
@@ -55,7 +56,7 @@ def test_outside_changed_px_counts_a_stray_pixel(shared_data):
     assert outside_changed_px(image, out, alpha, bbox) == 1
 
 
-@pytest.mark.parametrize("match", ["mean_std", "histogram"])
+@pytest.mark.parametrize("match", ["context", "mean_std", "histogram"])
 def test_colour_matching_undoes_a_brightening_generator(shared_data, match):
     for name in ("1112", "2095", "2125"):
         image, bbox, crop, alpha = roi_case(shared_data, name)
@@ -87,6 +88,24 @@ def test_mean_std_matches_weighted_statistics():
         assert abs(out[..., c][inside].std() - ref[..., c][inside].std()) < 0.6
     # a grey photo gets a grey crop back
     assert color_match(gen, ref[..., 0], alpha, "mean_std").shape == (32, 32)
+
+
+def test_context_match_removes_drift_but_keeps_a_change_of_content():
+    """A generator that opens a bright mouth *and* brightens everything: the drift goes, the new content stays."""
+    rng = np.random.default_rng(2)
+    ref = rng.integers(90, 130, (32, 32, 3)).astype(np.uint8)
+    alpha = np.zeros((32, 32), np.uint8)
+    alpha[12:20, 8:24] = 255
+    changed = ref.copy()
+    changed[14:18, 10:22] = 235  # teeth where the neutral face had lips
+    gen = brighten(changed, 15)
+    inside, context = alpha == 255, alpha == 0
+    by_context = color_match_context(gen, ref, alpha).astype(int)
+    assert np.abs(by_context[context].mean(axis=0) - ref[context].mean(axis=0)).max() < 0.6
+    assert np.abs(by_context[14:18, 10:22] - 235).max() <= 3
+    by_inside = color_match_mean_std(gen, ref, alpha).astype(int)
+    assert by_inside[14:18, 10:22].mean() < 200  # matching inside the mask pulls the teeth back towards the lips
+    assert by_context[inside].mean() > by_inside[inside].mean() + 20
 
 
 def test_histogram_match_maps_a_shifted_copy_back():

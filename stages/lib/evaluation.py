@@ -59,7 +59,7 @@ class Face:
 
 @dataclass
 class EvalConfig:
-    color_match: str = "mean_std"
+    color_match: str = "context"
     blend: str = "alpha"
     kid_subsets: int = 100
     kid_subset_size: int = 1000
