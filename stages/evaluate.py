@@ -12,7 +12,7 @@ Writes  eval/<roi>/metrics.json   transfer_rate (headline: judge argmax is emoti
             curator_transfer_rate / curator_baseline_rate, outside_changed_px (must be 0), psnr_/ssim_ image and roi,
             kid_roi (+ kid_roi_std), brightness_shift (configured colour match) and brightness_shift_raw (none),
             n_test, n_real_target; definitions in stages/lib/evaluation.py and the README
-        eval/<roi>/samples.png    original | ROI | generated ROI | composite for the lowest-id test faces
+        plots/evaluate/<roi>.png  original | ROI | generated ROI | composite for the lowest-id test faces
 
 curator_transfer_rate / curator_baseline_rate: share of composites / originals whose argmax for the saved curator is
 emotions.target, read on the same face box. A grey_masks curator gets the original's parsed label map for the
@@ -43,6 +43,8 @@ ROIS = "data/rois/{roi}.parquet"
 GENERATOR = "models/cyclegan/{roi}/generator_AB.pt"
 CURATOR = "models/curator/curator.pt"
 OUT = "eval/{roi}"
+# Pictures live under plots/ so that eval/ holds only metrics (dvc metrics reads every file of a listed folder).
+SAMPLES = "plots/evaluate/{roi}.png"
 ROI_COLUMNS = ["id", "split", "domain", "kept", "bbox", "crop", "alpha"]
 
 
@@ -148,7 +150,7 @@ def evaluate(roi: str):
                                     curator=classify)
     out = OUT.format(roi=roi)
     write_json_atomic(metrics, os.path.join(out, "metrics.json"))
-    sample_sheet(picks, os.path.join(out, "samples.png"))
+    sample_sheet(picks, SAMPLES.format(roi=roi))
     print(f"evaluate@{roi}: transfer_rate={metrics['transfer_rate']:.3f} (baseline {metrics['baseline_rate']:.3f}), "
           f"curator_transfer_rate={metrics['curator_transfer_rate']:.3f} "
           f"(baseline {metrics['curator_baseline_rate']:.3f}), outside_changed_px={metrics['outside_changed_px']}",

@@ -213,7 +213,7 @@ def test_stage_writes_metrics_and_samples_deterministically(tmp_path, shared_dat
     assert all(np.isfinite(v) for v in metrics.values())
     for key in ("curator_transfer_rate", "curator_baseline_rate"):
         assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0
-    sheet = decode_png((root / "eval/mouth/samples.png").read_bytes())
+    sheet = decode_png((root / "plots/evaluate/mouth.png").read_bytes())
     assert sheet.shape[1] == 4 * (96 + 4)
     first = (root / "eval/mouth/metrics.json").read_bytes()
     stage.main(["mouth"])
