@@ -10,6 +10,7 @@ The demo source also writes its ground truth to `data/demo_truth.parquet`, for t
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import islice
 
 import pyarrow as pa
@@ -117,7 +118,7 @@ def main():
     records = open_source(cfg)
     seen, counts, truth = {}, Counter(), []
     total = cfg["demo"]["n"] if cfg["source"] == "demo" else None
-    work = lambda r: ingest_record(r, cfg["source"], cfg["min_size"], cfg["test_fraction"])  # noqa: E731
+    work = partial(ingest_record, source=cfg["source"], min_size=cfg["min_size"], test_fraction=cfg["test_fraction"])
     with ShardWriter(OUT, SCHEMA, cfg["shard_bytes"]) as out, ThreadPoolExecutor(os.cpu_count() or 2) as pool, \
             tqdm(total=total, desc="ingest", unit="img") as bar:
         while chunk := list(islice(records, CHUNK)):
