@@ -10,21 +10,13 @@ A kept image with no face is a row with face_found=false; kept images in = rows 
 """
 import argparse
 import contextlib
-import os
 import sys
 
 from stages.lib import params as P
 from stages.lib.errors import run_stage
 from stages.lib.parsing import make_parser, read_params
 from stages.lib.parsing.runner import check_input, parse_table
-from stages.lib.tables import write_json_atomic
-
-
-def save_png_atomic(image, path):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+from stages.lib.tables import save_png_atomic, write_json_atomic
 
 
 def main(argv=None):

@@ -10,9 +10,9 @@ import glob
 import json
 import os
 import sys
-import tempfile
 
 from .lib.errors import StageError, run_stage
+from .lib.tables import write_bytes_atomic
 
 COLUMNS = ["n_test", "transfer_rate", "baseline_rate", "transfer_gain", "transfer_rate_binary",
            "baseline_rate_binary", "target_prob_gain", "curator_transfer_rate", "kid_roi", "brightness_shift",
@@ -51,13 +51,7 @@ def main(argv):
     table = summary_table(args.eval)
     sys.stdout.write(table)
     if args.out:
-        folder = os.path.dirname(args.out) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".md.tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(table)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, args.out)
+        write_bytes_atomic(table.encode(), args.out)
 
 
 if __name__ == "__main__":

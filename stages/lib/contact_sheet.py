@@ -7,13 +7,12 @@ Use:
 Images may be uint8 grey (HxW) or RGB (HxWx3) of any size; each is fitted into a `thumb` square keeping its aspect.
 The PNG is written atomically and is byte-identical for the same inputs (PIL's built-in bitmap font, no timestamps).
 """
-import os
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .codec import to_rgb
+from .tables import save_png_atomic
 
 CAPTION_PX = 12  # one line of PIL's default bitmap font
 PAD = 2
@@ -58,17 +57,7 @@ def render_sheet(images, captions, cols=8, thumb=96) -> Image.Image:
 
 def contact_sheet(images: list, captions: list, path, cols=8, thumb=96):
     """Write the grid of `images` with `captions` to the PNG `path` (atomically) and return the path."""
-    sheet = render_sheet(images, captions, cols, thumb)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
-    os.close(fd)
-    try:
-        sheet.save(tmp, format="PNG", compress_level=6)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    save_png_atomic(render_sheet(images, captions, cols, thumb), path)
     return path
 
 

@@ -25,9 +25,7 @@ one `other` class instead of being dropped, so the net still learns what is neit
 low P(neutral)) and every input row gets probabilities; the minor emotions are too few (9-60 per class in the real
 photos) for a net to learn each one from scratch in a few epochs.
 """
-import io
 import os
-import tempfile
 from dataclasses import dataclass
 
 import cv2
@@ -41,6 +39,7 @@ from .codec import to_grey
 from .errors import StageError
 from .judge import face_crop
 from .labels import REGIONS
+from .tables import save_torch_atomic
 
 OTHER = "other"
 MASK_REGIONS = ("eyes", "brows", "lips")
@@ -280,8 +279,7 @@ def final_seed(cfg: CuratorConfig) -> int:
 
 def save_curator(path, net: nn.Module, meta: dict):
     """torch.save a dict of plain types (weights_only-loadable): the state_dict, the net's shape, and `meta`
-    (CURATOR_META: backbone, input, size, classes, source, target). Temp file then rename: a killed stage never leaves
-    half a file for DVC to cache."""
+    (CURATOR_META: backbone, input, size, classes, source, target), atomically and byte-stable."""
     missing = [k for k in CURATOR_META if k not in meta]
     if missing:
         raise ValueError(f"curator meta lacks {missing}")
@@ -292,21 +290,7 @@ def save_curator(path, net: nn.Module, meta: dict):
     blob = {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "n_classes": len(meta["classes"]), "margin": CROP_MARGIN, **shape,
             **{k: meta[k] for k in CURATOR_META}}
-    # Serialised in memory: torch.save names the zip's root folder after the file, so saving to the random temp name
-    # would make every run's bytes differ.
-    buffer = io.BytesIO()
-    torch.save(blob, buffer)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".pt.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    save_torch_atomic(blob, path)
 
 
 @dataclass

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 
@@ -37,7 +36,7 @@ from . import params as P
 from .codec import decode_png, to_rgb
 from .errors import StageError
 from .networks import FakePool, PatchDiscriminator, ResnetGenerator, generator_file, init_weights
-from .tables import read_frame, write_json_atomic
+from .tables import read_frame, save_torch_atomic, write_json_atomic
 
 # Bump when the checkpoint layout or the training maths changes, so that old checkpoints are not resumed.
 CHECKPOINT_FORMAT = 1
@@ -327,18 +326,6 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def save_atomic(obj, path):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".pt.tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def load_checkpoint(path, expected_hash, roi):
     """The checkpoint at `path` if it exists and matches `expected_hash`, else None (with a note why)."""
     if not os.path.exists(path):
@@ -444,7 +431,7 @@ def train_roi(cfg: TrainConfig, paths: Paths, after_step=None) -> dict:
         grid = model.sample_grid(*fixed)
         history.append(record)
         grids.append(_png(grid))
-        save_atomic({"fingerprint": expected, "format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
+        save_torch_atomic({"fingerprint": expected, "format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
                      "model": model.state_dict(), "data_rng": data_gen.get_state(),
                      "history": history, "grids": grids}, paths.checkpoint)
         _log_epoch(live, record, Image.fromarray(grid))
@@ -454,7 +441,7 @@ def train_roi(cfg: TrainConfig, paths: Paths, after_step=None) -> dict:
     live.end()
 
     config = dict(roi=cfg.roi, size=cfg.size, value_range=[-1.0, 1.0], direction="A->B", **model.nets["G_AB"].config)
-    save_atomic(generator_file(config, model.nets["G_AB"].state_dict()), paths.generator)
+    save_torch_atomic(generator_file(config, model.nets["G_AB"].state_dict()), paths.generator)
     metrics = {
         "roi": cfg.roi, "n_train_A": len(crops_a), "n_train_B": len(crops_b), "epochs": cfg.epochs,
         "steps": total_steps, "device": cfg.device,

@@ -5,6 +5,7 @@ A stage output is either one file (`data/filtered/filter_masks.parquet`) or a fo
 place, so a killed stage never leaves a half-written output for DVC to cache.
 """
 import glob
+import io
 import json
 import os
 import shutil
@@ -135,12 +136,38 @@ class ShardWriter:
         return False
 
 
+def write_bytes_atomic(data: bytes, path):
+    """Write `data` to `path` so that it appears whole or not at all, world-readable like any other output."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def write_json_atomic(obj, path):
     """Metrics and small reports, sorted and stable so `dvc metrics diff` compares like with like."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".json.tmp")
-    os.chmod(tmp, 0o644)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_bytes_atomic((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), path)
+
+
+def save_png_atomic(image, path, compress_level=6):
+    """A PIL image as a PNG file, atomically."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=compress_level)
+    write_bytes_atomic(buffer.getvalue(), path)
+
+
+def save_torch_atomic(obj, path):
+    """torch.save, atomically and byte-stable: serialised in memory first, because torch names the archive's root
+    folder after the file it writes, so saving straight to a random temp name changes the bytes on every run."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(buffer.getvalue(), path)
