@@ -154,3 +154,35 @@ def test_fer2013_folders_and_celeba(tmp_path):
     assert df.label.tolist() == ["happy", "neutral", "happy"]
     assert df.split.tolist() == ["train", "val", "test"]
     del img
+
+
+def test_short_rows_and_odd_text_are_rejects_or_one_line_errors(tmp_path):
+    img = png_bytes(np.full((60, 60), 9, np.uint8))
+    fer = tmp_path / "fer2013.csv"
+    fer.write_text("emotion,pixels,Usage\n" + "3," + " ".join(["5"] * 48 * 48) + ",Training\n3\n³,1 2,Training\n")
+    project = scratch_project(tmp_path / "p1", {"ingest": {"source": "fer2013_csv", "path": str(fer)}})
+    run_stage(project, "ingest")
+    assert read_images(project).reason.tolist() == ["", "corrupt_image", "corrupt_image"]
+
+    folder = tmp_path / "lf"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "a.png").write_bytes(img)
+    (folder / "legend.csv").write_text("image,emotion\na.png,happy\n,neutral\n")
+    project = scratch_project(tmp_path / "p2", {"ingest": {"source": "labelled_folder", "path": str(folder)}})
+    run_stage(project, "ingest")
+    assert read_images(project).reason.tolist() == ["", "missing_file"]
+
+    (folder / "legend.csv").write_bytes(b"image,emotion\na.png,h\xe9ureux\n")
+    proc = run_stage(project, "ingest", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error:")
+    assert "not UTF-8" in proc.stderr and "Traceback" not in proc.stderr
+
+    celeba = tmp_path / "celeba"
+    (celeba / "img_align_celeba").mkdir(parents=True)
+    (celeba / "img_align_celeba" / "1.jpg").write_bytes(img)
+    (celeba / "img_align_celeba" / "2.jpg").write_bytes(png_bytes(np.full((60, 60), 7, np.uint8)))
+    (celeba / "list_attr_celeba.txt").write_text("2\nMale Smiling\n1.jpg 1 1\n2.jpg 1\n")
+    project = scratch_project(tmp_path / "p3", {"ingest": {"source": "celeba", "path": str(celeba)}})
+    run_stage(project, "ingest")
+    df = read_images(project).sort_values("source_key")
+    assert df.label.iloc[0] == "happy" and df.label.isna().iloc[1] and df.reason.tolist() == ["", "unknown_label"]

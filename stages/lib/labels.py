@@ -20,7 +20,8 @@ def canonical_emotion(raw):
     """The canonical label for a source spelling or FER id, or None when it is unknown (a reject, not a guess)."""
     if raw is None:
         return None
-    if isinstance(raw, (int,)) or (isinstance(raw, str) and raw.strip().isdigit()):
+    # isascii: str.isdigit also accepts digits such as '³' that int() refuses.
+    if isinstance(raw, int) or (isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit()):
         i = int(raw)
         return FER_ORDER[i] if 0 <= i < len(FER_ORDER) else None
     return _SPELLINGS.get(str(raw).strip().lower())

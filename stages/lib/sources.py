@@ -11,6 +11,7 @@ happen in one place, `stages/ingest.py`, so every source is held to the same rul
 """
 import csv
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,16 @@ def read_bytes(record: SourceRecord) -> bytes:
         return f.read()
 
 
+@contextmanager
+def open_text(path):
+    """A dataset's CSV or list file; a file that is not UTF-8 text is a one-line error, not a traceback."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        try:
+            yield f
+        except UnicodeDecodeError as err:
+            raise StageError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
 def _require(path, what):
     if not path:
         raise StageError(f"params: ingest.path is empty; set it to the {what}")
@@ -62,28 +73,34 @@ def fer2013_csv(path):
 
 
 def _fer_rows(path):
-    with open(path, newline="") as f:
+    with open_text(path) as f:
         for row_number, row in enumerate(csv.DictReader(f)):
             split = FER_SPLITS.get((row.get("Usage") or "").strip().lower())
             yield SourceRecord(f"row/{row_number}", row["emotion"], split, data=_fer_pixels_png(row["pixels"]))
 
 
 def _check_columns(csv_path, wanted, what):
-    with open(csv_path, newline="") as f:
+    with open_text(csv_path) as f:
         columns = next(csv.reader(f), [])
     missing = set(wanted) - set(columns)
     if missing:
         raise StageError(f"{csv_path}: not {what}, missing columns {sorted(missing)} (has {', '.join(columns)})")
 
 
-def _fer_pixels_png(pixels: str) -> bytes:
-    """48x48 grey from FER's space-separated string; a malformed row becomes empty bytes (a corrupt reject)."""
+def _fer_pixels_png(pixels) -> bytes:
+    """48x48 grey PNG from FER's space-separated string.
+
+    A malformed row keeps its raw text as its bytes: no image decoder reads it (a corrupt_image reject), and its id
+    hashes that text, so two different broken rows are not mistaken for duplicates.
+    """
+    if not isinstance(pixels, str):
+        return b""
     try:
         values = np.array(pixels.split(), dtype=np.int64)
     except ValueError:
-        return b""
+        return pixels.encode()
     if values.size != 48 * 48 or values.min(initial=0) < 0 or values.max(initial=0) > 255:
-        return b""
+        return pixels.encode()
     return encode_png(values.astype(np.uint8).reshape(48, 48))
 
 
@@ -109,7 +126,7 @@ def labelled_folder(path, csv_path, image_column, label_column):
     csv_path = csv_path or os.path.join(path, "legend.csv")
     if not os.path.isfile(csv_path):
         raise StageError(f"params: ingest.csv={csv_path!r} not found (a CSV naming the image and label columns)")
-    with open(csv_path, newline="") as f:
+    with open_text(csv_path) as f:
         columns = next(csv.reader(f), [])
     for key, column in (("image_column", image_column), ("label_column", label_column)):
         if column not in columns:
@@ -120,9 +137,9 @@ def labelled_folder(path, csv_path, image_column, label_column):
 
 
 def _labelled_rows(csv_path, images_dir, image_column, label_column):
-    with open(csv_path, newline="") as f:
+    with open_text(csv_path) as f:
         for row in csv.DictReader(f):
-            name = row[image_column]
+            name = row[image_column] or ""  # a short row: no file named, so a missing_file reject
             file = os.path.join(images_dir, name)
             yield SourceRecord(name, row[label_column], path=file, missing=not os.path.isfile(file))
 
@@ -132,7 +149,7 @@ def celeba(path):
     attrs = os.path.join(path, "list_attr_celeba.txt")
     if not os.path.isfile(attrs):
         raise StageError(f"{attrs} not found: CelebA needs its attribute file")
-    with open(attrs) as f:
+    with open_text(attrs) as f:
         f.readline()  # image count
         names = f.readline().split()
     if "Smiling" not in names:
@@ -142,7 +159,7 @@ def celeba(path):
 
 
 def _celeba_rows(path, attrs, smiling, partition):
-    with open(attrs) as f:
+    with open_text(attrs) as f:
         f.readline(), f.readline()
         for line in f:
             parts = line.split()
@@ -150,14 +167,15 @@ def _celeba_rows(path, attrs, smiling, partition):
                 continue
             file = os.path.join(path, "img_align_celeba", parts[0])
             # CelebA has no neutral label: not smiling is only a neutral *candidate*, which the filters then check.
-            label = "happy" if parts[smiling] == "1" else "neutral"
+            flag = parts[smiling] if len(parts) > smiling else None  # a short line: unknown_label
+            label = {"1": "happy", "-1": "neutral"}.get(flag)
             yield SourceRecord(parts[0], label, partition.get(parts[0]), path=file, missing=not os.path.isfile(file))
 
 
 def _celeba_partition(file):
     if not os.path.isfile(file):
         return {}
-    with open(file) as f:
+    with open_text(file) as f:
         return {name: CELEBA_SPLITS.get(code) for name, code in (line.split() for line in f if line.strip())}
 
 
