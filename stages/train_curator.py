@@ -15,6 +15,7 @@ Writes  data/filtered/curator_oof.parquet  one row per kept id: id, label (inges
 The classifier lives in its own stage so that changing filter_emotion's params reruns only filter_emotion.
 """
 import json
+import os
 import time
 from collections import Counter
 
@@ -115,6 +116,8 @@ def fit_final(x, y, classes, p):
 def main():
     params = P.load()
     p = read_params(params)
+    # Deterministic cuBLAS needs a fixed workspace; without it torch raises at the first matmul on CUDA.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     ids = kept_ids(MASKS, "filter_masks")
     if len(ids) < 2 * p["cfg"].folds:
