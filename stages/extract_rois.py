@@ -208,9 +208,7 @@ class ManifestWriter:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
-        if os.path.isdir(self.out):
-            shutil.rmtree(self.out)
-        os.replace(self.tmp, self.out)
+        tables.publish_folder(self.tmp, self.out)
         return False
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .lib import params as P
@@ -21,7 +22,7 @@ from .lib.codec import decode_png
 from .lib.contact_sheet import contact_sheet, load_rows, overlay_regions
 from .lib.errors import StageError, run_stage
 from .lib.masks import CHECKED_REGIONS, counts_matrix, split_reasons, visibility_reasons
-from .lib.tables import read_upstream, write_json_atomic, write_table_atomic
+from .lib.tables import read_table, read_upstream, shard_paths, write_json_atomic, write_table_atomic
 
 PARSED = "data/parsed"
 IMAGES = "data/images"
@@ -38,18 +39,26 @@ def read_params(params):
 
 
 def read_parsed(path):
+    """(ids, face_found, class_counts, parse errors). `error` is our parser's extra column: a kept image it could not
+    decode has no face *because* it is corrupt, and the reject should say so."""
     table = read_upstream(path, ["id", "face_found", "class_counts"], "parse")
     ids = table.column("id").to_pylist()
     face = [bool(f) for f in table.column("face_found").to_pylist()]
-    return ids, face, table.column("class_counts")
+    errors = [""] * len(ids)
+    if "error" in pq.read_schema(shard_paths(path)[0]).names:
+        errors = [e or "" for e in read_table(path, columns=["error"]).column("error").to_pylist()]
+    return ids, face, table.column("class_counts"), errors
 
 
-def decide(ids, face, counts, ref_size, min_px) -> pa.Table:
+def decide(ids, face, counts, ref_size, min_px, errors=None) -> pa.Table:
     try:
         matrix = counts_matrix(counts)
     except ValueError as err:
         raise StageError(f"{PARSED}: {err}") from None
     kept, reasons, got, need = visibility_reasons(face, matrix, min_px, ref_size)
+    for i, error in enumerate(errors or []):
+        if error:  # "corrupt_image: <detail>" from parse
+            kept[i], reasons[i] = False, error.split(":", 1)[0]
     order = np.argsort(np.asarray(ids, dtype=object), kind="stable")  # rows sorted by id: same table every run
     cols = {"id": pa.array([ids[i] for i in order], pa.string()),
             "kept": pa.array(kept[order], pa.bool_()),
@@ -99,8 +108,8 @@ def write_sheets(table: pa.Table, sheet_max: int, parsed=PARSED, images=IMAGES, 
 def main():
     params = P.load()
     ref_size, min_px, sheet_max = read_params(params)
-    ids, face, counts = read_parsed(PARSED)
-    table = decide(ids, face, counts, ref_size, min_px)
+    ids, face, counts, errors = read_parsed(PARSED)
+    table = decide(ids, face, counts, ref_size, min_px, errors)
     write_table_atomic(table, OUT)
     metrics = summarise(table)
     write_json_atomic(metrics, METRICS)

@@ -67,3 +67,14 @@ def test_split_reasons_accepts_both_joiners():
     assert split_reasons("eyes_small+lips_small") == ["eyes_small", "lips_small"]
     assert split_reasons("eyes_small,brows_small") == ["eyes_small", "brows_small"]
     assert split_reasons("") == []
+
+
+def test_a_parse_error_is_the_reject_reason(reference_maps):
+    from stages.filter_masks import decide
+
+    counts = [class_counts_of(m) for m in reference_maps.values()][:2]
+    table = decide(["b", "a"], [True, False], counts, 512, {"eyes": 200, "brows": 200, "lips": 200},
+                   errors=["", "corrupt_image: truncated"]).to_pylist()
+    by_id = {row["id"]: row for row in table}
+    assert by_id["a"]["kept"] is False and by_id["a"]["reason"] == "corrupt_image"
+    assert by_id["b"]["reason"] != "corrupt_image"

@@ -98,7 +98,6 @@ class ShardWriter:
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
         self.tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path))
-        os.chmod(self.tmp, 0o755)  # mkdtemp's 0700 would leak into the output folder
         self.writer, self.index, self.size, self.rows = None, 0, 0, 0
 
     def write(self, rows: dict):
@@ -128,12 +127,22 @@ class ShardWriter:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
-        if os.path.isdir(self.path):
-            shutil.rmtree(self.path)
-        elif os.path.exists(self.path):
-            os.unlink(self.path)
-        os.replace(self.tmp, self.path)
+        publish_folder(self.tmp, self.path)
         return False
+
+
+def publish_folder(tmp, path):
+    """Move the finished folder `tmp` to `path`. The old output is renamed aside first and removed last, so that at
+    every instant `path` holds either the old output or the new one."""
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would leak into the output folder
+    aside = None
+    if os.path.lexists(path):
+        aside = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".old-")
+        aside = os.path.join(aside, "out")
+        os.replace(path, aside)
+    os.replace(tmp, path)
+    if aside is not None:
+        shutil.rmtree(os.path.dirname(aside), ignore_errors=True)
 
 
 def write_bytes_atomic(data: bytes, path):
