@@ -22,7 +22,7 @@ from .lib.codec import decode_png
 from .lib.contact_sheet import contact_sheet, load_rows, overlay_regions
 from .lib.errors import StageError, run_stage
 from .lib.masks import CHECKED_REGIONS, counts_matrix, split_reasons, visibility_reasons
-from .lib.tables import read_table, read_upstream, shard_paths, write_json_atomic, write_table_atomic
+from .lib.tables import read_upstream, shard_paths, write_json_atomic, write_table_atomic
 
 PARSED = "data/parsed"
 IMAGES = "data/images"
@@ -41,12 +41,12 @@ def read_params(params):
 def read_parsed(path):
     """(ids, face_found, class_counts, parse errors). `error` is our parser's extra column: a kept image it could not
     decode has no face *because* it is corrupt, and the reject should say so."""
-    table = read_upstream(path, ["id", "face_found", "class_counts"], "parse")
+    files = shard_paths(path)
+    has_error = bool(files) and "error" in pq.read_schema(files[0]).names
+    table = read_upstream(path, ["id", "face_found", "class_counts"] + ["error"] * has_error, "parse")
     ids = table.column("id").to_pylist()
     face = [bool(f) for f in table.column("face_found").to_pylist()]
-    errors = [""] * len(ids)
-    if "error" in pq.read_schema(shard_paths(path)[0]).names:
-        errors = [e or "" for e in read_table(path, columns=["error"]).column("error").to_pylist()]
+    errors = [e or "" for e in table.column("error").to_pylist()] if has_error else [""] * len(ids)
     return ids, face, table.column("class_counts"), errors
 
 
