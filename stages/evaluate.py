@@ -1,35 +1,38 @@
-"""evaluate@<roi>: paste the A->B generator's ROI back into every test face and ask the independent judge.
+"""evaluate@<roi>: paste the A->B generator's ROI back into every test face and score it with three judges.
 
 Run from the project root (DVC does this):  python -m stages.evaluate mouth
     dvc exp run -S evaluate.color_match=none      # reruns only evaluate@*; `dvc metrics diff` shows the change
-Reads   data/rois/<roi>.parquet (kept rows; domain A test: id, bbox, crop, alpha; domain B test: crop)
-        data/images (the photos), data/parsed (face_bbox, for the judge's face square; label_map, for a grey_masks
-        curator), models/cyclegan/<roi>/generator_AB.pt (stages.lib.networks.load_generator),
-        models/judge/mini_xception.pt, models/curator/curator.pt (train_curator's final curator)
-Params  evaluate.{color_match,blend,device,samples,kid_subsets,kid_subset_size,seed,batch}, emotions.{source,target}
-Writes  eval/<roi>/metrics.json   transfer_rate (headline: judge argmax is emotions.target), transfer_rate_binary,
-            baseline_rate(_binary) on the unedited originals, transfer_gain(_binary), target_prob_gain,
-            curator_transfer_rate / curator_baseline_rate, outside_changed_px (must be 0), psnr_/ssim_ image and roi,
-            kid_roi (+ kid_roi_std), brightness_shift (configured colour match) and brightness_shift_raw (none),
-            n_test, n_real_target; definitions in stages/lib/evaluation.py and the README
+    python -m stages.summarize_eval               # every ROI side by side, with intervals
+Reads   data/rois/<roi>.parquet (kept rows; test A: id, bbox, crop, alpha; test B: crop; train A and B: ids, for the
+        geometry judge's cut), data/images (the photos), data/parsed (face_bbox: the judges' face square and dlib's
+        box; label_map, for a grey_masks curator), models/cyclegan/<roi>/generator_AB.pt, models/judge/mini_xception.pt,
+        models/curator/curator.pt (train_curator's final curator, fitted on the train split only)
+Params  evaluate.{color_match,blend,device,samples,kid_subsets,kid_subset_size,resamples,identity,geometry,workers,
+        seed,batch}, emotions.{source,target}
+Writes  eval/<roi>/metrics.json   for the translator, the oracle (oracle_*: real target crops of other test faces) and
+            the identity generator (control_*): transfer_rate / transfer_gain / target_prob_gain (CNN judge),
+            identity_kept_rate / identity_distance (dlib), geometry_gain / geometry_transfer_rate (landmarks), each
+            with <name>_ci (95% paired bootstrap) and n_test; transfer_share = transfer_gain / oracle_transfer_gain;
+            judge_label_agreement, curator_* rates, outside_changed_px (must be 0), psnr/ssim, kid_roi, brightness;
+            definitions in stages/lib/evaluation.py and the README
+        dvclive/evaluate/<roi>/metrics.json   the numbers with intervals as scalars (<name>, <name>_lo, <name>_hi),
+            which `dvc metrics diff` and `dvc exp show` list (they drop the lists of eval/<roi>/metrics.json)
         plots/evaluate/<roi>.png  original | ROI | generated ROI | composite for the lowest-id test faces
-
-curator_transfer_rate / curator_baseline_rate: share of composites / originals whose argmax for the saved curator is
-emotions.target, read on the same face box. A grey_masks curator gets the original's parsed label map for the
-composite as well: the paste changes pixels only inside the ROI, so that map is the best one there is.
 """
 import os
 import sys
 
 import pyarrow.compute as pc
 import torch
+from tqdm import tqdm
 
 from .lib import params as P
 from .lib.codec import decode_png
 from .lib.contact_sheet import load_rows
 from .lib.curator import curator_probs, load_curator
 from .lib.errors import StageError, run_stage
-from .lib.evaluation import EvalConfig, Face, evaluate_faces, sample_sheet, translate
+from .lib.evaluation import EvalConfig, Face, Judges, evaluate_faces, sample_sheet, translate
+from .lib.geometry import GeometryJudge, fit_threshold
 from .lib.judge import load_judge
 from .lib.labels import EMOTIONS
 from .lib.networks import load_generator
@@ -45,6 +48,7 @@ CURATOR = "models/curator/curator.pt"
 OUT = "eval/{roi}"
 # Pictures live under plots/ so that eval/ holds only metrics (dvc metrics reads every file of a listed folder).
 SAMPLES = "plots/evaluate/{roi}.png"
+LIVE = "dvclive/evaluate/{roi}"
 ROI_COLUMNS = ["id", "split", "domain", "kept", "bbox", "crop", "alpha"]
 
 
@@ -60,44 +64,43 @@ def read_params(params) -> dict:
         kid_subsets=P.number(params, "evaluate.kid_subsets", int, lo=1, hi=10000, default=100),
         kid_subset_size=P.number(params, "evaluate.kid_subset_size", int, lo=2, default=1000),
         seed=P.number(params, "evaluate.seed", int, lo=0, default=0),
+        resamples=P.number(params, "evaluate.resamples", int, lo=100, hi=100000, default=1000),
     )
     batch = P.number(params, "evaluate.batch", int, lo=1, hi=4096, default=64)
+    workers = P.number(params, "evaluate.workers", int, lo=0, hi=1024, default=0) or os.cpu_count() or 1
     return {"source": source, "target": target, "config": config, "batch": batch,
+            "identity": P.flag(params, "evaluate.identity", default=True),
+            "geometry": P.flag(params, "evaluate.geometry", default=True), "workers": workers,
             "device": P.device(params, "evaluate.device")}
 
 
-def read_rois(roi: str):
-    """(domain-A test rows, domain-B test crops) from the ROI manifest's kept rows."""
+def read_rois(roi: str) -> dict:
+    """The ROI manifest's kept rows by (split, domain), each sorted by id: {("test", "A"): [row, ...], ...}."""
     path = ROIS.format(roi=roi)
     table = read_upstream(path, ROI_COLUMNS, "extract_rois")
-    test = table.filter(pc.and_(pc.equal(table.column("split"), "test"), pc.fill_null(table.column("kept"), False)))
-    rows_a = sorted(test.filter(pc.equal(test.column("domain"), "A")).to_pylist(), key=lambda r: r["id"])
-    rows_b = sorted(test.filter(pc.equal(test.column("domain"), "B")).to_pylist(), key=lambda r: r["id"])
-    if not rows_a:
+    table = table.filter(pc.fill_null(table.column("kept"), False))
+    groups = {}
+    for split in ("train", "test"):
+        for domain in ("A", "B"):
+            part = table.filter(pc.and_(pc.equal(table.column("split"), split), pc.equal(table.column("domain"), domain)))
+            groups[split, domain] = sorted(part.to_pylist(), key=lambda r: r["id"])
+    if not groups["test", "A"]:
         raise StageError(f"{path} has no kept test rows of domain A (the source emotion): nothing to evaluate; "
                          f"check the split and emotions.source")
-    return rows_a, [decode_png(r["crop"]) for r in rows_b]
+    return groups
 
 
 def read_faces(rows_a, with_maps: bool = False) -> list:
     """Join the ROI rows with their photos and face boxes (and label maps: `with_maps`); a missing photo is an error,
     not a skip."""
-    ids = [r["id"] for r in rows_a]
-    try:
-        images = load_rows(IMAGES, ids, ["image"])
-        parsed = load_rows(PARSED, ids, ["face_bbox"] + (["label_map"] if with_maps else []))
-    except FileNotFoundError as err:
-        raise StageError(f"{err.args[0]} not found; run ingest and parse first (dvc repro)") from None
-    missing = [i for i in ids if not (images.get(i) or {}).get("image")]
-    if missing:
-        raise StageError(f"{len(missing)} test ids lack a photo in {IMAGES} (first {missing[0]}); rerun extract_rois")
+    images = images_of(rows_a)
+    parsed = load_rows(PARSED, [r["id"] for r in rows_a], ["face_bbox"] + (["label_map"] if with_maps else []))
     faces = []
-    for r in rows_a:
+    for r, image in zip(rows_a, images):
         row = parsed.get(r["id"]) or {}
         label_map = decode_png(row["label_map"]) if row.get("label_map") else None
-        faces.append(Face(id=r["id"], image=decode_png(images[r["id"]]["image"]), face_bbox=row.get("face_bbox"),
-                          bbox=tuple(r["bbox"]), crop=decode_png(r["crop"]), alpha=decode_png(r["alpha"]),
-                          label_map=label_map))
+        faces.append(Face(id=r["id"], image=image, face_bbox=row.get("face_bbox"), bbox=tuple(r["bbox"]),
+                          crop=decode_png(r["crop"]), alpha=decode_png(r["alpha"]), label_map=label_map))
     return faces
 
 
@@ -133,27 +136,81 @@ def read_curator(source: str, target: str, device):
     return curator, classify
 
 
+def images_of(rows) -> list:
+    """The photos of manifest rows, in their order; a missing one is an error."""
+    ids = [r["id"] for r in rows]
+    try:
+        images = load_rows(IMAGES, ids, ["image"])
+    except FileNotFoundError as err:
+        raise StageError(f"{err.args[0]} not found; run ingest first (dvc repro)") from None
+    missing = [i for i in ids if not (images.get(i) or {}).get("image")]
+    if missing:
+        raise StageError(f"{len(missing)} ids lack a photo in {IMAGES} (first {missing[0]}); rerun extract_rois")
+    return [decode_png(images[i]["image"]) for i in ids]
+
+
+def target_faces(rows_b) -> list:
+    """(photo, face box) of the real target-domain test faces, for judge_label_agreement."""
+    parsed = load_rows(PARSED, [r["id"] for r in rows_b], ["face_bbox"]) if rows_b else {}
+    return [(image, (parsed.get(r["id"]) or {}).get("face_bbox")) for r, image in zip(rows_b, images_of(rows_b))]
+
+
+def geometry_judge(roi: str, groups: dict):
+    """The landmark judge and its cut, fitted on the real train faces of both domains (never on test faces)."""
+    judge = GeometryJudge(roi)
+    scores = {d: judge.scores(tqdm(images_of(groups["train", d]), desc=f"geometry cut: train {d}", unit="face",
+                                   leave=False)) for d in ("A", "B")}
+    try:
+        cut = fit_threshold(scores["A"], scores["B"])
+    except ValueError:
+        raise StageError("the geometry judge found no face among the train faces of one domain; "
+                         "set evaluate.geometry: false") from None
+    return judge, cut
+
+
+def log_headline(metrics: dict, live_dir: str):
+    """The numbers with intervals, through dvclive, as scalars DVC can show: `dvc metrics diff` and `dvc exp show`
+    drop list values, so each `<name>_ci: [lo, hi]` of eval/<roi>/metrics.json becomes `<name>_lo` / `<name>_hi`."""
+    from dvclive import Live
+
+    live = Live(live_dir, resume=False, dvcyaml=False, save_dvc_exp=False, report=None)
+    live.log_metric("n_test", metrics["n_test"], plot=False)
+    for key in sorted(k[:-3] for k, v in metrics.items() if k.endswith("_ci") and v):
+        if metrics.get(key) is not None:
+            lo, hi = metrics[f"{key}_ci"]
+            for name, value in ((key, metrics[key]), (f"{key}_lo", lo), (f"{key}_hi", hi)):
+                live.log_metric(name, round(float(value), 6), plot=False)
+    live.make_summary()
+
+
 def evaluate(roi: str):
     p = read_params(P.load())
     torch.set_num_threads(min(4, torch.get_num_threads()))
     P.seed_everything(p["config"].seed)
-    rows_a, real_b = read_rois(roi)
+    groups = read_rois(roi)
+    rows_a, rows_b = groups["test", "A"], groups["test", "B"]
+    real_b = [decode_png(r["crop"]) for r in rows_b]
     generator_side = decode_png(rows_a[0]["crop"]).shape[0]
     generator = read_generator(roi, p["device"], generator_side)
     curator, classify = read_curator(p["source"], p["target"], p["device"])
     faces = read_faces(rows_a, with_maps=curator.input == "grey_masks")
-    judge = load_judge(device=p["device"])
+    judges = Judges(judge=load_judge(device=p["device"]), curator=classify, identity=p["identity"],
+                    identity_workers=p["workers"])
+    if p["geometry"]:
+        judges.geometry, judges.geometry_cut = geometry_judge(roi, groups)
     print(f"evaluate@{roi}: {len(faces)} test faces ({p['source']}), {len(real_b)} real {p['target']} crops, "
           f"color_match={p['config'].color_match}, blend={p['config'].blend}, device={p['device']}", file=sys.stderr)
     generated = translate(generator, [f.crop for f in faces], p["device"], p["batch"])
-    metrics, picks = evaluate_faces(faces, generated, judge, p["source"], p["target"], real_b, p["config"],
-                                    curator=classify)
+    metrics, picks = evaluate_faces(faces, generated, judges, p["source"], p["target"], real_b, p["config"],
+                                    real_target_faces=target_faces(rows_b))
     out = OUT.format(roi=roi)
     write_json_atomic(metrics, os.path.join(out, "metrics.json"))
+    log_headline(metrics, LIVE.format(roi=roi))
     sample_sheet(picks, SAMPLES.format(roi=roi))
-    print(f"evaluate@{roi}: transfer_rate={metrics['transfer_rate']:.3f} (baseline {metrics['baseline_rate']:.3f}), "
-          f"curator_transfer_rate={metrics['curator_transfer_rate']:.3f} "
-          f"(baseline {metrics['curator_baseline_rate']:.3f}), outside_changed_px={metrics['outside_changed_px']}",
+    ci = metrics["transfer_gain_ci"]
+    print(f"evaluate@{roi}: transfer_gain={metrics['transfer_gain']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
+          f"(oracle {metrics.get('oracle_transfer_gain')}), identity_kept_rate={metrics['identity_kept_rate']}, "
+          f"geometry_gain={metrics['geometry_gain']}, outside_changed_px={metrics['outside_changed_px']}",
           file=sys.stderr)
 
 

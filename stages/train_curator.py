@@ -7,10 +7,12 @@ Params  curator.{backbone,input,size,folds,epochs,batch,lr,seed,device}, emotion
 Writes  data/filtered/curator_oof.parquet  one row per kept id: id, label (ingested), given (its curator class),
             fold, probs (out-of-fold, in the order of the `classes` schema metadata and `classes` column),
             p_source, p_target, predicted, given_prob, label_issue (cleanlab.filter.find_label_issues)
-        models/curator/curator.pt    the final curator: the same net and config refitted on all rows after the cross-fit
-            (seed: the fold scheme's next index), with its backbone, input, size, classes and source/target
+        models/curator/curator.pt    the final curator: the same net and config refitted on the train split's rows after
+            the cross-fit (seed: the fold scheme's next index; no test face is a training example, so evaluate's curator
+            rates are out of sample), with its backbone, input, size, classes and source/target
             (stages.lib.curator.load_curator / curator_probs read it; evaluate@roi uses it for curator_transfer_rate)
-        metrics/train_curator.json   rows, classes, out-of-fold accuracy (all classes, and source vs target), issues
+        metrics/train_curator.json   rows, classes, out-of-fold accuracy (all classes, and source vs target), issues,
+            the final curator's accuracy on the held-out test rows (final_test_accuracy)
 
 The classifier lives in its own stage so that changing filter_emotion's params reruns only filter_emotion.
 """
@@ -27,7 +29,7 @@ from .lib import params as P
 from .lib.codec import decode_png, to_grey
 from .lib.contact_sheet import load_rows
 from .lib.curator import (ISSUE_FILTERS, CuratorConfig, class_index, cross_fit, curator_classes, face_inputs,
-                          final_seed, find_issues, judge_features, save_curator, train_net)
+                          final_seed, find_issues, judge_features, predict, save_curator, train_net)
 from .lib.errors import StageError, run_stage
 from .lib.labels import EMOTIONS
 from .lib.tables import kept_ids, write_json_atomic, write_table_atomic
@@ -59,19 +61,20 @@ def read_params(params):
 
 
 def load_faces(ids, with_masks: bool, images=IMAGES, parsed=PARSED):
-    """(grey images, labels, bboxes, label maps or None) for `ids`, in that order."""
-    pix = load_rows(images, ids, ["label", "image"])
+    """(grey images, labels, splits, bboxes, label maps or None) for `ids`, in that order."""
+    pix = load_rows(images, ids, ["label", "split", "image"])
     par = load_rows(parsed, ids, ["face_bbox"] + (["label_map"] if with_masks else []))
     missing = [i for i in ids if i not in pix or pix[i]["image"] is None]
     if missing:
         raise StageError(f"{images} lacks image bytes for {len(missing)} kept ids (e.g. {missing[0]}); rerun ingest")
     greys = [to_grey(decode_png(pix[i]["image"])) for i in ids]
     labels = [pix[i]["label"] for i in ids]
+    splits = [pix[i]["split"] for i in ids]
     bboxes = [par.get(i, {}).get("face_bbox") for i in ids]
     maps = None
     if with_masks:
         maps = [decode_png(par[i]["label_map"]) if par.get(i, {}).get("label_map") else None for i in ids]
-    return greys, labels, bboxes, maps
+    return greys, labels, splits, bboxes, maps
 
 
 def oof_table(ids, labels, classes, y, folds, probs, issues, source, target) -> pa.Table:
@@ -104,13 +107,21 @@ def summarise(classes, y, probs, issues, source, target) -> dict:
             "label_issues_per_class": {c: int((issues & (y == k)).sum()) for k, c in enumerate(classes)}}
 
 
-def fit_final(x, y, classes, p):
-    """The curator evaluate uses on new faces: the cross-fit's net and config, trained once on every row.
-    The out-of-fold probabilities stay the filter's evidence; this net has seen every label, so it only classifies
-    images outside this table (the edited composites)."""
-    net = train_net(x, y, len(classes), p["cfg"], p["device"], seed=final_seed(p["cfg"]))
+def fit_final(x, y, is_test, classes, p) -> dict:
+    """The curator evaluate uses on new faces: the cross-fit's net and config, trained on the train split only, so
+    that no test face evaluate scores (originals or their composites) was ever a training example. Returns its
+    accuracy on the held-out test rows (an out-of-sample number: with shuffled labels it falls to chance)."""
+    train = ~is_test
+    if train.sum() < 2:
+        raise StageError(f"train_curator needs train-split faces for the final curator, got {int(train.sum())}")
+    net = train_net(x[train], y[train], len(classes), p["cfg"], p["device"], seed=final_seed(p["cfg"]))
     save_curator(MODEL, net, {"backbone": p["backbone"], "input": p["input"], "size": p["size"], "classes": classes,
                               "source": p["source"], "target": p["target"]})
+    accuracy = None
+    if is_test.any():
+        accuracy = round(float((predict(net, x[is_test], p["device"]).argmax(axis=1) == y[is_test]).mean()), 4)
+    return {"final_train_rows": int(train.sum()), "final_test_rows": int(is_test.sum()),
+            "final_test_accuracy": accuracy}
 
 
 def main():
@@ -123,7 +134,7 @@ def main():
     if len(ids) < 2 * p["cfg"].folds:
         raise StageError(f"train_curator needs at least {2 * p['cfg'].folds} faces kept by filter_masks for "
                          f"curator.folds={p['cfg'].folds}, got {len(ids)}")
-    greys, labels, bboxes, maps = load_faces(ids, p["input"] == "grey_masks")
+    greys, labels, splits, bboxes, maps = load_faces(ids, p["input"] == "grey_masks")
     classes = curator_classes(p["source"], p["target"], labels)
     y = class_index(labels, classes)
     counts = Counter(classes[k] for k in y)
@@ -137,11 +148,11 @@ def main():
         x = face_inputs(greys, bboxes, p["size"], maps)
     probs, folds = cross_fit(x, y, len(classes), p["cfg"], p["device"])
     t_fit = time.perf_counter()
-    fit_final(x, y, classes, p)
+    final = fit_final(x, y, np.array([s == "test" for s in splits]), classes, p)
     t_final = time.perf_counter()
     issues = find_issues(y, probs, p["issue_filter"])
     write_table_atomic(oof_table(ids, labels, classes, y, folds, probs, issues, p["source"], p["target"]), OUT)
-    metrics = summarise(classes, y, probs, issues, p["source"], p["target"])
+    metrics = {**summarise(classes, y, probs, issues, p["source"], p["target"]), **final}
     write_json_atomic(metrics, METRICS)
     key = f"oof_accuracy_{p['source']}_vs_{p['target']}"
     print(f"train_curator: {len(ids)} faces, classes {classes}, out-of-fold accuracy {metrics['oof_accuracy']:.3f} "

@@ -128,3 +128,25 @@ def test_a_grey_masks_curator_needs_label_maps(tmp_path):
                                                    classes=["neutral", "happy"], source="neutral", target="happy"))
     with pytest.raises(StageError, match="grey_masks"):
         curator_probs(load_curator(str(tmp_path / "c.pt")), images, boxes)
+
+
+def test_final_curator_never_sees_test_faces_so_shuffled_labels_fall_to_chance(tmp_path, monkeypatch):
+    # Random features with random labels: a net can only memorise them. train_curator's final curator (the one
+    # evaluate scores test faces and their composites with) is fitted on the train split alone, so on test rows
+    # it guesses; fitted on every row, as it once was, it "knows" the test labels it memorised.
+    from stages.train_curator import MODEL, fit_final
+
+    rng = np.random.default_rng(0)
+    n, classes = 240, ["neutral", "happy", "other"]
+    x = np.repeat(rng.normal(size=(n, 1, 32)).astype(np.float32), 2, axis=1)
+    y = rng.integers(0, 3, n)
+    is_test = np.arange(n) % 4 == 0
+    cfg = CuratorConfig(epochs=60, batch=32, lr=0.01)
+    p = dict(cfg=cfg, device="cpu", backbone="judge", input="grey", size=48, source="neutral", target="happy")
+    monkeypatch.chdir(tmp_path)
+    out = fit_final(x, y, is_test, classes, p)
+    assert out["final_train_rows"] == 180 and out["final_test_rows"] == 60
+    assert out["final_test_accuracy"] < 0.45  # chance is 1/3
+    assert load_curator(MODEL, "cpu").classes == classes
+    in_sample = train_net(x, y, 3, cfg, "cpu", seed=final_seed(cfg))
+    assert (predict(in_sample, x[is_test], "cpu").argmax(1) == y[is_test]).mean() > 0.6

@@ -83,7 +83,7 @@ def test_the_final_curator_classifies_faces_like_the_cross_fit(demo, monkeypatch
     assert curator.classes == list(oof.classes.iloc[0]) and (curator.source, curator.target) == ("neutral", "happy")
     ids = sorted(oof.id)[:60]
     monkeypatch.chdir(demo)
-    greys, _, bboxes, maps = load_faces(ids, with_masks=True)
+    greys, _, _, bboxes, maps = load_faces(ids, with_masks=True)
     predicted = np.asarray(curator.classes)[curator_probs(curator, greys, bboxes, maps).argmax(axis=1)]
     assert (predicted == oof.set_index("id").loc[ids, "predicted"].to_numpy()).mean() >= 0.9
 

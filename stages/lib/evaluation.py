@@ -1,31 +1,49 @@
-"""Overlay evaluation of one ROI translator: translate each test face's ROI, paste it back, and score the composites.
+"""Overlay evaluation of one ROI translator: translate each test face's ROI, paste it back, and score the composites
+with judges that share nothing with each other, each number with a 95% interval over the test faces.
 
 Use (stages/evaluate.py reads the tables and calls this; tests call it with tiny fake generators):
-    from stages.lib.evaluation import Face, translate, evaluate_faces
+    from stages.lib.evaluation import EvalConfig, Face, Judges, translate, evaluate_faces
     faces = [Face(id, image, face_bbox, bbox, crop, alpha, label_map), ...]  # domain A, split test, kept
     generated = translate(generator, [f.crop for f in faces], device)  # uint8 RGB crops, generator A->B
-    metrics, picks = evaluate_faces(faces, generated, judge, "neutral", "happy", real_target_crops, config)
-    # with the saved curator (stages.lib.curator), for curator_transfer_rate:
-    cur = load_curator("models/curator/curator.pt", device)
-    metrics, picks = evaluate_faces(..., curator=lambda imgs, boxes, maps: (curator_probs(cur, imgs, boxes, maps),
-                                                                            cur.classes))
+    judges = Judges(judge=load_judge(), identity=True, geometry=GeometryJudge("mouth"),
+                    geometry_cut=fit_threshold(train_a_scores, train_b_scores), curator=classify)
+    metrics, picks = evaluate_faces(faces, generated, judges, "neutral", "happy", real_target_crops, config)
 
-What is measured, and why each number is defined so:
-- transfer_rate (headline): share of composites whose judge argmax over all 7 FER classes is the target. It is the
-  research's "test-acc": the edit must beat every other emotion, not only the source. transfer_rate_binary
-  (p[target] > p[source]) is the looser source-vs-target reading. Both are also given for the unedited originals
-  (baseline_rate*), with the difference (transfer_gain*), since a judge that already calls 30% of neutral faces
-  happy makes a 35% transfer rate worthless.
+What is measured, and why each number is defined so (every `<name>_ci` is a paired percentile bootstrap over the
+test faces, `config.resamples` draws, seeded; `n_test` faces):
+- transfer_rate (headline): share of composites whose CNN-judge argmax over all 7 FER classes is the target: the
+  edit must beat every other emotion, not only the source. transfer_rate_binary (p[target] > p[source]) is the looser
+  reading. Both are also given for the unedited originals (baseline_rate*), with the difference (transfer_gain*).
 - target_prob_gain: mean of p_composite[target] - p_original[target], a graded version of the same.
-- curator_*: the share of composites (and of originals) whose argmax is the target for the curator classifier, the
-  final net train_curator saves (secondary: the curator was trained on this data's labels, so it is not independent).
+- identity_distance / identity_kept_rate: dlib's 128-d embedding of the original vs the composite, from the parser's
+  face box (stages/lib/identity.py): the mean distance and the share below dlib's same-person 0.6. identity_embedded
+  counts the faces with a box (the others are left out of both).
+- geometry_gain / geometry_transfer_rate: the landmark judge (stages/lib/geometry.py), FaceMesh re-detected on each
+  composite: mean change of the ROI's score, and the share of composites above the cut fitted on real train faces
+  of both domains (geometry_cut; geometry_baseline_rate on the originals). geometry_detected: faces FaceMesh found on
+  both the original and the composite (the others are left out).
+- oracle_*: the ceiling of an ROI edit. Each source face gets a *real* target-domain crop of another test face
+  (seeded pairing), pasted through the same alpha with the same colour matching and scored by the same judges:
+  oracle_transfer_gain, oracle_target_prob_gain, oracle_geometry_gain. transfer_share and geometry_share are the
+  translator's gain over the oracle's (per bootstrap draw for the interval). The oracle pastes another person's
+  feature, so its identity is not measured.
+- control_*: the same numbers for the identity generator (each face's own crop, resampled and pasted back): its
+  gains' intervals should contain 0 and its identity_kept_rate be 1.
+- identity_different_faces_kept_rate: share of pairs of different test faces that dlib calls one person; near 0.01
+  on real photos, near 1 on the drawn demo faces, where identity_kept_rate therefore says nothing.
+- judge_label_agreement: on the real test faces of both domains, the share where the CNN judge's
+  p[target] > p[source] agrees with the domain. The default curator reads the judge's features, so curation keeps
+  faces this judge agrees with; this number shows how much (it is near 1 when the test set was pre-selected for it).
+- curator_*: the share of composites (and of originals) whose argmax is the target for train_curator's final curator,
+  which is fitted on the train split only, so no test face was seen by it (secondary: it learnt this data's labels).
   It reads the same face box; a grey_masks curator gets the original's parsed label map for the composite too, since
   the paste changes pixels only inside the ROI. Null when no curator is given.
 - outside_changed_px: pixels outside the alpha's support that differ from the original; must be 0.
 - psnr/ssim _image and _roi: composite vs original, over the whole image and over the ROI box (clipped to the
   image). They measure how much was changed, not whether the change is good.
 - kid_roi: KID between the generator's raw A->B crops and real domain-B test crops, in the judge's penultimate
-  feature space (judge.features). See the README's evaluation section for what it does and does not measure.
+  feature space. It rewards crops that look like real target crops in that space, not an edit that keeps the face;
+  the stage also reports it for the identity generator (control_kid_roi) so the two can be read side by side.
 - brightness_shift: mean over faces of |alpha-weighted mean luma of composite - of original| inside the paste mask,
   with the configured colour matching; brightness_shift_raw the same without colour matching.
 """
@@ -38,6 +56,8 @@ from tqdm import tqdm
 from .codec import to_rgb
 from .contact_sheet import contact_sheet
 from .errors import StageError
+from .identity import SAME_PERSON, embed_all
+from .intervals import bootstrap
 from .judge import face_crop, features, judge_probs
 from .labels import FER_ORDER
 from .overlay import brightness_shift, color_match, composite, outside_changed_px
@@ -66,6 +86,21 @@ class EvalConfig:
     seed: int = 0
     n_samples: int = 8
     judge_batch: int = 256
+    resamples: int = 1000        # bootstrap draws for every _ci
+    oracle: bool = True          # also paste real target crops of other test faces (the ceiling)
+    control: bool = True         # also score the identity generator (each face's own crop)
+
+
+@dataclass
+class Judges:
+    """What scores a composite. judge: the CNN judge (required); the rest are optional and their metrics are null
+    without them. curator: callable (whole images, face boxes, label maps) -> (probs (N, C), classes)."""
+    judge: object
+    identity: bool = False       # dlib identity distances (stages/lib/identity.py)
+    identity_workers: int = 1
+    geometry: object = None
+    geometry_cut: float = None
+    curator: object = None
 
 
 @dataclass
@@ -112,11 +147,12 @@ def _class_index(emotion: str, role: str) -> int:
     return FER_ORDER.index(emotion)
 
 
-def _face_box(face: Face):
-    if face.face_bbox is None:
-        h, w = face.image.shape[:2]
+def face_box(image, face_bbox):
+    """The parser's face box, or the whole image when there is none."""
+    if face_bbox is None:
+        h, w = image.shape[:2]
         return (0, 0, w, h)
-    return face.face_bbox
+    return face_bbox
 
 
 def _box_region(bbox, shape) -> np.ndarray:
@@ -132,14 +168,55 @@ def _rates(probs: np.ndarray, source: int, target: int):
     return float(argmax.mean()), float(binary.mean())
 
 
-def _score_face(face: Face, gen: np.ndarray, config: EvalConfig) -> tuple:
-    """The composite of one face and its pixel-level numbers (outside change, brightness, PSNR, SSIM)."""
-    out = composite(face.image, gen, face.crop, face.bbox, face.alpha, config.color_match, config.blend)
+def _nanmean(values) -> float:
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if np.isfinite(num) and np.isfinite(den) and den > 0 else float("nan")
+
+
+def _kept(distances) -> np.ndarray:
+    """1.0 below the same-person threshold, 0.0 above, NaN where there is no distance."""
+    d = np.asarray(distances, np.float64)
+    return np.where(np.isfinite(d), (d < SAME_PERSON).astype(np.float64), np.nan)
+
+
+# Edits scored side by side on the same faces: the translator, the oracle (real target crops of other test faces,
+# pasted the same way) and the control (the identity generator: each face's own crop). Their metric name prefixes:
+EDITS = {"comp": "", "oracle": "oracle_", "control": "control_"}
+
+
+def edit_statistics(edit: str) -> dict:
+    """The statistics with intervals of one edit, each a function of one bootstrap sample of the per-face arrays."""
+    return {
+        "transfer_rate": lambda d: d[f"{edit}_hit"].mean(),
+        "transfer_gain": lambda d: (d[f"{edit}_hit"] - d["orig_hit"]).mean(),
+        "transfer_gain_binary": lambda d: (d[f"{edit}_bin"] - d["orig_bin"]).mean(),
+        "target_prob_gain": lambda d: (d[f"{edit}_p"] - d["orig_p"]).mean(),
+        "identity_kept_rate": lambda d: _nanmean(d[f"{edit}_id_kept"]),
+        "identity_distance": lambda d: _nanmean(d[f"{edit}_id_dist"]),
+        "geometry_gain": lambda d: _nanmean(d[f"{edit}_geo"] - d["orig_geo"]),
+        "geometry_transfer_rate": lambda d: _nanmean(d[f"{edit}_geo_above"]),
+    }
+
+
+def share_statistics() -> dict:
+    """The translator's gain over the oracle's, per draw."""
+    comp, oracle = edit_statistics("comp"), edit_statistics("oracle")
+    return {f"{name.split('_')[0]}_share": (lambda d, n=name: _ratio(comp[n](d), oracle[n](d)))
+            for name in ("transfer_gain", "geometry_gain")}
+
+
+def _pixel_scores(face: Face, out: np.ndarray, gen: np.ndarray, config: EvalConfig) -> dict:
+    """Pixel-level numbers of one composite (outside change, brightness, PSNR, SSIM)."""
     raw = out if config.color_match == "none" else \
         composite(face.image, gen, face.crop, face.bbox, face.alpha, "none", config.blend)
     region = _box_region(face.bbox, face.image.shape)
     ssim = ssim_map(face.image, out)
-    scores = {
+    return {
         "outside_changed_px": outside_changed_px(face.image, out, face.alpha, face.bbox),
         "brightness_shift": brightness_shift(face.image, out, face.alpha, face.bbox),
         "brightness_shift_raw": brightness_shift(face.image, raw, face.alpha, face.bbox),
@@ -148,7 +225,43 @@ def _score_face(face: Face, gen: np.ndarray, config: EvalConfig) -> tuple:
         "ssim_image": float(ssim.mean()),
         "ssim_roi": float(ssim[region].mean()),
     }
-    return out, scores
+
+
+def _paste(faces, crops, config: EvalConfig, desc: str) -> list:
+    return [composite(f.image, c, f.crop, f.bbox, f.alpha, config.color_match, config.blend)
+            for f, c in zip(tqdm(faces, desc=desc, unit="face", leave=False), crops)]
+
+
+def _judge_images(images, boxes, judges: Judges, config: EvalConfig, desc: str) -> dict:
+    """Per image: the CNN judge's probabilities on the face square, and the geometry score (NaN without one)."""
+    probs = judge_probs(judges.judge, [face_crop(im, b) for im, b in zip(images, boxes)], config.judge_batch)
+    geometry = np.full(len(images), np.nan)
+    if judges.geometry is not None:
+        geometry = judges.geometry.scores(tqdm(images, desc=f"{desc}: landmarks", unit="face", leave=False))
+    return {"probs": probs, "geometry": geometry}
+
+
+def _embeddings(judges: Judges, images, face_bboxes, desc: str) -> list:
+    """dlib embeddings from the parser's boxes (None without a box, or when identity is off)."""
+    if not judges.identity:
+        return [None] * len(images)
+    return embed_all(images, face_bboxes, judges.identity_workers, desc)
+
+
+def _different_faces_kept_rate(embeddings: list):
+    """Share of pairs of *different* test faces that dlib calls one person: ~0.01 on real photos of different people
+    (bench/judges.py), near 1 where dlib cannot tell the faces apart (the drawn demo faces), so identity_kept_rate
+    means nothing there."""
+    e = np.stack([x for x in embeddings if x is not None]) if any(x is not None for x in embeddings) else None
+    if e is None or len(e) < 2:
+        return None
+    d = np.linalg.norm(e[:, None] - e[None], axis=2)[np.triu_indices(len(e), 1)]
+    return float((d < SAME_PERSON).mean())
+
+
+def _distances(originals: list, edited: list) -> np.ndarray:
+    return np.array([float(np.linalg.norm(a - b)) if a is not None and b is not None else np.nan
+                     for a, b in zip(originals, edited)])
 
 
 def _kid(generated, real_target_crops, judge, config: EvalConfig):
@@ -176,53 +289,110 @@ def _curator_rates(curator, faces, composites, face_boxes, target: str) -> dict:
     return {"curator_transfer_rate": rate, "curator_baseline_rate": base}
 
 
-def evaluate_faces(faces, generated, judge, source: str, target: str, real_target_crops, config: EvalConfig,
-                   curator=None):
+def oracle_crops(n_faces: int, real_target_crops, seed: int) -> list:
+    """One real target crop per source face, drawn by a seeded permutation (cycled when there are fewer)."""
+    order = np.random.default_rng(seed).permutation(len(real_target_crops))
+    return [real_target_crops[order[i % len(order)]] for i in range(n_faces)]
+
+
+def _finite(value):
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _judge_label_agreement(faces, orig_probs, target_faces, judges, config, src, tgt) -> dict:
+    """Share of real test faces (source and target domain) where the judge's p[target] > p[source] matches the
+    domain, with its interval; null without target faces."""
+    if not target_faces:
+        return {"judge_label_agreement": None, "judge_label_agreement_ci": None}
+    images = [im for im, _ in target_faces]
+    boxes = [face_box(im, b) for im, b in target_faces]
+    probs_b = judge_probs(judges.judge, [face_crop(im, b) for im, b in zip(images, boxes)], config.judge_batch)
+    agree = np.concatenate([orig_probs[:, src] >= orig_probs[:, tgt], probs_b[:, tgt] > probs_b[:, src]])
+    ci = bootstrap({"a": agree}, {"judge_label_agreement": lambda d: d["a"].mean()}, config.resamples, config.seed)
+    return {"judge_label_agreement": float(agree.mean()), "judge_label_agreement_ci": ci["judge_label_agreement"]}
+
+
+def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, real_target_crops,
+                   config: EvalConfig, real_target_faces=None):
     """Composite every face and score the composites against the originals; returns (metrics dict, Picks).
 
-    `curator`, when given, is a callable (whole images, face boxes, label maps) -> (probs (N, C), classes), called
-    on the originals and on the composites with the judge's face boxes, for the secondary curator_* rates (None:
-    those rates are null); it crops the faces itself, as its training did. `real_target_crops` are the domain-B
-    test crops KID compares with.
+    `real_target_crops` are the domain-B test crops KID compares with and the oracle pastes; `real_target_faces`,
+    (image, face box) of the same faces, give judge_label_agreement.
     """
     if not faces:
         raise StageError("no test faces to evaluate")
     if len(generated) != len(faces):
         raise StageError(f"{len(generated)} generated crops for {len(faces)} faces")
     src, tgt = _class_index(source, "source"), _class_index(target, "target")
-    picks, per_face, composites, composite_images, face_boxes = Picks(), [], [], [], []
-    for i, (face, gen) in enumerate(zip(tqdm(faces, desc="composite", unit="face", leave=False), generated)):
-        out, scores = _score_face(face, gen, config)
-        per_face.append(scores)
-        face_boxes.append(_face_box(face))
-        composites.append(face_crop(out, face_boxes[-1]))
-        if curator is not None:  # whole composites, kept only for the curator, which crops them itself
-            composite_images.append(out)
-        if i < config.n_samples:
-            pasted = color_match(gen, face.crop, face.alpha, config.color_match)
-            picks.rows.append((face, pasted, out))
-    originals = [face_crop(f.image, box) for f, box in zip(faces, face_boxes)]
-    p_orig = judge_probs(judge, originals, config.judge_batch)
-    p_comp = judge_probs(judge, composites, config.judge_batch)
-    rate, rate_binary = _rates(p_comp, src, tgt)
-    base, base_binary = _rates(p_orig, src, tgt)
-    kid_mean, kid_std = _kid(generated, real_target_crops, judge, config)
-    metrics = {
-        "n_test": len(faces),
-        "n_real_target": len(real_target_crops),
-        "transfer_rate": rate,
-        "transfer_rate_binary": rate_binary,
-        "baseline_rate": base,
-        "baseline_rate_binary": base_binary,
-        "transfer_gain": rate - base,
-        "transfer_gain_binary": rate_binary - base_binary,
-        "target_prob_gain": float(np.mean(p_comp[:, tgt] - p_orig[:, tgt])),
-        "kid_roi": kid_mean,
-        "kid_roi_std": kid_std,
-        "outside_changed_px": int(sum(s["outside_changed_px"] for s in per_face)),
-    }
+    boxes = [face_box(f.image, f.face_bbox) for f in faces]
+    face_bboxes = [f.face_bbox for f in faces]
+    edits = {"comp": generated}
+    if config.oracle and len(real_target_crops):
+        edits["oracle"] = oracle_crops(len(faces), real_target_crops, config.seed)
+    if config.control:
+        edits["control"] = [f.crop for f in faces]
+    orig = _judge_images([f.image for f in faces], boxes, judges, config, "originals")
+    composites = {edit: _paste(faces, crops, config, edit) for edit, crops in edits.items()}
+    # One pool for every embedding: the originals and each edit but the oracle, which pastes another person's
+    # feature (its identity is not a ceiling of anything).
+    embedded = ["comp"] + (["control"] if "control" in edits else [])
+    flat = _embeddings(judges, [f.image for f in faces] + [im for e in embedded for im in composites[e]],
+                       face_bboxes * (1 + len(embedded)), "identity")
+    orig_embeddings = flat[:len(faces)]
+    edit_embeddings = {e: flat[(k + 1) * len(faces):(k + 2) * len(faces)] for k, e in enumerate(embedded)}
+    cut = judges.geometry_cut if judges.geometry_cut is not None else np.nan
+    per_face = {"orig_hit": orig["probs"].argmax(axis=1) == tgt,
+                "orig_bin": orig["probs"][:, tgt] > orig["probs"][:, src],
+                "orig_p": orig["probs"][:, tgt], "orig_geo": orig["geometry"],
+                "orig_geo_above": np.where(np.isfinite(orig["geometry"]), orig["geometry"] > cut, np.nan)}
+    metrics = {"n_test": len(faces), "n_real_target": len(real_target_crops)}
+    stats = {}
+    for edit, crops in edits.items():
+        prefix = EDITS[edit]
+        scored = _judge_images(composites[edit], boxes, judges, config, edit)
+        dist = _distances(orig_embeddings, edit_embeddings.get(edit, [None] * len(faces)))
+        per_face.update({f"{edit}_hit": scored["probs"].argmax(axis=1) == tgt,
+                         f"{edit}_bin": scored["probs"][:, tgt] > scored["probs"][:, src],
+                         f"{edit}_p": scored["probs"][:, tgt], f"{edit}_geo": scored["geometry"],
+                         f"{edit}_geo_above": np.where(np.isfinite(scored["geometry"]), scored["geometry"] > cut,
+                                                       np.nan),
+                         f"{edit}_id_dist": dist, f"{edit}_id_kept": _kept(dist)})
+        stats.update({prefix + name: fn for name, fn in edit_statistics(edit).items()
+                      if not (edit == "oracle" and name.startswith("identity"))})
+        if edit != "oracle":  # the oracle's crops are real ones: KID and the pixel checks say nothing of them
+            kid_mean, kid_std = _kid(crops, real_target_crops, judges.judge, config)
+            metrics[prefix + "kid_roi"], metrics[prefix + "kid_roi_std"] = kid_mean, kid_std
+            metrics[prefix + "outside_changed_px"] = int(sum(
+                outside_changed_px(f.image, out, f.alpha, f.bbox) for f, out in zip(faces, composites[edit])))
+    if "oracle" in edits:
+        stats.update(share_statistics())
+    if judges.geometry_cut is None:
+        for key in per_face:
+            if key.endswith("_geo_above"):
+                per_face[key] = np.full(len(faces), np.nan)
+    per_face = {k: np.asarray(v, np.float64) for k, v in per_face.items()}
+    cis = bootstrap(per_face, stats, config.resamples, config.seed)
+    rate_binary, base_binary = per_face["comp_bin"].mean(), per_face["orig_bin"].mean()
+    metrics.update({
+        "baseline_rate": float(per_face["orig_hit"].mean()),
+        "transfer_rate_binary": float(rate_binary),
+        "baseline_rate_binary": float(base_binary),
+        "identity_embedded": int(np.isfinite(per_face["comp_id_dist"]).sum()),
+        "identity_different_faces_kept_rate": _different_faces_kept_rate(orig_embeddings),
+        "geometry_detected": int((np.isfinite(per_face["orig_geo"]) & np.isfinite(per_face["comp_geo"])).sum()),
+        "geometry_cut": _finite(judges.geometry_cut),
+        "geometry_baseline_rate": _finite(_nanmean(per_face["orig_geo_above"])),
+    })
+    for name, fn in stats.items():
+        metrics[name] = _finite(fn(per_face))
+        metrics[f"{name}_ci"] = cis[name] if metrics[name] is not None else None
+    pixels = [_pixel_scores(f, out, gen, config) for f, out, gen in zip(faces, composites["comp"], generated)]
     for key in ("brightness_shift", "brightness_shift_raw", "psnr_image", "psnr_roi", "ssim_image", "ssim_roi"):
-        metrics[key] = float(np.mean([s[key] for s in per_face]))
-    metrics.update(_curator_rates(curator, faces, composite_images, face_boxes, target))
-    picks.p_orig, picks.p_comp, picks.target = p_orig[:len(picks.rows), tgt], p_comp[:len(picks.rows), tgt], target
+        metrics[key] = float(np.mean([s[key] for s in pixels]))
+    metrics.update(_curator_rates(judges.curator, faces, composites["comp"], boxes, target))
+    metrics.update(_judge_label_agreement(faces, orig["probs"], real_target_faces, judges, config, src, tgt))
+    picks = Picks(target=target)
+    for face, gen, out in list(zip(faces, generated, composites["comp"]))[:config.n_samples]:
+        picks.rows.append((face, color_match(gen, face.crop, face.alpha, config.color_match), out))
+    picks.p_orig, picks.p_comp = orig["probs"][:len(picks.rows), tgt], per_face["comp_p"][:len(picks.rows)]
     return metrics, picks
