@@ -73,7 +73,7 @@ def main():
     classes = curator_classes(src, tgt, labels)
     y = class_index(labels, classes)
     t0 = time.perf_counter()
-    x = judge_features(g, b, label_maps=m) if backbone == "judge" else face_inputs(g, b, cur["size"], m)
+    x = judge_features(g, b, label_maps=m) if backbone == "judge" else face_inputs(g, b, cur["side"], m)
     cfg = CuratorConfig(cur["folds"], cur["epochs"], cur["batch"], cur["lr"], cur["seed"])
     probs, _ = cross_fit(x, y, len(classes), cfg)
     issue_filter = params["curator"]["issue_filter"]

@@ -3,7 +3,7 @@
 Run from the project root (DVC does this):  python -m stages.extract_rois
 Reads   data/filtered/filter_emotion.parquet (id, kept): its kept rows are the curated set
         data/images (id, split, label, image), data/parsed (id, face_found, label_map)
-Params  rois.names, rois.size.<roi>, extract_rois.margin.<roi>, extract_rois.feather,
+Params  rois.names, rois.side.<roi>, extract_rois.margin.<roi>, extract_rois.feather,
         extract_rois.sheet_per_domain, emotions.source (domain A), emotions.target (domain B)
 Writes  data/rois/<roi>.parquet   one row per kept id of filter_emotion (kept + rejected = that set):
             id, roi, split, domain, label, kept, reason,
@@ -64,7 +64,7 @@ def read_params(params) -> dict:
         raise StageError(f"params: emotions.source and emotions.target are both {source!r}; they must differ")
     return {
         "names": names,
-        "size": {r: P.number(params, f"rois.size.{r}", int, lo=8, hi=1024) for r in names},
+        "size": {r: P.number(params, f"rois.side.{r}", int, lo=8, hi=1024) for r in names},
         "margin": {r: P.number(params, f"extract_rois.margin.{r}", float, lo=0, hi=5) for r in names},
         "feather": P.number(params, "extract_rois.feather", float, lo=0, hi=1),
         "sheet_per_domain": P.number(params, "extract_rois.sheet_per_domain", int, lo=0, hi=64, default=4),

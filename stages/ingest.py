@@ -46,7 +46,7 @@ def read_params(p):
         "shard_bytes": P.number(p, "ingest.shard_mb", int, lo=1) * 2**20,
     }
     if cfg["source"] == "demo":
-        cfg["demo"] = dict(n=P.number(p, "ingest.demo.n", int, lo=1), size=P.number(p, "ingest.demo.size", int, lo=32),
+        cfg["demo"] = dict(n=P.number(p, "ingest.demo.n", int, lo=1), size=P.number(p, "ingest.demo.side", int, lo=32),
                            seed=P.number(p, "ingest.demo.seed", int, lo=0))
     if cfg["source"] == "labelled_folder":
         cfg["labelled"] = dict(csv_path=P.get(p, "ingest.csv", "") or "",

@@ -1,7 +1,7 @@
 """Stage `train@<roi>`: train the unpaired CycleGAN (source emotion A <-> target emotion B) for one ROI.
 
 Run: `python -m stages.train mouth` from the project root (or `dvc repro train@mouth`).
-Reads `data/rois/<roi>.parquet` (kept rows of split=train) and the `train:` and `rois.size` params. Writes
+Reads `data/rois/<roi>.parquet` (kept rows of split=train) and the `train:` and `rois.side` params. Writes
 `models/cyclegan/<roi>/generator_AB.pt` (load with `stages.lib.networks.load_generator`), the resumable
 `models/cyclegan/<roi>/checkpoint.pt`, dvclive curves and sample grids in `dvclive/<roi>/`, and
 `metrics/train_<roi>.json`. A rerun after an interruption resumes from the last finished epoch.

@@ -56,7 +56,7 @@ def read_params(params):
             "input": P.choice(params, "curator.input", ["grey", "grey_masks"]),
             "backbone": P.choice(params, "curator.backbone", ["judge", "scratch"]),
             "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS),
-            "size": P.number(params, "curator.size", int, lo=16, hi=256),
+            "size": P.number(params, "curator.side", int, lo=16, hi=256),
             "device": P.device(params, "curator.device")}
 
 

@@ -25,7 +25,7 @@ TINY = dict(epochs={"mouth": 3}, epochs_decay={"mouth": 1}, batch=4, ngf=2, ndf=
 
 def tiny_params(**train):
     params = copy.deepcopy(P.load(str(ROOT / "params.yaml")))
-    params["rois"]["size"]["mouth"] = SIZE
+    params["rois"]["side"]["mouth"] = SIZE
     params["train"].update(copy.deepcopy(TINY))
     params["train"].update(train)
     return params
@@ -67,10 +67,10 @@ def test_bad_params_name_the_key(key, value, words):
 
 def test_roi_size_must_suit_the_downsamplings():
     params = tiny_params(n_down={"mouth": 1})
-    params["rois"]["size"]["mouth"] = 24
+    params["rois"]["side"]["mouth"] = 24
     assert read_config(params, "mouth").n_down == 1
     params["train"]["n_down"]["mouth"] = 4
-    with pytest.raises(StageError, match=r"rois\.size\.mouth=24 must be divisible by 16 \(train\.n_down\.mouth=4"):
+    with pytest.raises(StageError, match=r"rois\.side\.mouth=24 must be divisible by 16 \(train\.n_down\.mouth=4"):
         read_config(params, "mouth")
 
 
@@ -109,7 +109,7 @@ def test_missing_manifest_and_empty_domain_are_one_line_errors(tmp_path):
     with pytest.raises(StageError, match="train mouth: no kept train rows for domain B"):
         load_domains(str(only_a), cfg)
     wrong = write_manifest(tmp_path / "w.parquet", size=SIZE * 2, n_train=4)
-    with pytest.raises(StageError, match="rois.size.mouth says 16"):
+    with pytest.raises(StageError, match="rois.side.mouth says 16"):
         load_domains(str(wrong), cfg)
 
 

@@ -16,7 +16,7 @@ from tests.conftest import ROOT, SHARED_DATA
 from tests.stage_runner import merge
 
 TINY = {
-    "ingest": {"demo": {"n": 160, "size": 192}},
+    "ingest": {"demo": {"n": 160, "side": 192}},
     "curator": {"folds": 3},
     "train": {"epochs": {"eyes": 1, "mouth": 1, "face": 1}, "epochs_decay": {"eyes": 0, "mouth": 0, "face": 0},
               "ngf": 4, "ndf": 4, "n_blocks": {"eyes": 1, "mouth": 1, "face": 1}},

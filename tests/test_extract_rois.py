@@ -60,7 +60,7 @@ def run(tmp_path_factory, shared_data):
     # the params the assertions below rely on, stated here so tuning params.yaml can't break the test
     project = scratch_project(tmp_path_factory.mktemp("extract_rois"), {
         "emotions": {"source": "neutral", "target": "happy"},
-        "rois": {"names": ROIS, "size": {"eyes": 64, "mouth": 64, "face": 128}},
+        "rois": {"names": ROIS, "side": {"eyes": 64, "mouth": 64, "face": 128}},
         "extract_rois": {"margin": {"eyes": 0.25, "mouth": 0.35, "face": 0.15}, "feather": 0.15,
                          "sheet_per_domain": 4}})
     truth = build_inputs(project, shared_data)

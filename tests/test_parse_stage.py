@@ -59,7 +59,7 @@ def table(shared_data, tmp_path_factory):
     return tmp
 
 
-FACEMESH = {"backend": "facemesh", "weights": "", "size": 512, "batch": 2, "device": "cpu", "min_detect_size": 192}
+FACEMESH = {"backend": "facemesh", "weights": "", "input_side": 512, "batch": 2, "device": "cpu", "min_detect_size": 192}
 
 
 def test_facemesh_stage_every_kept_row_out_once(table):
@@ -105,7 +105,7 @@ def test_bisenet_stage_random_checkpoint(table, monkeypatch):
     weights = table / "parsing_bisenet.pth"
     torch.manual_seed(0)
     torch.save(build_net("bisenet").state_dict(), weights)
-    params = dict(FACEMESH, backend="bisenet", weights=str(weights), size=64)
+    params = dict(FACEMESH, backend="bisenet", weights=str(weights), input_side=64)
     assert run_in_process(table, params, "parsed_bisenet", monkeypatch) == 0
     parsed = tables.read_frame(table / "data" / "parsed_bisenet")
     assert len(parsed) == 4 and set(parsed.backend) == {"bisenet"} and set(parsed.parse_size) == {64}
@@ -123,6 +123,6 @@ def test_missing_weights_stops_before_any_work(table, monkeypatch, capsys):
 
 
 def test_bad_param_is_one_line(table, monkeypatch, capsys):
-    assert run_in_process(table, dict(FACEMESH, size=100), "parsed_bad", monkeypatch) == 2
+    assert run_in_process(table, dict(FACEMESH, input_side=100), "parsed_bad", monkeypatch) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "parse.size" in err
+    assert err.count("\n") == 1 and "parse.input_side" in err

@@ -79,7 +79,7 @@ PER_ROI_KEYS = ("epochs", "epochs_decay", "n_blocks", "n_layers", "n_down")
 
 def param_keys(roi):
     return ([f"train.{k}" for k in SCALAR_KEYS] + [f"train.{k}.{roi}" for k in PER_ROI_KEYS]
-            + [f"rois.size.{roi}"])
+            + [f"rois.side.{roi}"])
 
 
 def read_config(params: dict, roi: str) -> TrainConfig:
@@ -88,10 +88,10 @@ def read_config(params: dict, roi: str) -> TrainConfig:
     if roi not in names:
         raise StageError(f"train: unknown roi {roi!r}; rois.names has {', '.join(names)}")
     n = lambda key, kind=float, lo=None, hi=None: P.number(params, key, kind, lo, hi)
-    size = n(f"rois.size.{roi}", int, 16)
+    size = n(f"rois.side.{roi}", int, 16)
     n_down = n(f"train.n_down.{roi}", int, 1, 4)
     if size % 2 ** n_down:
-        raise StageError(f"params: rois.size.{roi}={size} must be divisible by {2 ** n_down} "
+        raise StageError(f"params: rois.side.{roi}={size} must be divisible by {2 ** n_down} "
                          f"(train.n_down.{roi}={n_down} stride-2 downsamplings)")
     epochs = n(f"train.epochs.{roi}", int, 1)
     cfg = TrainConfig(
@@ -136,7 +136,7 @@ def load_domains(manifest: str, cfg: TrainConfig):
             img = to_rgb(decode_png(data))[..., :3]
             if img.shape[:2] != (cfg.size, cfg.size):
                 raise StageError(f"train {cfg.roi}: crop of {row_id} is {img.shape[1]}x{img.shape[0]}, "
-                                 f"rois.size.{cfg.roi} says {cfg.size}")
+                                 f"rois.side.{cfg.roi} says {cfg.size}")
             crops[i] = img.transpose(2, 0, 1)
             digest.update(f"{domain}\0{row_id}\0".encode())
             digest.update(data)

@@ -17,13 +17,13 @@ def read_params(params: dict) -> dict:
     cfg = {
         "backend": P.choice(params, "parse.backend", BACKENDS),
         "weights": P.text(params, "parse.weights", default=""),
-        "size": P.number(params, "parse.size", int, 32, 2048),
+        "size": P.number(params, "parse.input_side", int, 32, 2048),
         "batch": P.number(params, "parse.batch", int, 1, 1024),
         "min_detect_size": P.number(params, "parse.min_detect_size", int, 0, 4096),
         "visibility": read_visibility(params),
     }
     if cfg["size"] % 32:
-        raise StageError(f"params: parse.size={cfg['size']} must be a multiple of 32 (the networks downsample 32x)")
+        raise StageError(f"params: parse.input_side={cfg['size']} must be a multiple of 32 (the networks downsample 32x)")
     if cfg["backend"] != "facemesh":
         if not cfg["weights"]:
             raise StageError(f"params: parse.weights must name the {cfg['backend']} weights file")
