@@ -25,7 +25,8 @@ test faces, `config.resamples` draws, seeded; `n_test` faces):
 - oracle_*: the ceiling of an ROI edit. Each source face gets a *real* target-domain crop of another test face
   (seeded pairing), pasted through the same alpha with the same colour matching and scored by the same judges:
   oracle_transfer_gain, oracle_target_prob_gain, oracle_geometry_gain. transfer_share and geometry_share are the
-  translator's gain over the oracle's (per bootstrap draw for the interval). The oracle pastes another person's
+  translator's gain over the oracle's (per bootstrap draw for the interval), null unless the oracle's own gain is
+  above 0 at 95% (a share of a ceiling that may be 0 means nothing). The oracle pastes another person's
   feature, so its identity is not measured.
 - control_*: the same numbers for the identity generator (each face's own crop, resampled and pasted back): its
   gains' intervals should contain 0 and its identity_kept_rate be 1.
@@ -386,6 +387,10 @@ def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, r
     for name, fn in stats.items():
         metrics[name] = _finite(fn(per_face))
         metrics[f"{name}_ci"] = cis[name] if metrics[name] is not None else None
+    for share, gain in (("transfer_share", "oracle_transfer_gain"), ("geometry_share", "oracle_geometry_gain")):
+        # A share of a ceiling that may be 0 is no number: only where the oracle's gain is above 0 at 95%.
+        if share in metrics and not (metrics[f"{gain}_ci"] and metrics[f"{gain}_ci"][0] > 0):
+            metrics[share] = metrics[f"{share}_ci"] = None
     pixels = [_pixel_scores(f, out, gen, config) for f, out, gen in zip(faces, composites["comp"], generated)]
     for key in ("brightness_shift", "brightness_shift_raw", "psnr_image", "psnr_roi", "ssim_image", "ssim_roi"):
         metrics[key] = float(np.mean([s[key] for s in pixels]))
