@@ -4,7 +4,7 @@
     dvc exp run -S ingest.source=labelled_folder -S ingest.path=../shared/data/facial_expressions
 
 Every input row ends as one output row: kept, or rejected with a `reason`
-(missing_file, corrupt_image, too_large, unknown_label, too_small, duplicate) and a human `detail`.
+(outside_root, missing_file, corrupt_image, too_large, unknown_label, too_small, duplicate) and a human `detail`.
 The demo source also writes its ground truth to `data/demo_truth.parquet`, for tests only.
 """
 import os
@@ -74,13 +74,20 @@ def ingest_record(record, source, min_size, test_fraction):
     label = canonical_emotion(record.raw_label)
     row = dict(source=source, source_key=record.source_key, split=record.split, label=label, width=None,
                height=None, channels=None, image=None, kept=False, reason="", detail="")
+    if record.outside_root:  # never opened: the id hashes the name, not the bytes of a file outside the dataset
+        return _reject(row, content_id(b"outside_root:" + record.source_key.encode()), "outside_root",
+                       f"{record.source_key!r} resolves outside the dataset root", test_fraction)
     if record.missing:
-        return _reject(row, content_id(b"missing:" + record.source_key.encode()), "missing_file", record.path, test_fraction)
+        return _reject(row, content_id(b"missing:" + record.source_key.encode()), "missing_file",
+                       f"{record.source_key!r} not found in the dataset", test_fraction)
     try:
         data = sources.read_bytes(record)
     except OSError as err:
-        return _reject(row, content_id(b"unreadable:" + record.source_key.encode()), "corrupt_image", str(err), test_fraction)
+        return _reject(row, content_id(b"unreadable:" + record.source_key.encode()), "corrupt_image",
+                       err.strerror or type(err).__name__, test_fraction)
     image_id = content_id(data)
+    if record.problem:
+        return _reject(row, image_id, "corrupt_image", record.problem, test_fraction)
     try:
         pixels = decode_image(data)
     except DecodeError as err:

@@ -127,6 +127,7 @@ def test_fer2013_csv_keeps_ids_labels_and_usage(tmp_path):
     assert df.label.tolist()[:4] == ["angry", "disgust", "fear", "happy"]
     assert df.split.tolist()[:4] == ["train", "val", "test", "train"]
     assert df.reason.tolist() == ["", "", "", "", "corrupt_image", "unknown_label"]
+    assert df.detail.iloc[4] == "3 pixels, expected 2304"  # says what is wrong with the row
     assert (df[df.kept].width == 48).all()
 
 
@@ -186,3 +187,62 @@ def test_short_rows_and_odd_text_are_rejects_or_one_line_errors(tmp_path):
     run_stage(project, "ingest")
     df = read_images(project).sort_values("source_key")
     assert df.label.iloc[0] == "happy" and df.label.isna().iloc[1] and df.reason.tolist() == ["", "unknown_label"]
+
+
+# ---- hardening: paths that leave the dataset, deterministic rejects, EXIF -----------------------------------------
+
+def test_paths_outside_the_dataset_are_never_opened(tmp_path, shared_data):
+    photo = (shared_data / "facial_expressions" / "images" / "Aaron_Guiel_0001.jpg").read_bytes()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "private.jpg").write_bytes(photo[:-1] + b"\x01")  # a real photo, but not the dataset's
+    folder = tmp_path / "data"
+    (folder / "images" / "sub").mkdir(parents=True)
+    (folder / "images" / "inside.jpg").write_bytes(photo)
+    (folder / "images" / "link_out.jpg").symlink_to(outside / "private.jpg")
+    (folder / "images" / "sub" / "link_in.jpg").symlink_to(folder / "images" / "inside.jpg")
+    legend = ["inside.jpg,happy", "../../elsewhere/private.jpg,happy", f"{outside / 'private.jpg'},happy",
+              "link_out.jpg,happy", "sub/link_in.jpg,neutral", "/etc/hostname,happy"]
+    (folder / "legend.csv").write_text("image,emotion\n" + "\n".join(legend) + "\n")
+    project = scratch_project(tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(folder)}})
+    proc = run_stage(project, "ingest")
+    assert "Traceback" not in proc.stderr
+    df = read_images(project).set_index("source_key")
+    assert df.reason.to_dict() == {
+        "inside.jpg": "", "../../elsewhere/private.jpg": "outside_root", str(outside / "private.jpg"): "outside_root",
+        "link_out.jpg": "outside_root", "sub/link_in.jpg": "duplicate", "/etc/hostname": "outside_root"}
+    assert df[df.reason == "outside_root"].image.isna().all() and df.id.is_unique
+
+
+def test_a_folder_of_bad_files_gives_byte_identical_rejects(tmp_path, messy_folder):
+    project = scratch_project(tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(messy_folder)}})
+    run_stage(project, "ingest")
+    first = [p.read_bytes() for p in sorted((project / "data" / "images").glob("*.parquet"))]
+    details = read_images(project).set_index("source_key").detail
+    assert " at 0x" not in "".join(details) and "UnidentifiedImageError" in details["text.png"]
+    run_stage(project, "ingest")
+    assert [p.read_bytes() for p in sorted((project / "data" / "images").glob("*.parquet"))] == first
+
+
+def test_exif_orientation_is_applied_and_the_id_stays_the_file_hash(tmp_path):
+    from stages.lib.codec import content_id, decode_image
+
+    wide = np.zeros((40, 80, 3), np.uint8)
+    wide[:, :40] = 255  # left half white: turned by orientation 6 (90 degrees clockwise) it becomes the top half
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(wide).save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    data = buf.getvalue()
+    upright = decode_image(data)
+    assert upright.shape[:2] == (80, 40)
+    assert upright[:30].mean() > 200 and upright[50:].mean() < 50
+    folder = tmp_path / "phone"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "phone.jpg").write_bytes(data)
+    (folder / "legend.csv").write_text("image,emotion\nphone.jpg,happy\n")
+    project = scratch_project(tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(folder),
+                                                          "min_size": 8}})
+    run_stage(project, "ingest")
+    row = read_images(project).iloc[0]
+    assert (row.height, row.width) == (80, 40) and row.id == content_id(data)

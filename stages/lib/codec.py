@@ -1,10 +1,11 @@
 """Image bytes in and out: content ids, safe decoding, deterministic PNG encoding."""
 import hashlib
 import io
+import re
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 # Decoding more than this many pixels is refused before the pixels are read (decompression bombs).
 MAX_PIXELS = 40_000_000
@@ -44,8 +45,27 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise DecodeError("too_large", str(err)) from None
     except Exception as err:  # PIL raises many types for broken files
-        raise DecodeError("corrupt_image", f"{type(err).__name__}: {err}") from None
-    return to_uint8(img)
+        raise DecodeError("corrupt_image", reject_detail(err)) from None
+    return to_uint8(upright(img))
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (phones store the sensor's orientation there), so every later
+    stage sees the photo upright; unreadable EXIF leaves it as stored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # malformed EXIF blocks raise many types; the pixels themselves are fine
+        return img
+
+
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def reject_detail(err: Exception) -> str:
+    """A decoder's error as deterministic text: object reprs with memory addresses (PIL's "cannot identify image
+    file <_io.BytesIO object at 0x7f...>") would give the same bad file a new reject row, and data/images a new
+    hash, on every run."""
+    return f"{type(err).__name__}: {' '.join(_ADDRESS.sub('', str(err)).split())}"
 
 
 def to_uint8(img: Image.Image) -> np.ndarray:

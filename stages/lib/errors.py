@@ -1,7 +1,9 @@
-"""One-line failures for users: bad params, missing files, missing weights.
+"""One-line failures for users: bad params, missing files, missing weights, and what the OS refuses.
 
 A stage's `main()` is wrapped by `run_stage`, which turns a `StageError` into one line on stderr and exit status 2,
-so that bad input never ends in a traceback.
+and an OS failure (disk full, read-only or unwritable folder, too many open files, out of memory) into one line that
+names the cause and the path, exit status 1. Outputs are written atomically (stages/lib/tables.py), so the previous
+ones are still there after either.
 """
 import sys
 
@@ -19,3 +21,16 @@ def run_stage(main, *args):
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:  # ENOSPC, EACCES, EROFS, EMFILE, ... from Python, pyarrow or torch
+        print(f"error: {os_error_line(err)}; the previous outputs are unchanged", file=sys.stderr)
+        sys.exit(1)
+    except MemoryError:
+        print("error: out of memory; the previous outputs are unchanged", file=sys.stderr)
+        sys.exit(1)
+
+
+def os_error_line(err: OSError) -> str:
+    """The cause and the path of an OS failure, on one line."""
+    cause = err.strerror or (str(err).strip().splitlines() or [type(err).__name__])[0]
+    path = f": {err.filename}" if err.filename else ""
+    return f"{cause}{path}"

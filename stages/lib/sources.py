@@ -32,7 +32,18 @@ class SourceRecord:
     data: bytes | None = None         # raw file bytes, or PNG bytes for array sources
     path: str | None = None           # read lazily (in a worker) when data is None
     missing: bool = False             # the source names a file that is not there
+    outside_root: bool = False        # the named file resolves (symlinks followed) outside the dataset root
+    problem: str | None = None        # the reader already knows the row is broken: the reject's detail
     truth: dict = field(default_factory=dict)  # demo ground truth; never used by the pipeline
+
+
+def file_record(root: str, source_key: str, raw_label, file: str, split=None) -> SourceRecord:
+    """A record for a file the dataset names. Paths are resolved, symlinks included, and one that lands outside the
+    dataset root is marked outside_root and never opened (`../../etc/passwd`, an absolute path, a symlink out)."""
+    real = os.path.realpath(file)
+    inside = os.path.commonpath([os.path.realpath(root), real]) == os.path.realpath(root)
+    return SourceRecord(source_key, raw_label, split, path=file, outside_root=not inside,
+                        missing=inside and not os.path.isfile(real))
 
 
 def read_bytes(record: SourceRecord) -> bytes:
@@ -50,6 +61,8 @@ def open_text(path):
             yield f
         except UnicodeDecodeError as err:
             raise StageError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+        except csv.Error as err:  # e.g. a field over csv.field_size_limit() (131,072 characters)
+            raise StageError(f"{path}: malformed CSV ({err})") from None
 
 
 def _require(path, what):
@@ -76,7 +89,8 @@ def _fer_rows(path):
     with open_text(path) as f:
         for row_number, row in enumerate(csv.DictReader(f)):
             split = FER_SPLITS.get((row.get("Usage") or "").strip().lower())
-            yield SourceRecord(f"row/{row_number}", row["emotion"], split, data=_fer_pixels_png(row["pixels"]))
+            png, problem = _fer_pixels_png(row["pixels"])
+            yield SourceRecord(f"row/{row_number}", row["emotion"], split, data=png, problem=problem)
 
 
 def _check_columns(csv_path, wanted, what):
@@ -87,21 +101,24 @@ def _check_columns(csv_path, wanted, what):
         raise StageError(f"{csv_path}: not {what}, missing columns {sorted(missing)} (has {', '.join(columns)})")
 
 
-def _fer_pixels_png(pixels) -> bytes:
-    """48x48 grey PNG from FER's space-separated string.
+def _fer_pixels_png(pixels) -> tuple:
+    """(48x48 grey PNG, None) from FER's space-separated string, or (its raw text, what is wrong with it).
 
-    A malformed row keeps its raw text as its bytes: no image decoder reads it (a corrupt_image reject), and its id
-    hashes that text, so two different broken rows are not mistaken for duplicates.
+    A malformed row keeps its raw text as its bytes, so its id hashes that text and two different broken rows are
+    not mistaken for duplicates; ingest rejects it as corrupt_image with the problem as the detail.
     """
     if not isinstance(pixels, str):
-        return b""
+        return b"", "no pixels column"
     try:
         values = np.array(pixels.split(), dtype=np.int64)
     except ValueError:
-        return pixels.encode()
-    if values.size != 48 * 48 or values.min(initial=0) < 0 or values.max(initial=0) > 255:
-        return pixels.encode()
-    return encode_png(values.astype(np.uint8).reshape(48, 48))
+        bad = next(v for v in pixels.split() if not v.lstrip("-").isdigit())
+        return pixels.encode(), f"pixel value {bad[:20]!r} is not an integer"
+    if values.size != 48 * 48:
+        return pixels.encode(), f"{values.size} pixels, expected {48 * 48}"
+    if values.min(initial=0) < 0 or values.max(initial=0) > 255:
+        return pixels.encode(), f"pixel values {values.min()}..{values.max()} outside 0..255"
+    return encode_png(values.astype(np.uint8).reshape(48, 48)), None
 
 
 def fer2013_folders(path):
@@ -118,7 +135,7 @@ def _folder_rows(path, splits):
             folder = os.path.join(path, split, emotion)
             if os.path.isdir(folder):
                 for name in _image_files(folder):
-                    yield SourceRecord(f"{split}/{emotion}/{name}", emotion, split, path=os.path.join(folder, name))
+                    yield file_record(path, f"{split}/{emotion}/{name}", emotion, os.path.join(folder, name), split)
 
 
 def labelled_folder(path, csv_path, image_column, label_column):
@@ -133,15 +150,14 @@ def labelled_folder(path, csv_path, image_column, label_column):
             raise StageError(f"params: ingest.{key}={column!r} is not a column of {csv_path} "
                              f"(columns: {', '.join(columns)})")
     images_dir = os.path.join(path, "images") if os.path.isdir(os.path.join(path, "images")) else path
-    return _labelled_rows(csv_path, images_dir, image_column, label_column)
+    return _labelled_rows(path, csv_path, images_dir, image_column, label_column)
 
 
-def _labelled_rows(csv_path, images_dir, image_column, label_column):
+def _labelled_rows(root, csv_path, images_dir, image_column, label_column):
     with open_text(csv_path) as f:
         for row in csv.DictReader(f):
             name = row[image_column] or ""  # a short row: no file named, so a missing_file reject
-            file = os.path.join(images_dir, name)
-            yield SourceRecord(name, row[label_column], path=file, missing=not os.path.isfile(file))
+            yield file_record(root, name, row[label_column], os.path.join(images_dir, name))
 
 
 def celeba(path):
@@ -169,7 +185,7 @@ def _celeba_rows(path, attrs, smiling, partition):
             # CelebA has no neutral label: not smiling is only a neutral *candidate*, which the filters then check.
             flag = parts[smiling] if len(parts) > smiling else None  # a short line: unknown_label
             label = {"1": "happy", "-1": "neutral"}.get(flag)
-            yield SourceRecord(parts[0], label, partition.get(parts[0]), path=file, missing=not os.path.isfile(file))
+            yield file_record(path, parts[0], label, file, partition.get(parts[0]))
 
 
 def _celeba_partition(file):

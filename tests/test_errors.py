@@ -1,0 +1,44 @@
+"""What the OS refuses ends as one line naming the cause and the path, never a traceback."""
+import errno
+
+import pytest
+
+from stages.lib.errors import StageError, run_stage
+
+
+@pytest.mark.parametrize("err, needle", [
+    (OSError(errno.ENOSPC, "No space left on device", "data/rois/mouth.parquet"),
+     "No space left on device: data/rois/mouth.parquet"),
+    (PermissionError(errno.EACCES, "Permission denied", "data/filtered"), "Permission denied: data/filtered"),
+    (OSError(errno.EROFS, "Read-only file system", "metrics/parse.json"), "Read-only file system: metrics/parse.json"),
+    (OSError(errno.EMFILE, "Too many open files"), "Too many open files"),
+    (OSError("Failed to write data/rois/mouth.parquet: No space left on device\nDetail: ..."),
+     "Failed to write data/rois/mouth.parquet: No space left on device"),  # pyarrow's, without errno
+    (MemoryError(), "out of memory"),
+])
+def test_os_failures_are_one_line(capsys, err, needle):
+    def main():
+        raise err
+
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(main)
+    assert exit_.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+
+
+def test_stage_errors_exit_2(capsys):
+    def main():
+        raise StageError("params: train.lr must be > 0")
+
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(main)
+    assert exit_.value.code == 2 and capsys.readouterr().err == "error: params: train.lr must be > 0\n"
+
+
+def test_an_oversized_csv_field_is_one_line(tmp_path):
+    from stages.lib.sources import labelled_folder
+
+    (tmp_path / "legend.csv").write_text("image,emotion\n" + "x" * 200_000 + ",happy\n")
+    with pytest.raises(StageError, match="malformed CSV"):
+        list(labelled_folder(str(tmp_path), "", "image", "emotion"))
