@@ -68,10 +68,12 @@ def read_params(params) -> dict:
     )
     batch = P.number(params, "evaluate.batch", int, lo=1, hi=4096, default=64)
     workers = P.number(params, "evaluate.workers", int, lo=0, hi=1024, default=0) or os.cpu_count() or 1
-    return {"source": source, "target": target, "config": config, "batch": batch,
-            "identity": P.flag(params, "evaluate.identity", default=True),
-            "geometry": P.flag(params, "evaluate.geometry", default=True), "workers": workers,
-            "device": P.device(params, "evaluate.device")}
+    p = {"source": source, "target": target, "config": config, "batch": batch,
+         "identity": P.flag(params, "evaluate.identity", default=True),
+         "geometry": P.flag(params, "evaluate.geometry", default=True), "workers": workers,
+         "device": P.device(params, "evaluate.device")}
+    P.check_unknown(params, ["evaluate"])
+    return p
 
 
 def read_rois(roi: str) -> dict:

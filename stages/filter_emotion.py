@@ -54,11 +54,14 @@ def read_params(params):
             if emotion not in FER_ORDER:
                 raise StageError(f"params: filter_emotion.classifier=judge cannot read {emotion!r} (the judge knows "
                                  f"{', '.join(FER_ORDER)}); use classifier=curator")
-    return {"source": source, "target": target, "classifier": classifier,
+    P.known("filter_emotion.device")  # classifier=judge only
+    p = {"source": source, "target": target, "classifier": classifier,
             "min_confidence": P.number(params, "filter_emotion.min_confidence", float, lo=0.0, hi=1.0),
             "sheet_max": P.number(params, "filter_emotion.sheet_max", int, lo=0, default=32),
             "device_key": "filter_emotion.device",
             "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS)}
+    P.check_unknown(params, ["filter_emotion"])
+    return p
 
 
 def curator_verdicts(ids, source, target, path=OOF):

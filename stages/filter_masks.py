@@ -35,6 +35,7 @@ def read_params(params):
     ref_size = P.number(params, "filter_masks.ref_size", int, lo=1)
     min_px = {r: P.number(params, f"filter_masks.min_px.{r}", float, lo=0) for r in CHECKED_REGIONS}
     sheet_max = P.number(params, "filter_masks.sheet_max", int, lo=0, default=32)
+    P.check_unknown(params, ["filter_masks"])
     return ref_size, min_px, sheet_max
 
 

@@ -45,6 +45,10 @@ def read_params(p):
         "test_fraction": P.number(p, "ingest.test_fraction", float, lo=0.0, hi=1.0),
         "shard_bytes": P.number(p, "ingest.shard_mb", int, lo=1) * 2**20,
     }
+    # Each source reads its own keys; all of them are valid whichever source is chosen.
+    P.known("ingest.demo.n", "ingest.demo.side", "ingest.demo.seed", "ingest.csv", "ingest.image_column",
+            "ingest.label_column")
+    P.check_unknown(p, ["ingest"])
     if cfg["source"] == "demo":
         cfg["demo"] = dict(n=P.number(p, "ingest.demo.n", int, lo=1), size=P.number(p, "ingest.demo.side", int, lo=32),
                            seed=P.number(p, "ingest.demo.seed", int, lo=0))

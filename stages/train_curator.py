@@ -52,12 +52,14 @@ def read_params(params):
                         batch=P.number(params, "curator.batch", int, lo=2, hi=4096),
                         lr=P.number(params, "curator.lr", float, lo=1e-6, hi=1.0),
                         seed=P.number(params, "curator.seed", int, lo=0))
-    return {"source": source, "target": target, "cfg": cfg,
-            "input": P.choice(params, "curator.input", ["grey", "grey_masks"]),
-            "backbone": P.choice(params, "curator.backbone", ["judge", "scratch"]),
-            "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS),
-            "size": P.number(params, "curator.side", int, lo=16, hi=256),
-            "device": P.device(params, "curator.device")}
+    p = {"source": source, "target": target, "cfg": cfg,
+         "input": P.choice(params, "curator.input", ["grey", "grey_masks"]),
+         "backbone": P.choice(params, "curator.backbone", ["judge", "scratch"]),
+         "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS),
+         "size": P.number(params, "curator.side", int, lo=16, hi=256),
+         "device": P.device(params, "curator.device")}
+    P.check_unknown(params, ["curator", "emotions"])
+    return p
 
 
 def load_faces(ids, with_masks: bool, images=IMAGES, parsed=PARSED):

@@ -96,7 +96,7 @@ def read_config(params: dict, roi: str) -> TrainConfig:
     epochs = n(f"train.epochs.{roi}", int, 1)
     cfg = TrainConfig(
         roi=roi, size=size, epochs=epochs, epochs_decay=n(f"train.epochs_decay.{roi}", int, 0, epochs),
-        batch=n("train.batch", int, 1), lr=n("train.lr", float, 0.0, 1.0), beta1=n("train.beta1", float, 0.0, 0.999),
+        batch=n("train.batch", int, 1), lr=P.number(params, "train.lr", float, hi=1.0, above=0.0), beta1=n("train.beta1", float, 0.0, 0.999),
         lambda_cycle=n("train.lambda_cycle", float, 0.0), lambda_identity=n("train.lambda_identity", float, 0.0),
         pool_size=n("train.pool_size", int, 0), ngf=n("train.ngf", int, 1), ndf=n("train.ndf", int, 1),
         n_blocks=n(f"train.n_blocks.{roi}", int, 0), n_layers=n(f"train.n_layers.{roi}", int, 1, 6),
@@ -105,6 +105,7 @@ def read_config(params: dict, roi: str) -> TrainConfig:
         precision=P.choice(params, "train.precision", ["bf16", "fp32"]), compile=P.flag(params, "train.compile"),
         device=P.device(params, "train.device").type, seed=n("train.seed", int, 0),
     )
+    P.check_unknown(params, ["train"], roi_names=names)
     # The discriminator halves the image n_layers times and then needs two more 4x4 valid-ish convolutions.
     if size // 2 ** cfg.n_layers < 4:
         raise StageError(f"params: train.n_layers.{roi}={cfg.n_layers} is too deep for a {size}-pixel ROI")

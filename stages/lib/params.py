@@ -1,4 +1,10 @@
-"""params.yaml access with validation: a bad value is one line naming the key and what is allowed."""
+"""params.yaml access with validation: a bad value is one line naming the key and what is allowed.
+
+Strict: every read is recorded, and a stage ends its params reading with `check_unknown(params, blocks)`, so that a
+key in its blocks that no read asked for (`parse.visibilty`, `train.lrr`) is a one-line error naming it and the
+nearest key it does read, instead of being silently ignored.
+"""
+import difflib
 import os
 import random
 
@@ -9,6 +15,9 @@ from .errors import StageError
 
 PARAMS_FILE = os.environ.get("FACECUR_PARAMS", "params.yaml")
 _MISSING = object()
+BLOCKS = ("emotions", "rois", "ingest", "parse", "filter_masks", "curator", "filter_emotion", "extract_rois", "train",
+          "evaluate")
+_READ = set()  # dotted keys read in this process
 
 
 def load(path=PARAMS_FILE) -> dict:
@@ -23,6 +32,7 @@ def load(path=PARAMS_FILE) -> dict:
 
 def get(params: dict, key: str, default=_MISSING):
     """The value at dotted `key`, e.g. `get(p, "ingest.source")`."""
+    _READ.add(key)
     node = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -40,16 +50,24 @@ def choice(params, key, allowed, default=_MISSING):
     return value
 
 
-def number(params, key, kind=float, lo=None, hi=None, default=_MISSING):
-    """A number in [lo, hi]; `kind=int` also rejects non-integers."""
+def number(params, key, kind=float, lo=None, hi=None, default=_MISSING, above=None):
+    """A number in [lo, hi] (and > `above` when given); `kind=int` also rejects non-integers. A number YAML read as
+    a string (PyYAML takes `1e-4`, without a dot, for text) is accepted when it parses as one."""
     value = get(params, key, default)
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise StageError(f"params: {key}={value!r} is text, not a number") from None
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok and kind is int:
         ok = float(value).is_integer()
-    if ok and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+    if ok and ((lo is not None and value < lo) or (hi is not None and value > hi)
+               or (above is not None and value <= above)):
         ok = False
     if not ok:
         bounds = f" in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        bounds += f" and > {above}" if above is not None else ""
         raise StageError(f"params: {key}={value!r} must be {'an integer' if kind is int else 'a number'}{bounds}")
     return kind(value)
 
@@ -66,6 +84,46 @@ def text(params, key, default=_MISSING):
     if value is None or not isinstance(value, str):
         raise StageError(f"params: {key}={value!r} must be a string")
     return value
+
+
+def known(*keys):
+    """Keys (or whole sub-blocks) a stage accepts but reads only in some configurations (ingest.demo when the
+    source is a folder, parse.device for FaceMesh)."""
+    _READ.update(keys)
+
+
+def _leaves(tree, prefix):
+    if isinstance(tree, dict) and tree:
+        for k, v in tree.items():
+            yield from _leaves(v, f"{prefix}.{k}")
+    else:
+        yield prefix
+
+
+def _covered(key: str, read: set) -> bool:
+    parts = key.split(".")
+    return any(".".join(parts[:i]) in read for i in range(1, len(parts) + 1))
+
+
+def check_unknown(params: dict, blocks, roi_names=()):
+    """After a stage has read its params: any key under `blocks` that no read touched (nor a parent of it) is an
+    error naming the nearest key that was read, as are top-level blocks the project does not have. Per-ROI keys
+    (`train.epochs.face`) count as known for every ROI in `roi_names` once one ROI's was read."""
+    unknown_blocks = [b for b in params if b not in BLOCKS]
+    if unknown_blocks:
+        near = difflib.get_close_matches(str(unknown_blocks[0]), BLOCKS, n=1)
+        hint = f"; did you mean {near[0]}?" if near else f"; the blocks are {', '.join(BLOCKS)}"
+        raise StageError(f"params: unknown block {unknown_blocks[0]!r}{hint}")
+    rois = set(roi_names)
+    generic = lambda key: ".".join("<roi>" if part in rois else part for part in key.split("."))  # noqa: E731
+    read = {generic(k) for k in _READ}
+    for block in blocks:
+        for key in _leaves(params.get(block, {}), block):
+            if not _covered(generic(key), read):
+                near = difflib.get_close_matches(generic(key), sorted(read), n=1, cutoff=0.6)
+                roi = next((part for part in key.split(".") if part in rois), "<roi>")
+                hint = f"; did you mean {near[0].replace('<roi>', roi)}?" if near else ""
+                raise StageError(f"params: unknown key {key}{hint}")
 
 
 def device(params, key):

@@ -22,6 +22,8 @@ def read_params(params: dict) -> dict:
         "min_detect_size": P.number(params, "parse.min_detect_size", int, 0, 4096),
         "visibility": read_visibility(params),
     }
+    P.known("parse.device")  # facexlib backends only
+    P.check_unknown(params, ["parse"])
     if cfg["size"] % 32:
         raise StageError(f"params: parse.input_side={cfg['size']} must be a multiple of 32 (the networks downsample 32x)")
     if cfg["backend"] != "facemesh":
