@@ -17,7 +17,6 @@ Geometry (boxes, crops, alphas, and the paste that inverts them) lives in stages
 """
 import os
 import shutil
-import tempfile
 from collections import Counter
 
 import cv2
@@ -197,9 +196,7 @@ class ManifestWriter:
 
     def __init__(self, names, out=OUT):
         self.out = out
-        parent = os.path.dirname(os.path.abspath(out))
-        os.makedirs(parent, exist_ok=True)
-        self.tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(out))
+        self.tmp = tables.temp_folder(out)
         self.writers = {r: pq.ParquetWriter(os.path.join(self.tmp, f"{r}.parquet"), SCHEMA, compression="zstd",
                                             write_statistics=False) for r in names}
 

@@ -44,6 +44,9 @@ def read_params(p):
         "min_size": P.number(p, "ingest.min_size", int, lo=1),
         "test_fraction": P.number(p, "ingest.test_fraction", float, lo=0.0, hi=1.0),
         "shard_bytes": P.number(p, "ingest.shard_mb", int, lo=1) * 2**20,
+        "max_file_bytes": P.number(p, "ingest.max_file_mb", float, above=0, default=64) * 2**20,
+        # PIL refuses above 2x its own 89 MP bomb limit whatever we allow
+        "max_pixels": P.number(p, "ingest.max_pixels", int, lo=1, hi=178_000_000, default=120_000_000),
     }
     # Each source reads its own keys; all of them are valid whichever source is chosen.
     P.known("ingest.demo.n", "ingest.demo.side", "ingest.demo.seed", "ingest.csv", "ingest.image_column",
@@ -73,7 +76,7 @@ def split_from_id(image_id, test_fraction):
     return "test" if int(image_id[:8], 16) / 16**8 < test_fraction else "train"
 
 
-def ingest_record(record, source, min_size, test_fraction):
+def ingest_record(record, source, min_size, test_fraction, max_file_bytes=64 * 2**20, max_pixels=120_000_000):
     """One source record -> one row. Runs in a worker thread (decode and PNG encode release the GIL)."""
     label = canonical_emotion(record.raw_label)
     row = dict(source=source, source_key=record.source_key, split=record.split, label=label, width=None,
@@ -85,6 +88,9 @@ def ingest_record(record, source, min_size, test_fraction):
         return _reject(row, content_id(b"missing:" + record.source_key.encode()), "missing_file",
                        f"{record.source_key!r} not found in the dataset", test_fraction)
     try:
+        if record.data is None and os.path.getsize(record.path) > max_file_bytes:  # before reading a byte of it
+            return _reject(row, content_id(b"too_large:" + record.source_key.encode()), "too_large",
+                           f"{os.path.getsize(record.path) / 2**20:.0f} MB file over ingest.max_file_mb", test_fraction)
         data = sources.read_bytes(record)
     except OSError as err:
         return _reject(row, content_id(b"unreadable:" + record.source_key.encode()), "corrupt_image",
@@ -93,7 +99,7 @@ def ingest_record(record, source, min_size, test_fraction):
     if record.problem:
         return _reject(row, image_id, "corrupt_image", record.problem, test_fraction)
     try:
-        pixels = decode_image(data)
+        pixels = decode_image(data, max_pixels)
     except DecodeError as err:
         return _reject(row, image_id, err.reason, str(err), test_fraction)
     row.update(height=pixels.shape[0], width=pixels.shape[1], channels=1 if pixels.ndim == 2 else 3)
@@ -129,7 +135,8 @@ def main():
     records = open_source(cfg)
     seen, counts, truth = {}, Counter(), []
     total = cfg["demo"]["n"] if cfg["source"] == "demo" else None
-    work = partial(ingest_record, source=cfg["source"], min_size=cfg["min_size"], test_fraction=cfg["test_fraction"])
+    work = partial(ingest_record, source=cfg["source"], min_size=cfg["min_size"], test_fraction=cfg["test_fraction"],
+                   max_file_bytes=cfg["max_file_bytes"], max_pixels=cfg["max_pixels"])
     with ShardWriter(OUT, SCHEMA, cfg["shard_bytes"]) as out, ThreadPoolExecutor(os.cpu_count() or 2) as pool, \
             tqdm(total=total, desc="ingest", unit="img") as bar:
         while chunk := list(islice(records, CHUNK)):

@@ -246,3 +246,37 @@ def test_exif_orientation_is_applied_and_the_id_stays_the_file_hash(tmp_path):
     run_stage(project, "ingest")
     row = read_images(project).iloc[0]
     assert (row.height, row.width) == (80, 40) and row.id == content_id(data)
+
+
+def test_size_caps_apply_before_decoding(tmp_path, shared_data):
+    photo = (shared_data / "facial_expressions" / "images" / "Aaron_Guiel_0001.jpg").read_bytes()
+    folder = tmp_path / "big"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "photo.jpg").write_bytes(photo)
+    (folder / "images" / "junk.jpg").write_bytes(photo + b"\0" * (3 * 2**20))  # a 3 MB file
+    (folder / "images" / "wide.png").write_bytes(png_bytes(np.zeros((50, 3000), np.uint8)))  # 150,000 pixels
+    (folder / "legend.csv").write_text("image,emotion\nphoto.jpg,happy\njunk.jpg,happy\nwide.png,happy\n")
+    project = scratch_project(tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(folder),
+                                                          "max_file_mb": 2, "max_pixels": 130_000}})
+    run_stage(project, "ingest")
+    df = read_images(project).set_index("source_key")
+    assert df.reason.to_dict() == {"photo.jpg": "", "junk.jpg": "too_large", "wide.png": "too_large"}
+    assert df.detail["junk.jpg"] == "3 MB file over ingest.max_file_mb"
+
+
+def test_a_very_large_photo_is_parsed_at_max_draw_side(shared_data):
+    import cv2
+
+    from stages.lib.parsing.facemesh import FaceMeshParser
+
+    ref = shared_data / "parsing_reference" / "images" / "1112.jpg"
+    image = cv2.cvtColor(cv2.imread(str(ref)), cv2.COLOR_BGR2RGB)
+    big = cv2.resize(image, (3000, 3000), interpolation=cv2.INTER_CUBIC)
+    capped, full = FaceMeshParser(max_draw_side=1024), FaceMeshParser(max_draw_side=4096)
+    map_capped, box_capped, _ = capped.parse(big)
+    map_full, _, _ = full.parse(big)
+    assert map_capped.shape == big.shape[:2] and box_capped is not None
+    # the same regions, up to the resampling of their edges
+    for cls in (1, 4, 5, 12, 13):
+        a, b = map_capped == cls, map_full == cls
+        assert (a & b).sum() / max((a | b).sum(), 1) > 0.85, cls

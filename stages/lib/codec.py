@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-# Decoding more than this many pixels is refused before the pixels are read (decompression bombs).
-MAX_PIXELS = 40_000_000
+# Decoding more than this many pixels is refused before the pixels are read (decompression bombs); ingest.max_pixels.
+MAX_PIXELS = 120_000_000
 
 
 class DecodeError(ValueError):
@@ -34,7 +34,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise DecodeError("corrupt_image", "empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap, below, decides
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:

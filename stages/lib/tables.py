@@ -73,12 +73,56 @@ def _write(table, path):
     pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression="zstd", write_statistics=False)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Outputs get the user's umask, as a plain open() would give them (mkstemp's 0600 and mkdtemp's 0700 would not):
+# face photos stay as private as the user's files are.
+def file_mode() -> int:
+    return 0o666 & ~_umask()
+
+
+def folder_mode() -> int:
+    return 0o777 & ~_umask()
+
+
+def _temp_prefix(path, kind="tmp") -> str:
+    return f".{kind}-{os.path.basename(os.path.normpath(path))}-"
+
+
+def clear_leftovers(path):
+    """Remove what a killed run of this output left beside it: its `.tmp-<name>-*` and `.old-<name>-*` entries."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return
+    for entry in os.listdir(folder):
+        if entry.startswith((_temp_prefix(path), _temp_prefix(path, "old"))):
+            target = os.path.join(folder, entry)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                os.unlink(target)
+
+
+def temp_folder(path) -> str:
+    """A scratch folder beside output folder `path`, to be published over it by publish_folder; a killed run's
+    scratch folders are cleared first."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    clear_leftovers(path)
+    return tempfile.mkdtemp(dir=parent, prefix=_temp_prefix(path))
+
+
 def write_table_atomic(table: pa.Table, path):
     """Write one Parquet file so that it appears whole or not at all."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".parquet.tmp")
+    clear_leftovers(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=_temp_prefix(path))
     os.close(fd)
-    os.chmod(tmp, 0o644)
+    os.chmod(tmp, file_mode())
     try:
         _write(table, tmp)
         os.replace(tmp, path)
@@ -95,9 +139,7 @@ class ShardWriter:
 
     def __init__(self, path, schema: pa.Schema, shard_bytes=SHARD_BYTES):
         self.path, self.schema, self.shard_bytes = path, schema, shard_bytes
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        self.tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path))
+        self.tmp = temp_folder(path)
         self.writer, self.index, self.size, self.rows = None, 0, 0, 0
 
     def write(self, rows: dict):
@@ -134,10 +176,10 @@ class ShardWriter:
 def publish_folder(tmp, path):
     """Move the finished folder `tmp` to `path`. The old output is renamed aside first and removed last, so that at
     every instant `path` holds either the old output or the new one."""
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would leak into the output folder
+    os.chmod(tmp, folder_mode())  # mkdtemp's 0700; the files inside were opened with the umask already
     aside = None
     if os.path.lexists(path):
-        aside = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".old-")
+        aside = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=_temp_prefix(path, "old"))
         aside = os.path.join(aside, "out")
         os.replace(path, aside)
     os.replace(tmp, path)
@@ -146,14 +188,15 @@ def publish_folder(tmp, path):
 
 
 def write_bytes_atomic(data: bytes, path):
-    """Write `data` to `path` so that it appears whole or not at all, world-readable like any other output."""
+    """Write `data` to `path` so that it appears whole or not at all, with the user's umask like any other output."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    clear_leftovers(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

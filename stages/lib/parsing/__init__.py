@@ -20,6 +20,7 @@ def read_params(params: dict) -> dict:
         "size": P.number(params, "parse.input_side", int, 32, 2048),
         "batch": P.number(params, "parse.batch", int, 1, 1024),
         "min_detect_size": P.number(params, "parse.min_detect_size", int, 0, 4096),
+        "max_draw_side": P.number(params, "parse.max_draw_side", int, 256, 16384, default=2048),
         "visibility": read_visibility(params),
     }
     P.known("parse.device")  # facexlib backends only
@@ -55,7 +56,8 @@ def make_parser(cfg: dict):
     if cfg["backend"] == "facemesh":
         from .facemesh import FaceMeshParser
 
-        return FaceMeshParser(min_detect_size=cfg["min_detect_size"], visibility=cfg["visibility"])
+        return FaceMeshParser(min_detect_size=cfg["min_detect_size"], visibility=cfg["visibility"],
+                              max_draw_side=cfg["max_draw_side"])
     from .facexlib_nets import FacexlibParser
 
     return FacexlibParser(cfg["backend"], cfg["weights"], cfg["size"], cfg["device"])

@@ -178,13 +178,15 @@ class FaceMeshParser:
 
     backend = "facemesh"
 
-    def __init__(self, min_detect_size=192, refine=True, min_confidence=0.5, visibility=VisibilityThresholds()):
+    def __init__(self, min_detect_size=192, refine=True, min_confidence=0.5, visibility=VisibilityThresholds(),
+                 max_draw_side=2048):
         """`visibility`: the thresholds of the per-feature visibility check, or None to draw every feature FaceMesh
         places (the landmarks alone, occluded or not)."""
         import mediapipe as mp
 
         warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
         self.min_detect_size = int(min_detect_size)
+        self.max_draw_side = int(max_draw_side)
         self.visibility = visibility
         with quiet_stderr():  # most set-up logs; the stage also wraps its whole run (see stages/parse.py)
             self.mesh = mp.solutions.face_mesh.FaceMesh(
@@ -264,6 +266,14 @@ class FaceMeshParser:
         """
         if pts is None:
             return None, None
+        if image is not None and max(height, width) > self.max_draw_side:
+            # A 36 MP photo costs seconds to minutes to rasterise and check at full size, for polygons whose
+            # detail is the landmarks': draw at max_draw_side, then scale the map up (nearest, so ids stay ids).
+            f = self.max_draw_side / max(height, width)
+            small = cv2.resize(image, (max(1, round(width * f)), max(1, round(height * f))), interpolation=cv2.INTER_AREA)
+            label_map, _ = self.draw(pts, small.shape[0], small.shape[1], small)
+            label_map = cv2.resize(label_map, (width, height), interpolation=cv2.INTER_NEAREST)
+            return label_map, mask_bbox(label_map > 0)
         pixels = pts * [width, height]
         label_map = rasterise(pixels, height, width)
         if image is not None and self.visibility is not None:
