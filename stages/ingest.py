@@ -4,11 +4,12 @@
     dvc exp run -S ingest.source=labelled_folder -S ingest.path=../shared/data/facial_expressions
 
 Every input row ends as one output row: kept, or rejected with a `reason`
-(outside_root, missing_file, corrupt_image, too_large, unknown_label, too_small, duplicate) and a human `detail`.
+(outside_root, missing_file, corrupt_image, too_large, unknown_label, too_small, duplicate, label_conflict) and a human `detail`.
 The demo source also writes its ground truth to `data/demo_truth.parquet`, for tests only.
 """
 import os
-from collections import Counter
+import tempfile
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from itertools import islice
@@ -17,7 +18,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from stages.lib import params as P
-from stages.lib import sources
+from stages.lib import sources, tables
 from stages.lib.codec import DecodeError, content_id, decode_image, encode_png
 from stages.lib.errors import StageError, run_stage
 from stages.lib.labels import canonical_emotion
@@ -47,6 +48,7 @@ def read_params(p):
         "max_file_bytes": P.number(p, "ingest.max_file_mb", float, above=0, default=64) * 2**20,
         # PIL refuses above 2x its own 89 MP bomb limit whatever we allow
         "max_pixels": P.number(p, "ingest.max_pixels", int, lo=1, hi=178_000_000, default=120_000_000),
+        "duplicate_labels": P.choice(p, "ingest.duplicate_labels", ["reject", "first"], default="reject"),
     }
     # Each source reads its own keys; all of them are valid whichever source is chosen.
     P.known("ingest.demo.n", "ingest.demo.side", "ingest.demo.seed", "ingest.csv", "ingest.image_column",
@@ -118,33 +120,97 @@ def _reject(row, image_id, reason, detail, test_fraction):
     return row
 
 
-def mark_duplicate(row, seen):
-    """The first row with given content wins; later copies are rejects with ids of their own."""
-    first = seen.get(row["id"])
-    if first is None:
-        seen[row["id"]] = [row["source_key"], 0]
-        return row
-    first[1] += 1
-    row.update(id=f"{row['id']}-dup{first[1]}", kept=False, reason="duplicate", image=None,
-               detail=f"same bytes as {first[0]}")
-    return row
+CONTENT_FREE = ("outside_root", "missing_file")  # rows never read: their id hashes the name, not bytes
+
+
+def settle_copies(copies: dict, policy: str) -> dict:
+    """Final (id, reason) of every row that shares its bytes with another, by position.
+
+    `copies` maps a content id to its rows in order, as (position, source_key, label or None, reason). The canonical
+    row, which keeps the plain id, is the first copy with a known label (the first copy when none has one): a good
+    copy after one with an unknown label is kept. Every other copy gets `<id>-dupN` and the reason `duplicate`
+    (its own `unknown_label` stays). Copies whose known labels disagree all get `label_conflict`
+    (`ingest.duplicate_labels: reject`), or the canonical row's label wins (`first`).
+    """
+    out = {}
+    for content_id, rows in copies.items():
+        if len(rows) < 2:
+            continue
+        labelled = [r for r in rows if r[2] is not None]
+        canonical = labelled[0] if labelled else rows[0]
+        conflict = policy == "reject" and len({r[2] for r in labelled}) > 1
+        n = 0
+        for row in rows:
+            position, _, _, reason = row
+            if row is canonical:
+                new_id = content_id
+            else:
+                n += 1
+                new_id = f"{content_id}-dup{n}"
+            if conflict and row[2] is not None:
+                reason, detail = "label_conflict", f"same bytes labelled {', '.join(sorted({r[2] for r in labelled}))}"
+            elif row is not canonical and reason != "unknown_label":
+                reason, detail = "duplicate", f"same bytes as {canonical[1]}"
+            else:
+                detail = None
+            out[position] = (new_id, reason, detail)
+    return out
+
+
+def _settle(batch: dict, start: int, settled: dict) -> dict:
+    """Apply settle_copies' verdicts to one batch of rows (columns as lists), from row `start` on."""
+    for i in range(len(batch["id"])):
+        verdict = settled.get(start + i)
+        if verdict is None:
+            continue
+        new_id, reason, detail = verdict
+        batch["id"][i] = new_id
+        if reason != batch["reason"][i]:
+            batch["reason"][i], batch["kept"][i], batch["image"][i] = reason, False, None
+            batch["detail"][i] = detail
+    return batch
 
 
 def main():
     cfg = read_params(P.load())
     records = open_source(cfg)
-    seen, counts, truth = {}, Counter(), []
+    copies, truths = defaultdict(list), {}
     total = cfg["demo"]["n"] if cfg["source"] == "demo" else None
     work = partial(ingest_record, source=cfg["source"], min_size=cfg["min_size"], test_fraction=cfg["test_fraction"],
                    max_file_bytes=cfg["max_file_bytes"], max_pixels=cfg["max_pixels"])
-    with ShardWriter(OUT, SCHEMA, cfg["shard_bytes"]) as out, ThreadPoolExecutor(os.cpu_count() or 2) as pool, \
-            tqdm(total=total, desc="ingest", unit="img") as bar:
-        while chunk := list(islice(records, CHUNK)):
-            rows = [mark_duplicate(row, seen) for row in pool.map(work, chunk)]
-            out.write({name: [row[name] for row in rows] for name in SCHEMA.names})
-            truth += [_truth_row(row, rec) for row, rec in zip(rows, chunk) if rec.truth]
-            counts.update(_count_keys(row) for row in rows)
-            bar.update(len(rows))
+    # Pass 1 decodes every row once into a scratch table and notes which rows share bytes; pass 2 streams it into
+    # data/images with the copies settled (a label conflict can only be seen once every copy has been read).
+    tables.clear_leftovers(OUT, kinds=("scratch",))
+    os.makedirs(os.path.dirname(os.path.abspath(OUT)), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(OUT)),
+                                     prefix=tables.temp_prefix(OUT, "scratch")) as scratch:
+        rows_path = os.path.join(scratch, "rows")
+        position = 0
+        with ShardWriter(rows_path, SCHEMA, cfg["shard_bytes"]) as rows_out, \
+                ThreadPoolExecutor(os.cpu_count() or 2) as pool, tqdm(total=total, desc="ingest", unit="img") as bar:
+            while chunk := list(islice(records, CHUNK)):
+                rows = list(pool.map(work, chunk))
+                for row, record in zip(rows, chunk):
+                    if row["reason"] not in CONTENT_FREE:
+                        label = row["label"] if row["reason"] != "unknown_label" else None
+                        copies[row["id"]].append((position, row["source_key"], label, row["reason"]))
+                    if record.truth:
+                        truths[position] = record.truth
+                    position += 1
+                rows_out.write({name: [row[name] for row in rows] for name in SCHEMA.names})
+                bar.update(len(rows))
+        settled = settle_copies(copies, cfg["duplicate_labels"])
+        counts, truth, start = Counter(), [], 0
+        with ShardWriter(OUT, SCHEMA, cfg["shard_bytes"]) as out:
+            for batch in tables.iter_batches(rows_path):
+                columns = _settle(batch.to_pydict(), start, settled)
+                out.write(columns)
+                for i in range(len(columns["id"])):
+                    row = {name: columns[name][i] for name in ("id", "source_key", "kept", "reason", "label", "split")}
+                    counts[_count_keys(row)] += 1
+                    if start + i in truths:
+                        truth.append(_truth_row(row, truths[start + i]))
+                start += len(columns["id"])
     write_table_atomic(pa.Table.from_pylist(truth, schema=TRUTH_SCHEMA), TRUTH)
     write_json_atomic(ingest_metrics(counts), METRICS)
     if out.rows == 0:
@@ -153,8 +219,7 @@ def main():
     print(f"ingest: {kept}/{out.rows} kept -> {OUT}")
 
 
-def _truth_row(row, record):
-    t = record.truth
+def _truth_row(row, t):
     return dict(id=row["id"], source_key=row["source_key"], true_emotion=t.get("true_emotion"),
                 label_noise=bool(t.get("label_noise")), defect=t.get("defect"),
                 face_bbox=list(t["face_bbox"]) if t.get("face_bbox") is not None else None)

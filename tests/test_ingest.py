@@ -202,7 +202,7 @@ def test_paths_outside_the_dataset_are_never_opened(tmp_path, shared_data):
     (folder / "images" / "link_out.jpg").symlink_to(outside / "private.jpg")
     (folder / "images" / "sub" / "link_in.jpg").symlink_to(folder / "images" / "inside.jpg")
     legend = ["inside.jpg,happy", "../../elsewhere/private.jpg,happy", f"{outside / 'private.jpg'},happy",
-              "link_out.jpg,happy", "sub/link_in.jpg,neutral", "/etc/hostname,happy"]
+              "link_out.jpg,happy", "sub/link_in.jpg,happy", "/etc/hostname,happy"]
     (folder / "legend.csv").write_text("image,emotion\n" + "\n".join(legend) + "\n")
     project = scratch_project(tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(folder)}})
     proc = run_stage(project, "ingest")
@@ -212,9 +212,19 @@ def test_paths_outside_the_dataset_are_never_opened(tmp_path, shared_data):
         "inside.jpg": "", "../../elsewhere/private.jpg": "outside_root", str(outside / "private.jpg"): "outside_root",
         "link_out.jpg": "outside_root", "sub/link_in.jpg": "duplicate", "/etc/hostname": "outside_root"}
     assert df[df.reason == "outside_root"].image.isna().all() and df.id.is_unique
+    assert_contract(project, shared_data)
 
 
-def test_a_folder_of_bad_files_gives_byte_identical_rejects(tmp_path, messy_folder):
+def assert_contract(project, shared_data):
+    import subprocess
+    import sys
+
+    tool = shared_data.parent / "tools" / "check_contract.py"
+    proc = subprocess.run([sys.executable, str(tool), "data"], cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_folder_of_bad_files_gives_byte_identical_rejects(tmp_path, messy_folder, shared_data):
     project = scratch_project(tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(messy_folder)}})
     run_stage(project, "ingest")
     first = [p.read_bytes() for p in sorted((project / "data" / "images").glob("*.parquet"))]
@@ -222,6 +232,7 @@ def test_a_folder_of_bad_files_gives_byte_identical_rejects(tmp_path, messy_fold
     assert " at 0x" not in "".join(details) and "UnidentifiedImageError" in details["text.png"]
     run_stage(project, "ingest")
     assert [p.read_bytes() for p in sorted((project / "data" / "images").glob("*.parquet"))] == first
+    assert_contract(project, shared_data)
 
 
 def test_exif_orientation_is_applied_and_the_id_stays_the_file_hash(tmp_path):
@@ -280,3 +291,41 @@ def test_a_very_large_photo_is_parsed_at_max_draw_side(shared_data):
     for cls in (1, 4, 5, 12, 13):
         a, b = map_capped == cls, map_full == cls
         assert (a & b).sum() / max((a | b).sum(), 1) > 0.85, cls
+
+
+def test_copies_policy_later_good_copy_and_label_conflicts(tmp_path, shared_data):
+    photos = sorted((shared_data / "facial_expressions" / "images").glob("A*.jpg"))[:3]
+    folder = tmp_path / "copies"
+    (folder / "images").mkdir(parents=True)
+    for i, photo in enumerate(photos):
+        for copy in ("a", "b"):
+            (folder / "images" / f"{i}{copy}.jpg").write_bytes(photo.read_bytes())
+    legend = ["0a.jpg,bored", "0b.jpg,happy",        # first copy's label unknown: the later good copy is kept
+              "1a.jpg,happy", "1b.jpg,neutral",      # identical bytes, two labels
+              "2a.jpg,happy", "2b.jpg,HAPPINESS"]    # the same label twice: an ordinary duplicate
+    (folder / "legend.csv").write_text("image,emotion\n" + "\n".join(legend) + "\n")
+
+    def ingest(policy):
+        project = scratch_project(tmp_path / policy, {"ingest": {"source": "labelled_folder", "path": str(folder),
+                                                                 "duplicate_labels": policy}})
+        run_stage(project, "ingest")
+        return read_images(project).set_index("source_key")
+
+    df = ingest("reject")
+    assert df.reason.to_dict() == {"0a.jpg": "unknown_label", "0b.jpg": "", "1a.jpg": "label_conflict",
+                                   "1b.jpg": "label_conflict", "2a.jpg": "", "2b.jpg": "duplicate"}
+    assert df.id.is_unique and not df.id["0b.jpg"].endswith("-dup1") and df.id["0a.jpg"].endswith("-dup1")
+    assert df.image["0b.jpg"] is not None and df.detail["1a.jpg"] == "same bytes labelled happy, neutral"
+    first = ingest("first")
+    assert first.reason["1a.jpg"] == "" and first.reason["1b.jpg"] == "duplicate"
+
+
+def test_an_unknown_fer_usage_is_one_line(tmp_path):
+    pixels = " ".join(["7"] * 48 * 48)
+    csv_file = tmp_path / "fer2013.csv"
+    csv_file.write_text(f"emotion,pixels,Usage\n0,{pixels},Training\n0,{pixels},Validation\n")
+    project = scratch_project(tmp_path / "p", {"ingest": {"source": "fer2013_csv", "path": str(csv_file)}})
+    proc = run_stage(project, "ingest", check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(errors) == 1 and "row 3 has Usage 'Validation'" in errors[0]

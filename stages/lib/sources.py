@@ -88,7 +88,11 @@ def fer2013_csv(path):
 def _fer_rows(path):
     with open_text(path) as f:
         for row_number, row in enumerate(csv.DictReader(f)):
-            split = FER_SPLITS.get((row.get("Usage") or "").strip().lower())
+            usage = (row.get("Usage") or "").strip()
+            split = FER_SPLITS.get(usage.lower())
+            if usage and split is None:  # an empty Usage gets a split from the id; a wrong one is not guessed at
+                raise StageError(f"{path}: row {row_number + 2} has Usage {usage[:40]!r}; expected "
+                                 f"Training, PublicTest, PrivateTest or empty")
             png, problem = _fer_pixels_png(row["pixels"])
             yield SourceRecord(f"row/{row_number}", row["emotion"], split, data=png, problem=problem)
 

@@ -89,17 +89,18 @@ def folder_mode() -> int:
     return 0o777 & ~_umask()
 
 
-def _temp_prefix(path, kind="tmp") -> str:
+def temp_prefix(path, kind="tmp") -> str:
     return f".{kind}-{os.path.basename(os.path.normpath(path))}-"
 
 
-def clear_leftovers(path):
-    """Remove what a killed run of this output left beside it: its `.tmp-<name>-*` and `.old-<name>-*` entries."""
+def clear_leftovers(path, kinds=("tmp", "old")):
+    """Remove what a killed run of this output left beside it: its `.tmp-<name>-*` and `.old-<name>-*` entries
+    (and `.scratch-<name>-*`, ingest's first pass, when asked)."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         return
     for entry in os.listdir(folder):
-        if entry.startswith((_temp_prefix(path), _temp_prefix(path, "old"))):
+        if entry.startswith(tuple(temp_prefix(path, kind) for kind in kinds)):
             target = os.path.join(folder, entry)
             if os.path.isdir(target) and not os.path.islink(target):
                 shutil.rmtree(target, ignore_errors=True)
@@ -113,14 +114,14 @@ def temp_folder(path) -> str:
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     clear_leftovers(path)
-    return tempfile.mkdtemp(dir=parent, prefix=_temp_prefix(path))
+    return tempfile.mkdtemp(dir=parent, prefix=temp_prefix(path))
 
 
 def write_table_atomic(table: pa.Table, path):
     """Write one Parquet file so that it appears whole or not at all."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     clear_leftovers(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=_temp_prefix(path))
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=temp_prefix(path))
     os.close(fd)
     os.chmod(tmp, file_mode())
     try:
@@ -179,7 +180,7 @@ def publish_folder(tmp, path):
     os.chmod(tmp, folder_mode())  # mkdtemp's 0700; the files inside were opened with the umask already
     aside = None
     if os.path.lexists(path):
-        aside = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=_temp_prefix(path, "old"))
+        aside = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=temp_prefix(path, "old"))
         aside = os.path.join(aside, "out")
         os.replace(path, aside)
     os.replace(tmp, path)
@@ -192,7 +193,7 @@ def write_bytes_atomic(data: bytes, path):
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     clear_leftovers(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(path))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
