@@ -221,7 +221,7 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path, manifest):
     """A real SIGKILL mid-epoch, then a rerun of the stage command, against an uninterrupted run."""
     # batch 1: 12 steps an epoch, so that the kill lands in the second of four epochs even on a fast machine
     params = tiny_params(epochs={"mouth": 4}, epochs_decay={"mouth": 2}, batch=1)
-    _, reference, _ = run(tmp_path, manifest, params, name="ref")
+    _, reference, ref_paths = run(tmp_path, manifest, params, name="ref")
     work = tmp_path / "proj"
     (work / "data/rois").mkdir(parents=True)
     os.symlink(manifest, work / "data/rois/mouth.parquet")
@@ -243,6 +243,9 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path, manifest):
     assert resumed_from and not resumed_from[0].endswith("4/4")
     resumed = torch.load(work / "models/cyclegan/mouth/generator_AB.pt", weights_only=True)
     assert same_weights(reference["state_dict"], resumed["state_dict"])
+    # and the same bytes, checkpoint included (DVC sees no change)
+    assert (work / "models/cyclegan/mouth/generator_AB.pt").read_bytes() == Path(ref_paths.generator).read_bytes()
+    assert ckpt.read_bytes() == Path(ref_paths.checkpoint).read_bytes()
 
 
 def test_cycle_loss_falls(tmp_path):

@@ -42,3 +42,49 @@ def test_an_oversized_csv_field_is_one_line(tmp_path):
     (tmp_path / "legend.csv").write_text("image,emotion\n" + "x" * 200_000 + ",happy\n")
     with pytest.raises(StageError, match="malformed CSV"):
         list(labelled_folder(str(tmp_path), "", "image", "emotion"))
+
+
+def test_memory_error_while_decoding_one_image_is_a_reject(monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from stages.lib.codec import DecodeError, decode_image, encode_png
+
+    png = encode_png(np.zeros((8, 8), np.uint8))
+
+    def no_memory(self, *args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(Image.Image, "load", no_memory)
+    with pytest.raises(DecodeError) as err:
+        decode_image(png)
+    assert err.value.reason == "corrupt_image" and "MemoryError" in str(err.value)
+
+
+def test_a_disk_full_mid_write_leaves_the_previous_output_whole(tmp_path, monkeypatch, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stages.lib.tables import ShardWriter
+
+    schema = pa.schema([("id", pa.string())])
+    out = tmp_path / "images"
+    with ShardWriter(str(out), schema) as w:
+        w.write({"id": ["old"]})
+    before = (out / "part-00000.parquet").read_bytes()
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(out))
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", full)
+
+    def stage():
+        with ShardWriter(str(out), schema) as w:
+            w.write({"id": ["new"]})
+
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(stage)
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.strip().endswith("the previous outputs are unchanged")
+    assert (out / "part-00000.parquet").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # the scratch folder went with the failure

@@ -327,6 +327,16 @@ def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _interned(obj):
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_interned(k): _interned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_interned(v) for v in obj)
+    return obj
+
+
 def load_checkpoint(path, expected_hash, roi):
     """The checkpoint at `path` if it exists and matches `expected_hash`, else None (with a note why)."""
     if not os.path.exists(path):
@@ -340,7 +350,10 @@ def load_checkpoint(path, expected_hash, roi):
         print(f"train {roi}: ignoring checkpoint {path} from other params or data; training from scratch",
               file=sys.stderr)
         return None
-    return ckpt
+    # Strings interned as the code's own literals are: pickle writes a string once per distinct object, so loaded
+    # copies of "lr", "G", ... would make the next checkpoint's bytes differ from an uninterrupted run's although
+    # its contents are equal.
+    return _interned(ckpt)
 
 
 def _png(arr: np.ndarray) -> torch.Tensor:
