@@ -16,8 +16,9 @@ from tests.conftest import ROOT, SHARED_DATA
 from tests.stage_runner import merge
 
 TINY = {
-    "ingest": {"demo": {"n": 160, "side": 192}},
+    "ingest": {"demo": {"n": 120, "side": 192}},
     "curator": {"folds": 3},
+    "evaluate": {"resamples": 200},
     "train": {"epochs": {"eyes": 1, "mouth": 1, "face": 1}, "epochs_decay": {"eyes": 0, "mouth": 0, "face": 0},
               "ngf": 4, "ndf": 4, "n_blocks": {"eyes": 1, "mouth": 1, "face": 1}},
 }
@@ -74,7 +75,11 @@ def test_every_stage_wrote_its_outputs(demo_run):
         assert set(manifest.domain.dropna()) == {"A", "B"}
         assert (project / "models" / "cyclegan" / roi / "generator_AB.pt").is_file()
         metrics = json.loads((project / "eval" / roi / "metrics.json").read_text())
-        assert metrics["outside_changed_px"] == 0
+        assert metrics["outside_changed_px"] == metrics["control_outside_changed_px"] == 0
+        lo, hi = metrics["transfer_gain_ci"]
+        assert metrics["n_test"] > 0 and lo <= metrics["transfer_gain"] <= hi
+        assert metrics["control_identity_kept_rate"] == 1.0
+    assert (project / "plots" / "evaluate" / "summary.png").stat().st_size > 0
     for name in ("ingest", "parse", "filter_masks", "filter_emotion", "extract_rois"):
         assert json.loads((project / "metrics" / f"{name}.json").read_text()), name
 
