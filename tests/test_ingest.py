@@ -137,23 +137,27 @@ def test_fer2013_folders_and_celeba(tmp_path):
     for split, emotion, value in [("train", "happy", 1), ("train", "Neutral", 2), ("test", "sad", 3)]:
         (root / split / emotion).mkdir(parents=True)
         (root / split / emotion / "a.png").write_bytes(png_bytes(np.full((60, 60), value, np.uint8)))
+    (tmp_path / "secret.png").write_bytes(png_bytes(np.full((60, 60), 9, np.uint8)))
+    (root / "train" / "happy" / "link.png").symlink_to(tmp_path / "secret.png")  # a symlink out of the dataset
     project = scratch_project(tmp_path / "p1", {"ingest": {"source": "fer2013_folders", "path": str(root)}})
     run_stage(project, "ingest")
     df = read_images(project)
-    assert sorted(zip(df.split, df.label)) == [("test", "sad"), ("train", "happy"), ("train", "neutral")]
+    assert sorted(zip(df.split, df.label, df.reason)) == [
+        ("test", "sad", ""), ("train", "happy", ""), ("train", "happy", "outside_root"), ("train", "neutral", "")]
 
     celeba = tmp_path / "celeba"
     (celeba / "img_align_celeba").mkdir(parents=True)
     for i in range(3):
         (celeba / "img_align_celeba" / f"00000{i}.jpg").write_bytes(png_bytes(np.full((60, 60, 3), i, np.uint8)))
     (celeba / "list_attr_celeba.txt").write_text(
-        "3\nMale Smiling Young\n000000.jpg -1 1 1\n000001.jpg 1 -1 1\n000002.jpg 1 1 -1\n")
+        "4\nMale Smiling Young\n000000.jpg -1 1 1\n000001.jpg 1 -1 1\n000002.jpg 1 1 -1\n../../secret.png 1 1 1\n")
     (celeba / "list_eval_partition.txt").write_text("000000.jpg 0\n000001.jpg 1\n000002.jpg 2\n")
     project = scratch_project(tmp_path / "p2", {"ingest": {"source": "celeba", "path": str(celeba)}})
     run_stage(project, "ingest")
     df = read_images(project).sort_values("source_key")
-    assert df.label.tolist() == ["happy", "neutral", "happy"]
-    assert df.split.tolist() == ["train", "val", "test"]
+    assert df.reason.tolist() == ["outside_root", "", "", ""]  # "../../secret.png" sorts first
+    assert df.label.tolist()[1:] == ["happy", "neutral", "happy"]
+    assert df.split.tolist()[1:] == ["train", "val", "test"]
     del img
 
 
