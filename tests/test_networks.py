@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from stages.lib.networks import (FakePool, PatchDiscriminator, ResnetGenerator, generator_file, init_weights,
@@ -104,3 +105,18 @@ def test_load_generator_rebuilds_from_file(tmp_path):
     assert not h.training and h.config["size"] == 32
     x = torch.rand(1, 3, 32, 32)
     assert torch.equal(g(x), h(x))
+
+
+@pytest.mark.parametrize("pool_size, batch", [(2, 5), (1, 8), (3, 3), (4, 1), (0, 6), (5, 16)])
+def test_the_pool_returns_a_batch_of_fakes_or_stored_images_for_any_sizes(pool_size, batch):
+    pool = FakePool(pool_size, torch.Generator().manual_seed(1))
+    seen = []
+    for step in range(4):
+        fakes = torch.full((batch, 1, 2, 2), float(step)) + torch.arange(batch).view(-1, 1, 1, 1) / 100
+        out = pool.query(fakes)
+        assert out.shape == fakes.shape
+        seen += [f for f in fakes]
+        # every returned image is this batch's fake or one stored earlier, and no earlier image comes back twice
+        returned = [o for o, f in zip(out, fakes) if not torch.equal(o, f)]
+        assert all(any(torch.equal(o, s) for s in seen) for o in returned)
+        assert len({tuple(o.flatten().tolist()) for o in returned}) == len(returned)

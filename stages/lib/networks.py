@@ -142,7 +142,9 @@ class FakePool:
         if rest:
             swap = torch.rand(rest, generator=self.generator) < 0.5
             slots = torch.randperm(self.size, generator=self.generator)[:rest]
-            rows = (torch.arange(rest) + n_fill)[swap]
+            # A batch larger than the pool: one swap per slot at most, so the fakes past `size` are returned as is.
+            swap = swap[:len(slots)]
+            rows = (torch.arange(len(slots)) + n_fill)[swap]
             slots = slots[swap]
             if len(rows):
                 rows, slots = rows.to(fakes.device), slots.to(fakes.device)
