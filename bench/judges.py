@@ -70,7 +70,7 @@ def identity_calibration(rows, parsed, seed=0):
             by_person[m.group("person")].append(embedder.embed(p[0], p[1]))
     same = [float(np.linalg.norm(a - b)) for es in by_person.values() for i, a in enumerate(es) for b in es[i + 1:]]
     rng = np.random.default_rng(seed)
-    people = [es for es in by_person.values()]
+    people = list(by_person.values())
     n_diff = min(20000, max(len(same), 1000))
     diff = []
     while len(diff) < n_diff:

@@ -84,7 +84,8 @@ def read_rois(roi: str) -> dict:
     groups = {}
     for split in ("train", "test"):
         for domain in ("A", "B"):
-            part = table.filter(pc.and_(pc.equal(table.column("split"), split), pc.equal(table.column("domain"), domain)))
+            part = table.filter(pc.and_(pc.equal(table.column("split"), split),
+                                        pc.equal(table.column("domain"), domain)))
             groups[split, domain] = sorted(part.to_pylist(), key=lambda r: r["id"])
     if not groups["test", "A"]:
         raise StageError(f"{path} has no kept test rows of domain A (the source emotion): nothing to evaluate; "

@@ -61,15 +61,9 @@ def read_params(params) -> dict:
     target = P.choice(params, "emotions.target", EMOTIONS)
     if source == target:
         raise StageError(f"params: emotions.source and emotions.target are both {source!r}; they must differ")
-    sides = {r: P.number(params, f"rois.side.{r}", int, lo=8, hi=1024) for r in names}
-    for r in names:  # train@roi needs this; checked here, by the first stage that reads rois.side
-        n_down = P.number(params, f"train.n_down.{r}", int, lo=1, hi=4)
-        if sides[r] % 2 ** n_down:
-            raise StageError(f"params: rois.side.{r}={sides[r]} must be divisible by {2 ** n_down} "
-                             f"(train.n_down.{r}={n_down} stride-2 downsamplings)")
     cfg = {
         "names": names,
-        "size": sides,
+        "size": {r: P.roi_side(params, r, lo=8, hi=1024)[0] for r in names},
         "margin": {r: P.number(params, f"extract_rois.margin.{r}", float, lo=0, hi=5) for r in names},
         "feather": P.number(params, "extract_rois.feather", float, lo=0, hi=1),
         "sheet_per_domain": P.number(params, "extract_rois.sheet_per_domain", int, lo=0, hi=64, default=4),

@@ -4,7 +4,8 @@
     dvc exp run -S ingest.source=labelled_folder -S ingest.path=../shared/data/facial_expressions
 
 Every input row ends as one output row: kept, or rejected with a `reason`
-(outside_root, missing_file, corrupt_image, too_large, unknown_label, too_small, duplicate, label_conflict) and a human `detail`.
+(outside_root, missing_file, corrupt_image, too_large, unknown_label, too_small, duplicate, label_conflict) and a
+human `detail`.
 The demo source also writes its ground truth to `data/demo_truth.parquet`, for tests only.
 """
 import os
@@ -90,9 +91,10 @@ def ingest_record(record, source, min_size, test_fraction, max_file_bytes=64 * 2
         return _reject(row, content_id(b"missing:" + record.source_key.encode()), "missing_file",
                        f"{record.source_key!r} not found in the dataset", test_fraction)
     try:
-        if record.data is None and os.path.getsize(record.path) > max_file_bytes:  # before reading a byte of it
+        file_bytes = os.path.getsize(record.path) if record.data is None else 0
+        if file_bytes > max_file_bytes:  # before reading a byte of it
             return _reject(row, content_id(b"too_large:" + record.source_key.encode()), "too_large",
-                           f"{os.path.getsize(record.path) / 2**20:.0f} MB file over ingest.max_file_mb", test_fraction)
+                           f"{file_bytes / 2**20:.0f} MB file over ingest.max_file_mb", test_fraction)
         data = sources.read_bytes(record)
     except OSError as err:
         return _reject(row, content_id(b"unreadable:" + record.source_key.encode()), "corrupt_image",

@@ -13,7 +13,7 @@ from stages import evaluate as stage
 from stages.lib.codec import content_id, decode_png, encode_png, to_grey
 from stages.lib.curator import CuratorConfig, final_seed, judge_features, save_curator, train_net
 from stages.lib.errors import StageError, run_stage
-from stages.lib.evaluation import EvalConfig, Face, Judges, _rates, evaluate_faces, sample_sheet, translate
+from stages.lib.evaluation import EvalConfig, Face, Judges, _hits, evaluate_faces, sample_sheet, translate
 from stages.lib.judge import face_crop, load_judge
 from stages.lib.labels import FER_ORDER
 from stages.lib.networks import ResnetGenerator, generator_file, init_weights
@@ -140,7 +140,7 @@ def test_rates_distinguish_argmax_from_source_vs_target():
     probs[1, [sad, tgt, src]] = 0.5, 0.3, 0.2  # beats neutral, but the argmax is sad
     probs[2, [src, tgt]] = 0.6, 0.4
     probs[3, [sad, src]] = 0.9, 0.1
-    assert _rates(probs, src, tgt) == (0.25, 0.5)
+    assert tuple(float(h.mean()) for h in _hits(probs, src, tgt)) == (0.25, 0.5)
 
 
 def test_an_emotion_the_judge_lacks_is_an_error(faces, judge):

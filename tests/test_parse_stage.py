@@ -59,7 +59,8 @@ def table(shared_data, tmp_path_factory):
     return tmp
 
 
-FACEMESH = {"backend": "facemesh", "weights": "", "input_side": 512, "batch": 2, "device": "cpu", "min_detect_size": 192}
+FACEMESH = {"backend": "facemesh", "weights": "", "input_side": 512, "batch": 2, "device": "cpu",
+            "min_detect_size": 192}
 
 
 def test_facemesh_stage_every_kept_row_out_once(table):

@@ -88,15 +88,12 @@ def read_config(params: dict, roi: str) -> TrainConfig:
     if roi not in names:
         raise StageError(f"train: unknown roi {roi!r}; rois.names has {', '.join(names)}")
     n = lambda key, kind=float, lo=None, hi=None: P.number(params, key, kind, lo, hi)
-    size = n(f"rois.side.{roi}", int, 16)
-    n_down = n(f"train.n_down.{roi}", int, 1, 4)
-    if size % 2 ** n_down:
-        raise StageError(f"params: rois.side.{roi}={size} must be divisible by {2 ** n_down} "
-                         f"(train.n_down.{roi}={n_down} stride-2 downsamplings)")
+    size, n_down = P.roi_side(params, roi, lo=16)
     epochs = n(f"train.epochs.{roi}", int, 1)
     cfg = TrainConfig(
         roi=roi, size=size, epochs=epochs, epochs_decay=n(f"train.epochs_decay.{roi}", int, 0, epochs),
-        batch=n("train.batch", int, 1), lr=P.number(params, "train.lr", float, hi=1.0, above=0.0), beta1=n("train.beta1", float, 0.0, 0.999),
+        batch=n("train.batch", int, 1), lr=P.number(params, "train.lr", float, hi=1.0, above=0.0),
+        beta1=n("train.beta1", float, 0.0, 0.999),
         lambda_cycle=n("train.lambda_cycle", float, 0.0), lambda_identity=n("train.lambda_identity", float, 0.0),
         pool_size=n("train.pool_size", int, 0), ngf=n("train.ngf", int, 1), ndf=n("train.ndf", int, 1),
         n_blocks=n(f"train.n_blocks.{roi}", int, 0), n_layers=n(f"train.n_layers.{roi}", int, 1, 6),

@@ -163,10 +163,16 @@ def _box_region(bbox, shape) -> np.ndarray:
     return region
 
 
-def _rates(probs: np.ndarray, source: int, target: int):
-    argmax = probs.argmax(axis=1) == target
-    binary = probs[:, target] > probs[:, source]
-    return float(argmax.mean()), float(binary.mean())
+def _hits(probs: np.ndarray, source: int, target: int):
+    """Per face: the judge's argmax is the target; and the looser p[target] > p[source]."""
+    return probs.argmax(axis=1) == target, probs[:, target] > probs[:, source]
+
+
+def _above(scores: np.ndarray, cut) -> np.ndarray:
+    """1.0 where a geometry score is above the cut, 0.0 at or below, NaN without a score or without a cut."""
+    if cut is None:
+        return np.full(len(scores), np.nan)
+    return np.where(np.isfinite(scores), scores > cut, np.nan)
 
 
 def _nanmean(values) -> float:
@@ -212,13 +218,12 @@ def share_statistics() -> dict:
 
 
 def _pixel_scores(face: Face, out: np.ndarray, gen: np.ndarray, config: EvalConfig) -> dict:
-    """Pixel-level numbers of one composite (outside change, brightness, PSNR, SSIM)."""
+    """Pixel-level numbers of one composite (brightness, PSNR, SSIM; outside_changed_px is counted per edit)."""
     raw = out if config.color_match == "none" else \
         composite(face.image, gen, face.crop, face.bbox, face.alpha, "none", config.blend)
     region = _box_region(face.bbox, face.image.shape)
     ssim = ssim_map(face.image, out)
     return {
-        "outside_changed_px": outside_changed_px(face.image, out, face.alpha, face.bbox),
         "brightness_shift": brightness_shift(face.image, out, face.alpha, face.bbox),
         "brightness_shift_raw": brightness_shift(face.image, raw, face.alpha, face.bbox),
         "psnr_image": psnr(face.image, out),
@@ -300,7 +305,7 @@ def _finite(value):
     return float(value) if value is not None and np.isfinite(value) else None
 
 
-def _judge_label_agreement(faces, orig_probs, target_faces, judges, config, src, tgt) -> dict:
+def _judge_label_agreement(orig_probs, target_faces, judges, config, src, tgt) -> dict:
     """Share of real test faces (source and target domain) where the judge's p[target] > p[source] matches the
     domain, with its interval; null without target faces."""
     if not target_faces:
@@ -341,22 +346,19 @@ def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, r
                        face_bboxes * (1 + len(embedded)), "identity")
     orig_embeddings = flat[:len(faces)]
     edit_embeddings = {e: flat[(k + 1) * len(faces):(k + 2) * len(faces)] for k, e in enumerate(embedded)}
-    cut = judges.geometry_cut if judges.geometry_cut is not None else np.nan
-    per_face = {"orig_hit": orig["probs"].argmax(axis=1) == tgt,
-                "orig_bin": orig["probs"][:, tgt] > orig["probs"][:, src],
-                "orig_p": orig["probs"][:, tgt], "orig_geo": orig["geometry"],
-                "orig_geo_above": np.where(np.isfinite(orig["geometry"]), orig["geometry"] > cut, np.nan)}
+    orig_hit, orig_bin = _hits(orig["probs"], src, tgt)
+    per_face = {"orig_hit": orig_hit, "orig_bin": orig_bin, "orig_p": orig["probs"][:, tgt],
+                "orig_geo": orig["geometry"], "orig_geo_above": _above(orig["geometry"], judges.geometry_cut)}
     metrics = {"n_test": len(faces), "n_real_target": len(real_target_crops)}
     stats = {}
     for edit, crops in edits.items():
         prefix = EDITS[edit]
         scored = _judge_images(composites[edit], boxes, judges, config, edit)
         dist = _distances(orig_embeddings, edit_embeddings.get(edit, [None] * len(faces)))
-        per_face.update({f"{edit}_hit": scored["probs"].argmax(axis=1) == tgt,
-                         f"{edit}_bin": scored["probs"][:, tgt] > scored["probs"][:, src],
-                         f"{edit}_p": scored["probs"][:, tgt], f"{edit}_geo": scored["geometry"],
-                         f"{edit}_geo_above": np.where(np.isfinite(scored["geometry"]), scored["geometry"] > cut,
-                                                       np.nan),
+        hit, binary = _hits(scored["probs"], src, tgt)
+        per_face.update({f"{edit}_hit": hit, f"{edit}_bin": binary, f"{edit}_p": scored["probs"][:, tgt],
+                         f"{edit}_geo": scored["geometry"],
+                         f"{edit}_geo_above": _above(scored["geometry"], judges.geometry_cut),
                          f"{edit}_id_dist": dist, f"{edit}_id_kept": _kept(dist)})
         stats.update({prefix + name: fn for name, fn in edit_statistics(edit).items()
                       if not (edit == "oracle" and name.startswith("identity"))})
@@ -367,10 +369,6 @@ def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, r
                 outside_changed_px(f.image, out, f.alpha, f.bbox) for f, out in zip(faces, composites[edit])))
     if "oracle" in edits:
         stats.update(share_statistics())
-    if judges.geometry_cut is None:
-        for key in per_face:
-            if key.endswith("_geo_above"):
-                per_face[key] = np.full(len(faces), np.nan)
     per_face = {k: np.asarray(v, np.float64) for k, v in per_face.items()}
     cis = bootstrap(per_face, stats, config.resamples, config.seed)
     rate_binary, base_binary = per_face["comp_bin"].mean(), per_face["orig_bin"].mean()
@@ -395,7 +393,7 @@ def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, r
     for key in ("brightness_shift", "brightness_shift_raw", "psnr_image", "psnr_roi", "ssim_image", "ssim_roi"):
         metrics[key] = float(np.mean([s[key] for s in pixels]))
     metrics.update(_curator_rates(judges.curator, faces, composites["comp"], boxes, target))
-    metrics.update(_judge_label_agreement(faces, orig["probs"], real_target_faces, judges, config, src, tgt))
+    metrics.update(_judge_label_agreement(orig["probs"], real_target_faces, judges, config, src, tgt))
     picks = Picks(target=target)
     for face, gen, out in list(zip(faces, generated, composites["comp"]))[:config.n_samples]:
         picks.rows.append((face, color_match(gen, face.crop, face.alpha, config.color_match), out))

@@ -13,7 +13,7 @@ Scores (all lengths over the inter-ocular distance, so they do not depend on the
 - mouth, face: `mouth_width` (corner to corner) plus `corner_lift` (how far the corners sit above the lips'
   centre line, measured perpendicular to the eye line). A smile widens the mouth and lifts its corners.
 - eyes: minus the eye aperture (lid gap over eye width, mean of both eyes): smiling cheeks narrow the eyes.
-bench/geometry.py measures each score's neutral-vs-happy AUC on the real photos (the README quotes it).
+bench/judges.py measures each score's neutral-vs-happy AUC on the real photos (the README quotes it).
 """
 import numpy as np
 

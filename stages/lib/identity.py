@@ -9,7 +9,7 @@ setuptools lack, so the model files are found through the package's location wit
     d = np.linalg.norm(e_original - e_composite)   # < SAME_PERSON (0.6): dlib's same-person decision
 
 No second face detector runs: dlib's 5-point landmark model aligns the face inside the parser's box, and the
-embedding is taken from that aligned 150x150 chip. bench/identity.py measures what a distance means on the real
+embedding is taken from that aligned 150x150 chip. bench/judges.py measures what a distance means on the real
 photos (same person, different photos vs different people).
 """
 import importlib.util
@@ -67,16 +67,19 @@ class IdentityEmbedder:
         return np.asarray(self.net.compute_face_descriptor(rgb, shape), np.float32)
 
 
-_WORKER = None
+_EMBEDDER = None
 
 
-def _start_worker():
-    global _WORKER
-    _WORKER = IdentityEmbedder()
+def shared_embedder() -> IdentityEmbedder:
+    """One IdentityEmbedder per process, loaded on first use; processes forked after that inherit it."""
+    global _EMBEDDER
+    if _EMBEDDER is None:
+        _EMBEDDER = IdentityEmbedder()
+    return _EMBEDDER
 
 
-def _embed_in_worker(args):
-    return _WORKER.embed(*args)
+def _embed_job(args):
+    return shared_embedder().embed(*args)
 
 
 def embed_all(images, face_bboxes, workers: int = 1, desc: str = "identity") -> list:
@@ -86,13 +89,11 @@ def embed_all(images, face_bboxes, workers: int = 1, desc: str = "identity") -> 
 
     jobs = list(zip(images, face_bboxes))
     bar = dict(total=len(jobs), desc=desc, unit="face", leave=False)
+    embedder = shared_embedder()  # loaded here, once: a missing model fails with one line, and forked workers reuse it
     if workers <= 1 or len(jobs) < 2 * workers:
-        embedder = IdentityEmbedder()
         return [embedder.embed(im, box) for im, box in tqdm(jobs, **bar)]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    IdentityEmbedder()  # fail here, with one line, rather than in every worker
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                             initializer=_start_worker) as pool:
-        return list(tqdm(pool.map(_embed_in_worker, jobs, chunksize=8), **bar))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(tqdm(pool.map(_embed_job, jobs, chunksize=8), **bar))

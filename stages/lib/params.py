@@ -86,6 +86,17 @@ def text(params, key, default=_MISSING):
     return value
 
 
+def roi_side(params, roi, lo, hi=None) -> tuple:
+    """(rois.side.<roi>, train.n_down.<roi>), checked together by whichever stage reads them first: the generator
+    halves the crop n_down times, so the side must divide by 2 ** n_down."""
+    side = number(params, f"rois.side.{roi}", int, lo, hi)
+    n_down = number(params, f"train.n_down.{roi}", int, 1, 4)
+    if side % 2 ** n_down:
+        raise StageError(f"params: rois.side.{roi}={side} must be divisible by {2 ** n_down} "
+                         f"(train.n_down.{roi}={n_down} stride-2 downsamplings)")
+    return side, n_down
+
+
 def known(*keys):
     """Keys (or whole sub-blocks) a stage accepts but reads only in some configurations (ingest.demo when the
     source is a folder, parse.device for FaceMesh)."""
@@ -115,7 +126,10 @@ def check_unknown(params: dict, blocks, roi_names=()):
         hint = f"; did you mean {near[0]}?" if near else f"; the blocks are {', '.join(BLOCKS)}"
         raise StageError(f"params: unknown block {unknown_blocks[0]!r}{hint}")
     rois = set(roi_names)
-    generic = lambda key: ".".join("<roi>" if part in rois else part for part in key.split("."))  # noqa: E731
+
+    def generic(key):  # every ROI's key as one: train.epochs.face -> train.epochs.<roi>
+        return ".".join("<roi>" if part in rois else part for part in key.split("."))
+
     read = {generic(k) for k in _READ}
     for block in blocks:
         for key in _leaves(params.get(block, {}), block):

@@ -37,11 +37,12 @@ class SourceRecord:
     truth: dict = field(default_factory=dict)  # demo ground truth; never used by the pipeline
 
 
-def file_record(root: str, source_key: str, raw_label, file: str, split=None) -> SourceRecord:
+def file_record(real_root: str, source_key: str, raw_label, file: str, split=None) -> SourceRecord:
     """A record for a file the dataset names. Paths are resolved, symlinks included, and one that lands outside the
-    dataset root is marked outside_root and never opened (`../../etc/passwd`, an absolute path, a symlink out)."""
+    dataset root (`real_root`, resolved once by the reader) is marked outside_root and never opened
+    (`../../etc/passwd`, an absolute path, a symlink out)."""
     real = os.path.realpath(file)
-    inside = os.path.commonpath([os.path.realpath(root), real]) == os.path.realpath(root)
+    inside = os.path.commonpath([real_root, real]) == real_root
     return SourceRecord(source_key, raw_label, split, path=file, outside_root=not inside,
                         missing=inside and not os.path.isfile(real))
 
@@ -134,12 +135,13 @@ def fer2013_folders(path):
 
 
 def _folder_rows(path, splits):
+    root = os.path.realpath(path)
     for split in splits:
         for emotion in sorted(os.listdir(os.path.join(path, split))):
             folder = os.path.join(path, split, emotion)
             if os.path.isdir(folder):
                 for name in _image_files(folder):
-                    yield file_record(path, f"{split}/{emotion}/{name}", emotion, os.path.join(folder, name), split)
+                    yield file_record(root, f"{split}/{emotion}/{name}", emotion, os.path.join(folder, name), split)
 
 
 def labelled_folder(path, csv_path, image_column, label_column):
@@ -154,7 +156,7 @@ def labelled_folder(path, csv_path, image_column, label_column):
             raise StageError(f"params: ingest.{key}={column!r} is not a column of {csv_path} "
                              f"(columns: {', '.join(columns)})")
     images_dir = os.path.join(path, "images") if os.path.isdir(os.path.join(path, "images")) else path
-    return _labelled_rows(path, csv_path, images_dir, image_column, label_column)
+    return _labelled_rows(os.path.realpath(path), csv_path, images_dir, image_column, label_column)
 
 
 def _labelled_rows(root, csv_path, images_dir, image_column, label_column):
@@ -179,6 +181,7 @@ def celeba(path):
 
 
 def _celeba_rows(path, attrs, smiling, partition):
+    root = os.path.realpath(path)
     with open_text(attrs) as f:
         f.readline(), f.readline()
         for line in f:
@@ -189,7 +192,7 @@ def _celeba_rows(path, attrs, smiling, partition):
             # CelebA has no neutral label: not smiling is only a neutral *candidate*, which the filters then check.
             flag = parts[smiling] if len(parts) > smiling else None  # a short line: unknown_label
             label = {"1": "happy", "-1": "neutral"}.get(flag)
-            yield file_record(path, parts[0], label, file, partition.get(parts[0]))
+            yield file_record(root, parts[0], label, file, partition.get(parts[0]))
 
 
 def _celeba_partition(file):

@@ -26,7 +26,8 @@ def read_params(params: dict) -> dict:
     P.known("parse.device")  # facexlib backends only
     P.check_unknown(params, ["parse"])
     if cfg["size"] % 32:
-        raise StageError(f"params: parse.input_side={cfg['size']} must be a multiple of 32 (the networks downsample 32x)")
+        raise StageError(f"params: parse.input_side={cfg['size']} must be a multiple of 32 "
+                         f"(the networks downsample 32x)")
     if cfg["backend"] != "facemesh":
         if not cfg["weights"]:
             raise StageError(f"params: parse.weights must name the {cfg['backend']} weights file")

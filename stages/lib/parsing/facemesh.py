@@ -270,7 +270,8 @@ class FaceMeshParser:
             # A 36 MP photo costs seconds to minutes to rasterise and check at full size, for polygons whose
             # detail is the landmarks': draw at max_draw_side, then scale the map up (nearest, so ids stay ids).
             f = self.max_draw_side / max(height, width)
-            small = cv2.resize(image, (max(1, round(width * f)), max(1, round(height * f))), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(image, (max(1, round(width * f)), max(1, round(height * f))),
+                               interpolation=cv2.INTER_AREA)
             label_map, _ = self.draw(pts, small.shape[0], small.shape[1], small)
             label_map = cv2.resize(label_map, (width, height), interpolation=cv2.INTER_NEAREST)
             return label_map, mask_bbox(label_map > 0)
