@@ -5,7 +5,8 @@ Run from the project root:  python bench/evaluate_real.py [--out bench/results/r
     python bench/evaluate_real.py -S train.epochs.mouth=40          # any params.yaml key, as dvc exp run -S takes it
 It copies the tracked files to a temporary folder (a fresh clone's view), points ingest at the photos
 (`labelled_folder`, legend.csv), keeps every other param of params.yaml (the demo recipe: 32 px eyes and mouth,
-64 px face), runs `dvc repro`, and copies eval/*/metrics.json, the evaluation pictures and the summary to --out.
+64 px face), runs `dvc repro`, and copies eval/*/metrics.json and the summary to --out, and the evaluation pictures
+to --out/pictures/ (git-ignored: they show the shared photos, which stay in ../shared/data).
 About 10 minutes on two cores.
 """
 import argparse
@@ -72,10 +73,12 @@ def main():
         sys.exit(f"bench/evaluate_real.py: dvc repro failed ({proc.returncode}) in {project}")
     wall = time.perf_counter() - t0
     os.makedirs(args.out, exist_ok=True)
+    os.makedirs(os.path.join(args.out, "pictures"), exist_ok=True)
     for roi in params["rois"]["names"]:
         os.makedirs(os.path.join(args.out, roi), exist_ok=True)
         shutil.copy2(os.path.join(project, "eval", roi, "metrics.json"), os.path.join(args.out, roi))
-        shutil.copy2(os.path.join(project, "plots", "evaluate", f"{roi}.png"), os.path.join(args.out, f"{roi}.png"))
+        shutil.copy2(os.path.join(project, "plots", "evaluate", f"{roi}.png"),
+                     os.path.join(args.out, "pictures", f"{roi}.png"))
     shutil.copy2(os.path.join(project, "plots", "evaluate", "summary.png"), os.path.join(args.out, "summary.png"))
     for name in ("ingest", "filter_masks", "train_curator", "filter_emotion", "extract_rois"):
         shutil.copy2(os.path.join(project, "metrics", f"{name}.json"), os.path.join(args.out, f"{name}.json"))
