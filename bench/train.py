@@ -97,7 +97,7 @@ def main():
     params = P.load()
     params["train"]["device"] = args.device
     if args.batch:
-        params["train"]["batch"] = args.batch
+        params["train"]["batch"][args.roi] = args.batch
     if args.precision:
         params["train"]["precision"] = args.precision
     params["train"]["compile"] = args.compile

@@ -1,6 +1,7 @@
 """evaluate@<roi>: paste the A->B generator's ROI back into every test face and score it with three judges.
 
 Run from the project root (DVC does this):  python -m stages.evaluate mouth
+    python -m stages.evaluate combined            # the eyes and mouth translators on the same faces (see COMBINED)
     dvc exp run -S evaluate.color_match=none      # reruns only evaluate@*; `dvc metrics diff` shows the change
     python -m stages.summarize_eval               # every ROI side by side, with intervals
 Reads   data/rois/<roi>.parquet (kept rows; test A: id, bbox, crop, alpha; test B: crop; train A and B: ids, for the
@@ -31,7 +32,7 @@ from .lib.codec import decode_png
 from .lib.contact_sheet import load_rows
 from .lib.curator import curator_probs, load_curator
 from .lib.errors import StageError, run_stage
-from .lib.evaluation import EvalConfig, Face, Judges, evaluate_faces, sample_sheet, translate
+from .lib.evaluation import EvalConfig, Face, Judges, Part, evaluate_faces, sample_sheet, translate
 from .lib.geometry import GeometryJudge, fit_threshold
 from .lib.judge import load_judge
 from .lib.labels import EMOTIONS
@@ -50,6 +51,11 @@ OUT = "eval/{roi}"
 SAMPLES = "plots/evaluate/{roi}.png"
 LIVE = "dvclive/evaluate/{roi}"
 ROI_COLUMNS = ["id", "split", "domain", "kept", "bbox", "crop", "alpha"]
+# evaluate@combined: the judge reads a smile from the eyes and cheeks as well as the mouth, so the two feature
+# translators are also scored applied together, eyes first, to the test faces both manifests keep. Its oracle pastes
+# the eyes and the mouth of one other (real target) face; its geometry judge is the smile's.
+COMBINED = ("eyes", "mouth")
+EDIT_NAMES = ROI_NAMES + ("combined",)
 
 
 def read_params(params) -> dict:
@@ -93,17 +99,19 @@ def read_rois(roi: str) -> dict:
     return groups
 
 
-def read_faces(rows_a, with_maps: bool = False) -> list:
+def read_faces(rows_a, with_maps: bool = False, more_rows=()) -> list:
     """Join the ROI rows with their photos and face boxes (and label maps: `with_maps`); a missing photo is an error,
-    not a skip."""
+    not a skip. `more_rows`: rows of further ROIs, each list aligned with `rows_a` (the combined edit)."""
     images = images_of(rows_a)
     parsed = load_rows(PARSED, [r["id"] for r in rows_a], ["face_bbox"] + (["label_map"] if with_maps else []))
     faces = []
-    for r, image in zip(rows_a, images):
+    for i, (r, image) in enumerate(zip(rows_a, images)):
         row = parsed.get(r["id"]) or {}
         label_map = decode_png(row["label_map"]) if row.get("label_map") else None
+        more = tuple(Part(tuple(m[i]["bbox"]), decode_png(m[i]["crop"]), decode_png(m[i]["alpha"]))
+                     for m in more_rows)
         faces.append(Face(id=r["id"], image=image, face_bbox=row.get("face_bbox"), bbox=tuple(r["bbox"]),
-                          crop=decode_png(r["crop"]), alpha=decode_png(r["alpha"]), label_map=label_map))
+                          crop=decode_png(r["crop"]), alpha=decode_png(r["alpha"]), label_map=label_map, more=more))
     return faces
 
 
@@ -186,26 +194,49 @@ def log_headline(metrics: dict, live_dir: str):
     live.make_summary()
 
 
+def shared_rows(groups: dict, split: str, domain: str) -> list:
+    """Per ROI of `groups` ({roi: read_rois(roi)}), its rows of the faces that every ROI keeps, aligned by id."""
+    by_roi = {roi: {r["id"]: r for r in g[split, domain]} for roi, g in groups.items()}
+    ids = sorted(set.intersection(*(set(rows) for rows in by_roi.values())))
+    return [[rows[i] for i in ids] for rows in by_roi.values()]
+
+
+def read_manifests(roi: str):
+    """The ROIs of `roi` (`combined`: COMBINED) and, per ROI, its kept test rows of A and of B for the faces every one
+    of them keeps, aligned by id; plus the ROI whose geometry judge applies and that ROI's manifest groups."""
+    parts = COMBINED if roi == "combined" else (roi,)
+    groups = {r: read_rois(r) for r in parts}
+    rows_a, rows_b = shared_rows(groups, "test", "A"), shared_rows(groups, "test", "B")
+    if not rows_a[0]:
+        raise StageError(f"no test face of domain A is kept in every one of {', '.join(parts)}")
+    geometry_roi = "mouth" if "mouth" in parts else parts[0]
+    return parts, rows_a, rows_b, geometry_roi, groups[geometry_roi]
+
+
+def per_face(per_part: list, parts) -> list:
+    """One item per face: the item itself for one ROI, a tuple of every ROI's for several."""
+    return per_part[0] if len(parts) == 1 else list(zip(*per_part))
+
+
 def evaluate(roi: str):
     p = read_params(P.load())
     torch.set_num_threads(min(4, torch.get_num_threads()))
     P.seed_everything(p["config"].seed)
-    groups = read_rois(roi)
-    rows_a, rows_b = groups["test", "A"], groups["test", "B"]
-    real_b = [decode_png(r["crop"]) for r in rows_b]
-    generator_side = decode_png(rows_a[0]["crop"]).shape[0]
-    generator = read_generator(roi, p["device"], generator_side)
+    parts, rows_a, rows_b, geometry_roi, groups = read_manifests(roi)
+    generators = [read_generator(r, p["device"], decode_png(rows[0]["crop"]).shape[0]) for r, rows in zip(parts, rows_a)]
     curator, classify = read_curator(p["source"], p["target"], p["device"])
-    faces = read_faces(rows_a, with_maps=curator.input == "grey_masks")
+    faces = read_faces(rows_a[0], curator.input == "grey_masks", more_rows=rows_a[1:])
+    generated = per_face([translate(g, [decode_png(x["crop"]) for x in rows], p["device"], p["batch"])
+                          for g, rows in zip(generators, rows_a)], parts)
+    real_b = per_face([[decode_png(x["crop"]) for x in rows] for rows in rows_b], parts)
     judges = Judges(judge=load_judge(device=p["device"]), curator=classify, identity=p["identity"],
                     identity_workers=p["workers"])
     if p["geometry"]:
-        judges.geometry, judges.geometry_cut = geometry_judge(roi, groups)
+        judges.geometry, judges.geometry_cut = geometry_judge(geometry_roi, groups)
     print(f"evaluate@{roi}: {len(faces)} test faces ({p['source']}), {len(real_b)} real {p['target']} crops, "
           f"color_match={p['config'].color_match}, blend={p['config'].blend}, device={p['device']}", file=sys.stderr)
-    generated = translate(generator, [f.crop for f in faces], p["device"], p["batch"])
     metrics, picks = evaluate_faces(faces, generated, judges, p["source"], p["target"], real_b, p["config"],
-                                    real_target_faces=target_faces(rows_b))
+                                    real_target_faces=target_faces(rows_b[0]))
     out = OUT.format(roi=roi)
     write_json_atomic(metrics, os.path.join(out, "metrics.json"))
     log_headline(metrics, LIVE.format(roi=roi))
@@ -218,8 +249,8 @@ def evaluate(roi: str):
 
 
 def main(argv):
-    if len(argv) != 1 or argv[0] not in ROI_NAMES:
-        raise StageError(f"usage: python -m stages.evaluate <roi>, with <roi> one of {', '.join(ROI_NAMES)}")
+    if len(argv) != 1 or argv[0] not in EDIT_NAMES:
+        raise StageError(f"usage: python -m stages.evaluate <roi>, with <roi> one of {', '.join(EDIT_NAMES)}")
     roi = argv[0]
     try:
         evaluate(roi)

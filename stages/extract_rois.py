@@ -3,7 +3,7 @@
 Run from the project root (DVC does this):  python -m stages.extract_rois
 Reads   data/filtered/filter_emotion.parquet (id, kept): its kept rows are the curated set
         data/images (id, split, label, image), data/parsed (id, face_found, label_map)
-Params  rois.names, rois.side.<roi>, extract_rois.margin.<roi>, extract_rois.feather,
+Params  rois.names, rois.side.<roi>, extract_rois.{margin,grow}.<roi>, extract_rois.feather,
         extract_rois.sheet_per_domain, emotions.source (domain A), emotions.target (domain B)
 Writes  data/rois/<roi>.parquet   one row per kept id of filter_emotion (kept + rejected = that set):
             id, roi, split, domain, label, kept, reason,
@@ -65,6 +65,7 @@ def read_params(params) -> dict:
         "names": names,
         "size": {r: P.roi_side(params, r, lo=8, hi=1024)[0] for r in names},
         "margin": {r: P.number(params, f"extract_rois.margin.{r}", float, lo=0, hi=5) for r in names},
+        "grow": {r: P.number(params, f"extract_rois.grow.{r}", float, lo=0, hi=2) for r in names},
         "feather": P.number(params, "extract_rois.feather", float, lo=0, hi=1),
         "sheet_per_domain": P.number(params, "extract_rois.sheet_per_domain", int, lo=0, hi=64, default=4),
         "domains": {source: "A", target: "B"},
@@ -135,12 +136,12 @@ def face_inputs(row, parsed, domains):
 
 def extract_one(image, labels, roi, cfg):
     """The payload of one ROI row, or Reject when the region can't be formed."""
-    box = roi_box(labels, roi, cfg["margin"][roi])
+    box = roi_box(labels, roi, cfg["margin"][roi], cfg["grow"][roi])
     if box is None:
         raise Reject(f"empty_{roi}_region")
     size = cfg["size"][roi]
     crop = crop_roi(image, box, size)
-    alpha = roi_alpha(labels, roi, box, size, cfg["feather"])
+    alpha = roi_alpha(labels, roi, box, size, cfg["feather"], cfg["grow"][roi])
     return {"bbox": list(box), "scale": round(size / box[2], 6), "padded": box_leaves_image(box, image.shape),
             "region_px": int(region_mask(labels, roi).sum()), "crop": crop, "alpha": alpha}
 

@@ -19,8 +19,9 @@ from tests.synthetic_rois import write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 16
-TINY = dict(epochs={"mouth": 3}, epochs_decay={"mouth": 1}, batch=4, ngf=2, ndf=2, pool_size=4, device="cpu", seed=0,
-            n_blocks={"mouth": 1}, n_layers={"mouth": 1}, n_down={"mouth": 2})
+TINY = dict(epochs={"mouth": 3}, epochs_decay={"mouth": 1}, batch={"mouth": 4}, ngf=2, ndf=2, pool_size=4, device="cpu", seed=0,
+            n_blocks={"mouth": 1}, n_layers={"mouth": 1}, n_down={"mouth": 2}, generator="residual",
+            lambda_identity={"mouth": 0.5}, lambda_expression={"mouth": 0.0})
 
 
 def tiny_params(**train):
@@ -55,7 +56,7 @@ def same_weights(a, b):
 @pytest.mark.parametrize("key, value, words", [
     ("precision", "fp16", "train.precision"),
     ("epochs_decay", {"mouth": 9}, "train.epochs_decay.mouth"),
-    ("batch", 0, "train.batch"),
+    ("batch", {"mouth": 0}, "train.batch.mouth"),
     ("flip", "yes", "train.flip"),
     ("n_layers", {"mouth": 4}, "train.n_layers.mouth"),
     ("n_down", {"mouth": 0}, "train.n_down.mouth"),
@@ -177,7 +178,8 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path, manifest):
     cfg = g1["config"]
     assert (cfg["ngf"], cfg["n_blocks"], cfg["size"]) == (2, 1, SIZE)
     # outputs: metrics, dvclive curves per epoch and one sample grid per epoch
-    assert m1["steps"] == 9 and set(m1["final"]) == {"G", "G_adv", "D_A", "D_B", "cycle", "identity"}
+    assert m1["steps"] == 9 and set(m1["final"]) == {"G", "G_adv", "D_A", "D_B", "cycle", "identity", "expression",
+                                                      "mask_area"}
     live = Path(paths.live_dir)
     assert len((live / "plots/metrics/loss/cycle.tsv").read_text().splitlines()) == 1 + 3
     assert (live / "plots/metrics/lr.tsv").exists() and (live / "metrics.json").exists()
@@ -192,17 +194,18 @@ class Interrupt(Exception):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, manifest):
-    _, reference, _ = run(tmp_path, manifest, name="ref")
+    params = tiny_params(lambda_expression={"mouth": 1.0})  # the checkpoint carries the expression classifier too
+    _, reference, _ = run(tmp_path, manifest, params, name="ref")
 
     def stop(epoch, step):
         if (epoch, step) == (1, 1):  # mid-epoch, after one finished epoch was checkpointed
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run(tmp_path, manifest, name="cut", after_step=stop)
+        run(tmp_path, manifest, params, name="cut", after_step=stop)
     ckpt = torch.load(tmp_path / "cut/model/checkpoint.pt", weights_only=True)
-    assert ckpt["epoch"] == 1
-    _, resumed, paths = run(tmp_path, manifest, name="cut")
+    assert ckpt["epoch"] == 1 and ckpt["expression"] is not None
+    _, resumed, paths = run(tmp_path, manifest, params, name="cut")
     assert same_weights(reference["state_dict"], resumed["state_dict"])
     # the dvclive log is whole again: one row per epoch, not one per run
     assert len(Path(paths.live_dir, "plots/metrics/loss/G.tsv").read_text().splitlines()) == 1 + 3
@@ -220,7 +223,7 @@ def test_stale_checkpoint_from_other_params_is_not_resumed(tmp_path, manifest, c
 def test_killed_process_resumes_to_the_same_weights(tmp_path, manifest):
     """A real SIGKILL mid-epoch, then a rerun of the stage command, against an uninterrupted run."""
     # batch 1: 12 steps an epoch, so that the kill lands in the second of four epochs even on a fast machine
-    params = tiny_params(epochs={"mouth": 4}, epochs_decay={"mouth": 2}, batch=1)
+    params = tiny_params(epochs={"mouth": 4}, epochs_decay={"mouth": 2}, batch={"mouth": 1})
     _, reference, ref_paths = run(tmp_path, manifest, params, name="ref")
     work = tmp_path / "proj"
     (work / "data/rois").mkdir(parents=True)
@@ -254,7 +257,7 @@ def test_cycle_loss_falls(tmp_path):
     (Whether A->B draws smiles needs a few hundred steps at 32 px; see bench/README.md for that run.)
     """
     manifest = write_manifest(tmp_path / "m.parquet", size=SIZE, n_train=24, seed=3)
-    params = tiny_params(epochs={"mouth": 8}, epochs_decay={"mouth": 4}, ngf=4, ndf=4, batch=4)
+    params = tiny_params(epochs={"mouth": 8}, epochs_decay={"mouth": 4}, ngf=4, ndf=4, batch={"mouth": 4})
     metrics, _, paths = run(tmp_path, manifest, params)
     assert metrics["cycle_last_epoch"] < 0.7 * metrics["cycle_first_epoch"]
     cycle = [float(line.split("\t")[-1]) for line in
@@ -266,11 +269,14 @@ def test_gpu_path_options_agree_with_the_plain_step(manifest):
     """The CUDA-only switches (channels_last, bf16 autocast) exercised on CPU: same losses, up to bf16 rounding."""
     from stages.lib.cyclegan import CycleGAN
 
-    cfg = read_config(tiny_params(), "mouth")
+    from stages.lib.expression import fit_expression
+
+    cfg = read_config(tiny_params(lambda_expression={"mouth": 1.0}), "mouth")
     a, b, _ = load_domains(str(manifest), cfg)
+    expression = fit_expression(a, b, "cpu", 0)[0]
 
     def first_step(channels_last, bf16):
-        model = CycleGAN(cfg, torch.device("cpu"))
+        model = CycleGAN(cfg, torch.device("cpu"), expression=expression)
         if channels_last:
             model.channels_last = True
             for net in model.nets.values():
@@ -282,9 +288,44 @@ def test_gpu_path_options_agree_with_the_plain_step(manifest):
         assert real_a.is_contiguous(memory_format=torch.channels_last) == channels_last
         losses = model.step(real_a, real_b)
         assert model.pool_A.images.dtype == torch.float32
-        return torch.stack([losses[k] for k in ("G", "D_A", "D_B", "cycle", "identity")])
+        return torch.stack([losses[k] for k in ("G", "D_A", "D_B", "cycle", "identity", "expression")])
 
     plain = first_step(False, False)
     assert torch.allclose(first_step(True, False), plain, rtol=1e-4)
     bf16 = first_step(False, True)
     assert torch.isfinite(bf16).all() and torch.allclose(bf16, plain, rtol=0.05)
+
+
+def test_expression_classifier_is_fitted_on_kept_train_crops_only(tmp_path, manifest, monkeypatch):
+    from stages.lib import cyclegan
+    from stages.lib.codec import decode_png
+    from stages.lib.tables import read_frame
+
+    seen = []
+    fit = cyclegan.fit_expression
+
+    def spy(crops_a, crops_b, device, seed):
+        seen.append((crops_a.copy(), crops_b.copy()))
+        return fit(crops_a, crops_b, device, seed)
+
+    monkeypatch.setattr(cyclegan, "fit_expression", spy)
+    params = tiny_params(lambda_expression={"mouth": 1.0})
+    metrics, _, _ = run(tmp_path, manifest, params)
+    (got_a, got_b), = seen
+    train_a, train_b, _ = load_domains(str(manifest), read_config(params, "mouth"))
+    assert np.array_equal(got_a, train_a) and np.array_equal(got_b, train_b)
+    frame = read_frame(str(manifest), columns=["split", "crop", "kept"])
+    others = [decode_png(c).transpose(2, 0, 1) for c, s, k in zip(frame.crop, frame.split, frame.kept)
+              if c is not None and (s != "train" or not k)]
+    assert others and not any((got == crop).all(axis=(1, 2, 3)).any() for crop in others for got in (got_a, got_b))
+    # flat lines vs open smiles: the held-out fifth of the train crops is told apart
+    assert metrics["expression_n_holdout"] > 0 and metrics["expression_holdout_accuracy"] >= 0.9
+    assert metrics["final"]["expression"] > 0
+
+
+def test_no_expression_classifier_without_its_loss(tmp_path, manifest, monkeypatch):
+    from stages.lib import cyclegan
+
+    monkeypatch.setattr(cyclegan, "fit_expression", lambda *a: pytest.fail("fitted with lambda_expression 0"))
+    metrics, _, _ = run(tmp_path, manifest, tiny_params(lambda_expression={"mouth": 0.0}))
+    assert "expression_holdout_accuracy" not in metrics and metrics["final"]["expression"] == 0

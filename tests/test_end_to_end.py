@@ -18,7 +18,8 @@ from tests.stage_runner import merge
 TINY = {
     "ingest": {"demo": {"n": 120, "side": 192}},
     "curator": {"folds": 3},
-    "evaluate": {"resamples": 200},
+    # identity off as on the demo, geometry off: test_evaluate runs the stage with both on
+    "evaluate": {"resamples": 200, "geometry": False},
     "train": {"epochs": {"eyes": 1, "mouth": 1, "face": 1}, "epochs_decay": {"eyes": 0, "mouth": 0, "face": 0},
               "ngf": 4, "ndf": 4, "n_blocks": {"eyes": 1, "mouth": 1, "face": 1}},
 }
@@ -78,7 +79,9 @@ def test_every_stage_wrote_its_outputs(demo_run):
         assert metrics["outside_changed_px"] == metrics["control_outside_changed_px"] == 0
         lo, hi = metrics["transfer_gain_ci"]
         assert metrics["n_test"] > 0 and lo <= metrics["transfer_gain"] <= hi
-        assert metrics["control_identity_kept_rate"] == 1.0
+        assert metrics["control_transfer_gain_ci"][0] <= 0 and metrics["identity_kept_rate"] is None
+    combined = json.loads((project / "eval" / "combined" / "metrics.json").read_text())
+    assert combined["outside_changed_px"] == 0 and combined["n_test"] > 0 and combined["kid_roi"] is None
     assert (project / "plots" / "evaluate" / "summary.png").stat().st_size > 0
     for name in ("ingest", "parse", "filter_masks", "filter_emotion", "extract_rois"):
         assert json.loads((project / "metrics" / f"{name}.json").read_text()), name
@@ -95,3 +98,37 @@ def test_repro_again_is_a_no_op(demo_run):
     project, _ = demo_run
     proc = subprocess.run(["dvc", "status"], cwd=project, capture_output=True, text=True)
     assert proc.returncode == 0 and "changed" not in proc.stdout, proc.stdout
+
+
+def test_attention_mask_does_not_collapse_on_the_demo(demo_run, tmp_path):
+    """GANimation-style attention collapses to "keep the input" (mask 0) under a mask penalty from step 0 (#11). With
+    the guard (no penalty during the warm-up, then only above the budget) it stays open on the demo's mouths; the
+    same penalty without the guard drives it lower in the same steps."""
+    import numpy as np
+    import torch
+
+    from stages.lib.codec import decode_png
+    from stages.lib.cyclegan import Paths, read_config, train_roi
+    from stages.lib.networks import load_generator
+
+    project, params = demo_run
+    attention = {"generator": "attention", "epochs": {"mouth": 4}, "lambda_mask": 1.0,
+                 "lambda_expression": {"mouth": 0.0}, "device": "cpu"}
+
+    def train(name, **guard):
+        cfg = read_config(merge(params, {"train": {**attention, **guard}}), "mouth")
+        paths = Paths("mouth", manifest=str(project / "data/rois/mouth.parquet"), model_dir=str(tmp_path / name),
+                      live_dir=str(tmp_path / name / "live"), metrics=str(tmp_path / name / "metrics.json"))
+        metrics = train_roi(cfg, paths)
+        history = torch.load(paths.checkpoint, weights_only=True)["history"]
+        return cfg, metrics, [record["mask_area"] for record in history], paths
+
+    cfg, metrics, guarded, paths = train("guarded")
+    assert metrics["steps"] >= 40 and metrics["generator"] == "attention"
+    assert min(guarded) > 0.5 * cfg.mask_budget, guarded
+    _, _, unguarded, _ = train("unguarded", mask_warmup=0.0, mask_budget=0.0)
+    assert unguarded[-1] < guarded[-1] - 0.02, (unguarded, guarded)
+    crops = pd.read_parquet(project / "data/rois/mouth.parquet").query("kept").crop[:8]
+    x = torch.from_numpy(np.stack([decode_png(c) for c in crops])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    out, mask = load_generator(paths.generator).edit(x)
+    assert not torch.equal(out, x) and mask.mean() > 0.5 * cfg.mask_budget

@@ -2,6 +2,7 @@
 ResNet in the real weights format) and a tiny real curator, its metric definitions, and its one-line errors."""
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -13,11 +14,12 @@ from stages import evaluate as stage
 from stages.lib.codec import content_id, decode_png, encode_png, to_grey
 from stages.lib.curator import CuratorConfig, final_seed, judge_features, save_curator, train_net
 from stages.lib.errors import StageError, run_stage
-from stages.lib.evaluation import EvalConfig, Face, Judges, _hits, evaluate_faces, sample_sheet, translate
+from stages.lib.evaluation import EvalConfig, Face, Judges, Part, _hits, evaluate_faces, sample_sheet, translate
 from stages.lib.judge import face_crop, load_judge
 from stages.lib.labels import FER_ORDER
 from stages.lib.networks import ResnetGenerator, generator_file, init_weights
-from stages.lib.rois import crop_roi, roi_alpha, roi_box
+from stages.lib.overlay import outside_changed_px
+from stages.lib.rois import crop_roi, paste_weights, roi_alpha, roi_box
 from stages.lib.tables import write_table_atomic
 from tests.stage_runner import scratch_project
 from tests.test_rois import PHOTOS, load_reference
@@ -157,13 +159,16 @@ def test_sample_sheet_has_four_columns_per_face(faces, judge, tmp_path):
 
 # ---- the stage, in a scratch project -----------------------------------------------------------------------------
 
-def write_tables(root, shared_data, n_a=5, n_b=2, roi="mouth"):
+def write_tables(root, shared_data, n_a=5, n_b=2, roi="mouth", without=()):
     """data/images, data/parsed and data/rois/<roi>.parquet in the contract's columns, from the real photos: the
     first n_a photos are domain-A test faces, the next n_b domain-B test faces, the last two one train face of each
-    domain (the geometry judge fits its cut on them), plus a rejected row."""
+    domain (the geometry judge fits its cut on them), plus a rejected row. `without`: photos left out (no such
+    region)."""
     images, parsed, rois = [], [], []
     names = PHOTOS[:n_a + n_b] + PHOTOS[-2:]
     for i, name in enumerate(names):
+        if name in without:
+            continue
         (face,) = photo_faces(shared_data, roi, [name])
         png = encode_png(face.image)
         fid = content_id(png)
@@ -206,7 +211,7 @@ def write_curator(root, shared_data, source="neutral", target="happy"):
 
 def scratch(tmp_path, shared_data, overrides=None, **tables):
     # its own models/: the judge linked from the project, a generator and a curator of our own
-    root = scratch_project(tmp_path / "proj", {"evaluate": {"device": "cpu", "kid_subsets": 5, "resamples": 200,
+    root = scratch_project(tmp_path / "proj", {"evaluate": {"device": "cpu", "kid_subsets": 5, "resamples": 200, "identity": True,
                                                             "workers": 1},
                                               **(overrides or {})})
     write_tables(root, shared_data, **tables)
@@ -239,6 +244,7 @@ def test_stage_writes_metrics_and_samples_deterministically(tmp_path, shared_dat
 
 def test_missing_weights_is_one_line_naming_the_roi(tmp_path, shared_data, monkeypatch, capsys):
     root = scratch(tmp_path, shared_data)
+    write_curator(root, shared_data)
     monkeypatch.chdir(root)
     # run_stage is what `python -m stages.evaluate` runs: one line on stderr, exit status 2
     with pytest.raises(SystemExit) as exit_:
@@ -381,3 +387,38 @@ def test_geometry_features_follow_the_landmarks():
     turn = np.deg2rad(30)
     rot = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
     assert expression_features(2 * smile @ rot.T)["corner_lift"] == pytest.approx(0.1)
+
+
+def test_an_edit_of_several_rois_pastes_each_part_and_nothing_else(shared_data, judge):
+    eyes, mouth = (photo_faces(shared_data, roi, PHOTOS[:2]) for roi in ("eyes", "mouth"))
+    both = [replace(m, more=(Part(e.bbox, e.crop, e.alpha),)) for e, m in zip(eyes, mouth)]
+    white = [tuple(np.full_like(p.crop, 255) for p in f.parts) for f in both]
+    for face, crops in zip(both, white):
+        out = face.paste(crops, "none", "alpha")
+        for part in face.parts:  # each ROI went in where its own alpha is (nearly) full
+            inside = paste_weights(part.alpha, part.bbox, face.image.shape) > 0.95
+            assert inside.any() and (out[inside] >= 240).all()
+        assert outside_changed_px(face.image, out, *face.support()) == 0
+        assert outside_changed_px(face.image, out, face.alpha, face.bbox) > 0  # the eyes lie outside the mouth's
+    metrics, picks = evaluate_faces(both, white, judge, "neutral", "happy", [f.own_crops() for f in both],
+                                    EvalConfig(resamples=100, n_samples=2))
+    assert metrics["n_test"] == 2 and metrics["outside_changed_px"] == 0 and metrics["kid_roi"] is None
+    assert metrics["control_outside_changed_px"] == 0 and len(picks.rows[0][1]) == 2
+
+
+def test_stage_scores_the_eyes_and_mouth_translators_together(tmp_path, shared_data, monkeypatch):
+    root = scratch(tmp_path, shared_data, {"evaluate": {"identity": False, "geometry": False}})
+    for roi in ("eyes", "mouth"):  # mouth last: its image table has every photo; 1321's glasses hide its eyes
+        write_tables(root, shared_data, roi=roi, without=("1321",) if roi == "eyes" else ())
+        write_generator(root, roi)
+    write_curator(root, shared_data)
+    monkeypatch.chdir(root)
+    stage.main(["combined"])
+    metrics = json.loads((root / "eval/combined/metrics.json").read_text())
+    assert metrics["n_test"] == 4 and metrics["n_real_target"] == 2  # the faces both manifests keep
+    assert metrics["outside_changed_px"] == metrics["control_outside_changed_px"] == 0
+    assert metrics["control_transfer_gain"] == 0 and metrics["kid_roi"] is None
+    stage.main(["mouth"])
+    mouth = json.loads((root / "eval/mouth/metrics.json").read_text())
+    assert mouth["psnr_image"] > metrics["psnr_image"]  # two ROIs changed, not one
+    assert (root / "plots/evaluate/combined.png").stat().st_size > 0

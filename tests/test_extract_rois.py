@@ -62,6 +62,7 @@ def run(tmp_path_factory, shared_data):
         "emotions": {"source": "neutral", "target": "happy"},
         "rois": {"names": ROIS, "side": {"eyes": 64, "mouth": 64, "face": 128}},
         "extract_rois": {"margin": {"eyes": 0.25, "mouth": 0.35, "face": 0.15}, "feather": 0.15,
+                         "grow": {"eyes": 0.0, "mouth": 0.4, "face": 0.0},
                          "sheet_per_domain": 4}})
     truth = build_inputs(project, shared_data)
     first = run_stage(project, "extract_rois")
@@ -99,19 +100,20 @@ def test_rows_carry_split_domain_and_the_geometry_of_the_library(run):
     _, truth, _, manifests = run
     sizes = {"eyes": 64, "mouth": 64, "face": 128}
     margins = {"eyes": 0.25, "mouth": 0.35, "face": 0.15}
+    grows = {"eyes": 0.0, "mouth": 0.4, "face": 0.0}
     for roi, df in manifests.items():
         for row in df[df.kept].itertuples():
             t = truth[row.id]
             assert row.split == t["split"] and row.domain == {"neutral": "A", "happy": "B"}[t["label"]]
             box = tuple(int(v) for v in row.bbox)
-            assert box == roi_box(t["labels"], roi, margins[roi]) and box[2] == box[3]
+            assert box == roi_box(t["labels"], roi, margins[roi], grows[roi]) and box[2] == box[3]
             assert row.scale == pytest.approx(sizes[roi] / box[2], abs=1e-6)
             assert row.padded == box_leaves_image(box, t["labels"].shape)
             crop, alpha = decode_png(row.crop), decode_png(row.alpha)
             assert crop.shape == (sizes[roi], sizes[roi], 3) and alpha.shape == (sizes[roi], sizes[roi])
             rgb = t["image"] if t["image"].ndim == 3 else np.repeat(t["image"][..., None], 3, axis=2)
             assert np.array_equal(crop, crop_roi(rgb, box, sizes[roi]))
-            assert np.array_equal(alpha, roi_alpha(t["labels"], roi, box, sizes[roi], 0.15))
+            assert np.array_equal(alpha, roi_alpha(t["labels"], roi, box, sizes[roi], 0.15, grows[roi]))
             assert alpha.max() == 255 and alpha.min() == 0
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from stages.lib.errors import StageError
 from stages.lib.networks import (FakePool, PatchDiscriminator, ResnetGenerator, generator_file, init_weights,
                                  load_generator)
 
@@ -120,3 +121,47 @@ def test_the_pool_returns_a_batch_of_fakes_or_stored_images_for_any_sizes(pool_s
         returned = [o for o, f in zip(out, fakes) if not torch.equal(o, f)]
         assert all(any(torch.equal(o, s) for s in seen) for o in returned)
         assert len({tuple(o.flatten().tolist()) for o in returned}) == len(returned)
+
+
+@pytest.mark.parametrize("kind", ["residual", "attention"])
+def test_identity_initialised_generators_return_their_input_at_step_0(kind, tmp_path):
+    g = init_weights(ResnetGenerator(ngf=4, n_blocks=1, n_down=1, kind=kind), generator=torch.Generator().manual_seed(0))
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    assert torch.equal(g(x), x)
+    out, mask = g.edit(x)
+    assert torch.equal(out, x)
+    if kind == "attention":  # the mask starts half open, so the edit's gradient reaches the delta head from step 0
+        assert mask.shape == (3, 1, 16, 16) and torch.allclose(mask, torch.full_like(mask, 0.5))
+    else:
+        assert mask is None
+    # the published head is drawn afresh: at step 0 its output is not the input
+    resnet = init_weights(ResnetGenerator(ngf=4, n_blocks=1, n_down=1), generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(resnet(x), x, atol=0.1)
+    # one optimiser step moves it off the identity, and the saved file rebuilds the same kind
+    opt = torch.optim.Adam(g.parameters(), lr=0.01)
+    (g(x) - 1).abs().mean().backward()
+    opt.step()
+    assert not torch.equal(g(x), x)
+    path = tmp_path / "g.pt"
+    torch.save(generator_file(g.config, g.state_dict()), path)
+    loaded = load_generator(path)
+    assert loaded.kind == kind and torch.equal(loaded(x), g.eval()(x))
+
+
+def test_unknown_generator_kind_is_a_one_line_error():
+    with pytest.raises(StageError, match="unknown generator 'unet'"):
+        ResnetGenerator(kind="unet")
+
+
+def test_resize_upsampling_has_no_transposed_convolution_and_reloads(tmp_path):
+    g = init_weights(ResnetGenerator(ngf=4, n_blocks=1, n_down=2, kind="residual", upsample="resize"),
+                     generator=torch.Generator().manual_seed(0))
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+    assert sum(isinstance(m, torch.nn.Upsample) for m in g.modules()) == 2
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    torch.nn.init.normal_(g.net[-1].weight, std=0.02)  # off the identity, so the round trip compares real outputs
+    path = tmp_path / "g.pt"
+    torch.save(generator_file(g.config, g.state_dict()), path)
+    assert torch.equal(load_generator(path)(x), g.eval()(x)) and g(x).shape == x.shape
+    with pytest.raises(StageError, match="unknown upsampling"):
+        ResnetGenerator(upsample="bilinear")

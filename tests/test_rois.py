@@ -66,6 +66,21 @@ def test_box_is_centred_and_margin_grows_it():
         roi_box(labels, "mouth", -0.1)
 
 
+def test_grow_dilates_the_region_by_a_fraction_of_its_width_for_box_and_alpha():
+    labels = np.zeros((100, 100), np.uint8)
+    labels[45:50, 30:70] = 12  # a 40x5 neutral lip
+    grown = region_mask(labels, "mouth", 0.25)  # radius 10 px
+    ys, xs = np.nonzero(grown)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (20, 79, 35, 59)
+    assert grown[region_mask(labels, "mouth")].all()
+    assert roi_box(labels, "mouth", 0.0, 0.25) == (20, 18, 60, 60)
+    alpha = roi_alpha(labels, "mouth", (20, 18, 60, 60), 60, 0.0, 0.25)
+    assert np.array_equal(alpha > 0, grown[18:78, 20:80])
+    assert np.array_equal(region_mask(labels, "mouth", 0.0), region_mask(labels, "mouth"))
+    with pytest.raises(StageError):
+        region_mask(labels, "mouth", -0.5)
+
+
 # ---- crop --------------------------------------------------------------------------------------------------------
 
 def test_crop_inside_at_scale_one_is_the_pixels():

@@ -35,20 +35,24 @@ from PIL import Image
 from . import params as P
 from .codec import decode_png, to_rgb
 from .errors import StageError
-from .networks import FakePool, PatchDiscriminator, ResnetGenerator, generator_file, init_weights
+from .expression import ExpressionNet, expression_loss, fit_expression
+from .networks import GENERATOR_KINDS, UPSAMPLINGS, FakePool, PatchDiscriminator, ResnetGenerator, generator_file, init_weights
 from .tables import read_frame, save_torch_atomic, write_json_atomic
 
 # Bump when the checkpoint layout or the training maths changes, so that old checkpoints are not resumed.
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 # Sample pairs shown in each epoch's grid.
 GRID_SAMPLES = 4
-LOSS_NAMES = ("G", "G_adv", "D_A", "D_B", "cycle", "identity")
+# mask_area: the attention mask's mean over A->B outputs (0 for the other generators), to see a collapse coming.
+LOSS_NAMES = ("G", "G_adv", "D_A", "D_B", "cycle", "identity", "expression", "mask_area")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     roi: str
     size: int
+    generator: str
+    upsample: str
     epochs: int
     epochs_decay: int
     batch: int
@@ -56,6 +60,10 @@ class TrainConfig:
     beta1: float
     lambda_cycle: float
     lambda_identity: float
+    lambda_expression: float
+    lambda_mask: float
+    mask_budget: float
+    mask_warmup: float
     pool_size: int
     ngf: int
     ndf: int
@@ -71,10 +79,10 @@ class TrainConfig:
 
 
 # Keys of params.yaml this stage reads for `roi`; dvc.yaml lists exactly these (a test checks it).
-SCALAR_KEYS = ("batch", "lr", "beta1", "lambda_cycle", "lambda_identity", "pool_size", "ngf", "ndf", "flip",
-               "jitter", "precision", "compile", "device", "seed")
-# Per ROI because a 128-pixel face costs four times a 64-pixel mouth per image.
-PER_ROI_KEYS = ("epochs", "epochs_decay", "n_blocks", "n_layers", "n_down")
+SCALAR_KEYS = ("generator", "upsample", "lr", "beta1", "lambda_cycle", "lambda_mask", "mask_budget", "mask_warmup",
+               "pool_size", "ngf", "ndf", "flip", "jitter", "precision", "compile", "device", "seed")
+# Per ROI because a 128-pixel face costs four times a 64-pixel mouth per image, and each ROI's recipe was measured.
+PER_ROI_KEYS = ("epochs", "epochs_decay", "batch", "n_blocks", "n_layers", "n_down", "lambda_identity", "lambda_expression")
 
 
 def param_keys(roi):
@@ -91,10 +99,15 @@ def read_config(params: dict, roi: str) -> TrainConfig:
     size, n_down = P.roi_side(params, roi, lo=16)
     epochs = n(f"train.epochs.{roi}", int, 1)
     cfg = TrainConfig(
-        roi=roi, size=size, epochs=epochs, epochs_decay=n(f"train.epochs_decay.{roi}", int, 0, epochs),
-        batch=n("train.batch", int, 1), lr=P.number(params, "train.lr", float, hi=1.0, above=0.0),
+        roi=roi, size=size, generator=P.choice(params, "train.generator", GENERATOR_KINDS),
+        upsample=P.choice(params, "train.upsample", UPSAMPLINGS), epochs=epochs, epochs_decay=n(f"train.epochs_decay.{roi}", int, 0, epochs),
+        batch=n(f"train.batch.{roi}", int, 1), lr=P.number(params, "train.lr", float, hi=1.0, above=0.0),
         beta1=n("train.beta1", float, 0.0, 0.999),
-        lambda_cycle=n("train.lambda_cycle", float, 0.0), lambda_identity=n("train.lambda_identity", float, 0.0),
+        lambda_cycle=n("train.lambda_cycle", float, 0.0),
+        lambda_identity=n(f"train.lambda_identity.{roi}", float, 0.0),
+        lambda_expression=n(f"train.lambda_expression.{roi}", float, 0.0),
+        lambda_mask=n("train.lambda_mask", float, 0.0), mask_budget=n("train.mask_budget", float, 0.0, 1.0),
+        mask_warmup=n("train.mask_warmup", float, 0.0, 1.0),
         pool_size=n("train.pool_size", int, 0), ngf=n("train.ngf", int, 1), ndf=n("train.ndf", int, 1),
         n_blocks=n(f"train.n_blocks.{roi}", int, 0), n_layers=n(f"train.n_layers.{roi}", int, 1, 6),
         n_down=n_down,
@@ -207,8 +220,9 @@ def _lsgan(pred, real: bool):
 class CycleGAN:
     """Two generators, two discriminators, their optimisers and fake pools, and one training step."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, fast: bool = True):
-        """`fast=False` gives the reference-style setup that bench/train.py compares against (NCHW, plain Adam)."""
+    def __init__(self, cfg: TrainConfig, device: torch.device, fast: bool = True, expression=None):
+        """`fast=False` gives the reference-style setup that bench/train.py compares against (NCHW, plain Adam).
+        `expression`: the frozen ExpressionNet that lambda_expression weighs (stages/lib/expression.py)."""
         self.cfg, self.device = cfg, device
         self.on_cuda = device.type == "cuda"
         # channels_last suits cuDNN convolutions; on CPU it was slower in our measurements, so it stays NCHW there.
@@ -217,8 +231,9 @@ class CycleGAN:
                              enabled=self.on_cuda and cfg.precision == "bf16")
         init_gen = torch.Generator().manual_seed(cfg.seed)
         nets = {
-            "G_AB": ResnetGenerator(cfg.ngf, cfg.n_blocks, n_down=cfg.n_down),
-            "G_BA": ResnetGenerator(cfg.ngf, cfg.n_blocks, n_down=cfg.n_down),
+            name: ResnetGenerator(cfg.ngf, cfg.n_blocks, n_down=cfg.n_down, kind=cfg.generator, upsample=cfg.upsample)
+            for name in ("G_AB", "G_BA")
+        } | {
             "D_A": PatchDiscriminator(cfg.ndf, cfg.n_layers), "D_B": PatchDiscriminator(cfg.ndf, cfg.n_layers),
         }
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -232,6 +247,9 @@ class CycleGAN:
                                                       self.nets["D_B"].parameters()), **adam)
         self.pool_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.pool_A, self.pool_B = FakePool(cfg.pool_size, self.pool_gen), FakePool(cfg.pool_size, self.pool_gen)
+        if cfg.lambda_expression > 0 and expression is None:
+            raise StageError("train: lambda_expression > 0 needs the expression classifier")
+        self.expression = expression
 
     def set_lr(self, lr):
         for opt in (self.opt_G, self.opt_D):
@@ -244,26 +262,48 @@ class CycleGAN:
             for p in self.nets[name].parameters():
                 p.requires_grad_(flag)
 
-    def step(self, real_A, real_B) -> dict:
-        """One generator update, then one discriminator update; returns detached loss tensors (no sync)."""
+    def _edit(self, name, x):
+        # The generator's output and its attention mask (None unless train.generator is attention).
+        if self.cfg.generator == "attention":
+            return self.nets[name].edit(x)
+        return self.run[name](x), None
+
+    def _mask_penalty(self, masks, progress):
+        """Attention only. The guard against mask collapse: no penalty during the first `mask_warmup` of training
+        (the edit must be learned before its area is questioned), then an L1 only on the mean area above
+        `mask_budget`, so that nothing ever pushes a mask that is already small towards 0."""
+        if not masks or progress < self.cfg.mask_warmup:
+            return torch.zeros((), device=self.device)
+        return sum(F.relu(m.float().mean() - self.cfg.mask_budget) for m in masks)
+
+    def step(self, real_A, real_B, progress: float = 0.0) -> dict:
+        """One generator update, then one discriminator update; returns detached loss tensors (no sync).
+        `progress` is the fraction of training done (the attention mask's warm-up reads it)."""
         cfg, run = self.cfg, self.run
         with torch.autocast(**self.autocast):
-            fake_B = run["G_AB"](real_A)
+            fake_B, mask_B = self._edit("G_AB", real_A)
             rec_A = run["G_BA"](fake_B)
-            fake_A = run["G_BA"](real_B)
+            fake_A, mask_A = self._edit("G_BA", real_B)
             rec_B = run["G_AB"](fake_A)
 
             self._discriminators_trainable(False)
             adv = _lsgan(run["D_B"](fake_B), True) + _lsgan(run["D_A"](fake_A), True)
             cycle = F.l1_loss(rec_A.float(), real_A) + F.l1_loss(rec_B.float(), real_B)
             loss_G = adv + cfg.lambda_cycle * cycle
+            zero = torch.zeros((), device=self.device)
+            identity = expression = zero
             if cfg.lambda_identity > 0:
                 # An image already in the target domain should pass through unchanged (keeps colours).
                 identity = (F.l1_loss(run["G_AB"](real_B).float(), real_B)
                             + F.l1_loss(run["G_BA"](real_A).float(), real_A))
                 loss_G = loss_G + cfg.lambda_cycle * cfg.lambda_identity * identity
-            else:
-                identity = torch.zeros((), device=self.device)
+            if cfg.lambda_expression > 0:
+                # StarGAN's domain-classification loss: A->B output must read as B, B->A output as A.
+                expression = (expression_loss(self.expression, fake_B, True)
+                              + expression_loss(self.expression, fake_A, False))
+                loss_G = loss_G + cfg.lambda_expression * expression
+            mask = self._mask_penalty([m for m in (mask_B, mask_A) if m is not None], progress)
+            loss_G = loss_G + cfg.lambda_mask * mask
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.opt_G.step()
@@ -281,7 +321,8 @@ class CycleGAN:
         self.opt_D.step()
         # Logged cycle/identity are the mean L1 per direction, unweighted, so they read in [-1, 1] pixel units.
         return {"G": loss_G.detach(), "G_adv": adv.detach(), "D_A": loss_D_A.detach(), "D_B": loss_D_B.detach(),
-                "cycle": cycle.detach() / 2, "identity": identity.detach() / 2}
+                "cycle": cycle.detach() / 2, "identity": identity.detach() / 2, "expression": expression.detach() / 2,
+                "mask_area": (mask_B.detach().float().mean() if mask_B is not None else zero)}
 
     @torch.no_grad()
     def sample_grid(self, real_A, real_B) -> np.ndarray:
@@ -393,6 +434,21 @@ def _log_epoch(live, record, grid_image):
     live.next_step()
 
 
+def _expression_net(cfg: TrainConfig, crops_a, crops_b, device, ckpt):
+    """The frozen expression classifier and its report: from the checkpoint when resuming (so a resumed run uses
+    the very same weights), else fitted on the train crops; (None, {}) when lambda_expression is 0."""
+    if cfg.lambda_expression <= 0:
+        return None, {}
+    if ckpt is not None and ckpt.get("expression") is not None:
+        net = ExpressionNet().to(device)
+        net.load_state_dict(ckpt["expression"])
+        return net.eval().requires_grad_(False), dict(ckpt["expression_report"])
+    net, report = fit_expression(crops_a, crops_b, device, cfg.seed)
+    print(f"train {cfg.roi}: expression classifier, held-out train accuracy {report['expression_holdout_accuracy']}"
+          f" ({report['expression_n_fit']} crops fit, {report['expression_n_holdout']} held out)", file=sys.stderr)
+    return net, report
+
+
 def train_roi(cfg: TrainConfig, paths: Paths, after_step=None) -> dict:
     """Train (or resume) the CycleGAN for one ROI and write its outputs; returns the metrics written.
 
@@ -403,13 +459,14 @@ def train_roi(cfg: TrainConfig, paths: Paths, after_step=None) -> dict:
     device = torch.device(cfg.device)
     P.seed_everything(cfg.seed)
     crops_a, crops_b, data_hash = load_domains(paths.manifest, cfg)
-    model = CycleGAN(cfg, device)
+    expected = fingerprint(cfg, data_hash)
+    ckpt = load_checkpoint(paths.checkpoint, expected, cfg.roi)
+    expression, expression_report = _expression_net(cfg, crops_a, crops_b, device, ckpt)
+    model = CycleGAN(cfg, device, expression=expression)
     data = DeviceData(crops_a, crops_b, cfg, device, model.channels_last)
     data_gen = torch.Generator().manual_seed(cfg.seed + 1)
     fixed = [torch.from_numpy(c[:GRID_SAMPLES]).to(device).float() / 127.5 - 1.0 for c in (crops_a, crops_b)]
 
-    expected = fingerprint(cfg, data_hash)
-    ckpt = load_checkpoint(paths.checkpoint, expected, cfg.roi)
     history, grids, start_epoch = [], [], 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -430,7 +487,7 @@ def train_roi(cfg: TrainConfig, paths: Paths, after_step=None) -> dict:
             global_step = epoch * data.steps_per_epoch + step
             lr = cfg.lr * lr_factor(global_step, total_steps, decay_steps)
             model.set_lr(lr)
-            losses = model.step(*data.batch(step))
+            losses = model.step(*data.batch(step), progress=global_step / total_steps)
             for name in LOSS_NAMES:
                 sums[name] += losses[name]
             steps_run += 1
@@ -444,6 +501,8 @@ def train_roi(cfg: TrainConfig, paths: Paths, after_step=None) -> dict:
         grids.append(_png(grid))
         save_torch_atomic({"fingerprint": expected, "format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
                      "model": model.state_dict(), "data_rng": data_gen.get_state(),
+                     "expression": None if expression is None else expression.state_dict(),
+                     "expression_report": expression_report,
                      "history": history, "grids": grids}, paths.checkpoint)
         _log_epoch(live, record, Image.fromarray(grid))
         print(f"train {cfg.roi} epoch {epoch + 1}/{cfg.epochs}: "
@@ -459,6 +518,7 @@ def train_roi(cfg: TrainConfig, paths: Paths, after_step=None) -> dict:
         "final": {k: history[-1][k] for k in LOSS_NAMES},
         "cycle_first_epoch": history[0]["cycle"], "cycle_last_epoch": history[-1]["cycle"],
         "seconds_per_step": seconds / steps_run if steps_run else None,
+        "generator": cfg.generator, **expression_report,
     }
     write_json_atomic(metrics, paths.metrics)
     return metrics

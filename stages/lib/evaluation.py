@@ -54,6 +54,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from PIL import Image
+
 from .codec import to_rgb
 from .contact_sheet import contact_sheet
 from .errors import StageError
@@ -65,10 +67,22 @@ from .overlay import brightness_shift, color_match, composite, outside_changed_p
 from .quality import kid, psnr, ssim_map
 
 
+@dataclass(frozen=True)
+class Part:
+    """One ROI of a face: its box, its crop and its paste alpha (a row of data/rois/<roi>.parquet)."""
+    bbox: tuple
+    crop: np.ndarray
+    alpha: np.ndarray
+
+
 @dataclass
 class Face:
     """One test face: its photo, the parser's face box (None: the whole image), its ROI row, and its parsed label map
-    (only a grey_masks curator reads it; None otherwise)."""
+    (only a grey_masks curator reads it; None otherwise).
+
+    `more` holds further ROIs of the same face, for an edit of several at once (evaluate@combined): an edit then
+    gives a tuple of crops per face, one per part in `parts` order, and the composite pastes them in that order.
+    """
     id: str
     image: np.ndarray
     face_bbox: object
@@ -76,6 +90,26 @@ class Face:
     crop: np.ndarray
     alpha: np.ndarray
     label_map: np.ndarray = None
+    more: tuple = ()
+
+    @property
+    def parts(self) -> tuple:
+        return (Part(self.bbox, self.crop, self.alpha),) + tuple(self.more)
+
+    def own_crops(self):
+        """What the identity generator gives: the face's own crop (a tuple of them with several parts)."""
+        return tuple(p.crop for p in self.parts) if self.more else self.crop
+
+    def paste(self, crops, match: str, blend: str) -> np.ndarray:
+        """The photo with each part replaced by its crop of `crops` (one crop, or a tuple with several parts)."""
+        out = self.image
+        for part, crop in zip(self.parts, crops if self.more else (crops,)):
+            out = composite(out, crop, part.crop, part.bbox, part.alpha, match, blend)
+        return out
+
+    def support(self):
+        """(alphas, boxes) of every part, as overlay's pixel checks take them."""
+        return [p.alpha for p in self.parts], [p.bbox for p in self.parts]
 
 
 @dataclass
@@ -114,11 +148,20 @@ class Picks:
     target: str = ""
 
 
+def _side_by_side(crops) -> np.ndarray:
+    # The parts of a several-ROI edit in one tile, each scaled to the first one's height.
+    crops = [to_rgb(c) for c in (crops if isinstance(crops, tuple) else (crops,))]
+    side = crops[0].shape[0]
+    return np.concatenate([c if c.shape[0] == side else np.asarray(Image.fromarray(c).resize((side, side)))
+                           for c in crops], axis=1)
+
+
 def sample_sheet(picks: Picks, path, thumb=96):
-    """The research's sample figure as a DVC image plot: one row per face, original | ROI | generated | composite."""
+    """The research's sample figure as a DVC image plot: one row per face, original | ROI | generated | composite
+    (several ROIs: their crops side by side)."""
     images, captions = [], []
     for (face, pasted, out), po, pc in zip(picks.rows, picks.p_orig, picks.p_comp):
-        images += [face.image, face.crop, pasted, out]
+        images += [face.image, _side_by_side(face.own_crops()), _side_by_side(pasted), out]
         captions += [f"{face.id[:8]} p={po:.2f}", "ROI", "generated", f"{picks.target} p={pc:.2f}"]
     return contact_sheet(images, captions, path, cols=4, thumb=thumb)
 
@@ -156,10 +199,13 @@ def face_box(image, face_bbox):
     return face_bbox
 
 
-def _box_region(bbox, shape) -> np.ndarray:
-    x, y, w, h = (int(v) for v in bbox)
+def _box_region(face: Face) -> np.ndarray:
+    """The pixels inside any of the face's ROI boxes (clipped to the image)."""
+    shape = face.image.shape
     region = np.zeros(shape[:2], bool)
-    region[max(y, 0):max(min(y + h, shape[0]), 0), max(x, 0):max(min(x + w, shape[1]), 0)] = True
+    for part in face.parts:
+        x, y, w, h = (int(v) for v in part.bbox)
+        region[max(y, 0):max(min(y + h, shape[0]), 0), max(x, 0):max(min(x + w, shape[1]), 0)] = True
     return region
 
 
@@ -217,15 +263,14 @@ def share_statistics() -> dict:
             for name in ("transfer_gain", "geometry_gain")}
 
 
-def _pixel_scores(face: Face, out: np.ndarray, gen: np.ndarray, config: EvalConfig) -> dict:
+def _pixel_scores(face: Face, out: np.ndarray, gen, config: EvalConfig) -> dict:
     """Pixel-level numbers of one composite (brightness, PSNR, SSIM; outside_changed_px is counted per edit)."""
-    raw = out if config.color_match == "none" else \
-        composite(face.image, gen, face.crop, face.bbox, face.alpha, "none", config.blend)
-    region = _box_region(face.bbox, face.image.shape)
+    raw = out if config.color_match == "none" else face.paste(gen, "none", config.blend)
+    region = _box_region(face)
     ssim = ssim_map(face.image, out)
     return {
-        "brightness_shift": brightness_shift(face.image, out, face.alpha, face.bbox),
-        "brightness_shift_raw": brightness_shift(face.image, raw, face.alpha, face.bbox),
+        "brightness_shift": brightness_shift(face.image, out, *face.support()),
+        "brightness_shift_raw": brightness_shift(face.image, raw, *face.support()),
         "psnr_image": psnr(face.image, out),
         "psnr_roi": psnr(face.image, out, region),
         "ssim_image": float(ssim.mean()),
@@ -234,7 +279,7 @@ def _pixel_scores(face: Face, out: np.ndarray, gen: np.ndarray, config: EvalConf
 
 
 def _paste(faces, crops, config: EvalConfig, desc: str) -> list:
-    return [composite(f.image, c, f.crop, f.bbox, f.alpha, config.color_match, config.blend)
+    return [f.paste(c, config.color_match, config.blend)
             for f, c in zip(tqdm(faces, desc=desc, unit="face", leave=False), crops)]
 
 
@@ -271,8 +316,9 @@ def _distances(originals: list, edited: list) -> np.ndarray:
 
 
 def _kid(generated, real_target_crops, judge, config: EvalConfig):
-    """KID of generated vs real target crops in the judge's feature space; (None, None) below 2 crops a side."""
-    if len(generated) < 2 or len(real_target_crops) < 2:
+    """KID of generated vs real target crops in the judge's feature space; (None, None) below 2 crops a side, and
+    for an edit of several ROIs (each ROI's own evaluation has its KID)."""
+    if len(generated) < 2 or len(real_target_crops) < 2 or isinstance(generated[0], tuple):
         return None, None
     fake = features(judge, generated, config.judge_batch)
     real = features(judge, list(real_target_crops), config.judge_batch)
@@ -336,7 +382,7 @@ def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, r
     if config.oracle and len(real_target_crops):
         edits["oracle"] = oracle_crops(len(faces), real_target_crops, config.seed)
     if config.control:
-        edits["control"] = [f.crop for f in faces]
+        edits["control"] = [f.own_crops() for f in faces]
     orig = _judge_images([f.image for f in faces], boxes, judges, config, "originals")
     composites = {edit: _paste(faces, crops, config, edit) for edit, crops in edits.items()}
     # One pool for every embedding: the originals and each edit but the oracle, which pastes another person's
@@ -366,7 +412,7 @@ def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, r
             kid_mean, kid_std = _kid(crops, real_target_crops, judges.judge, config)
             metrics[prefix + "kid_roi"], metrics[prefix + "kid_roi_std"] = kid_mean, kid_std
             metrics[prefix + "outside_changed_px"] = int(sum(
-                outside_changed_px(f.image, out, f.alpha, f.bbox) for f, out in zip(faces, composites[edit])))
+                outside_changed_px(f.image, out, *f.support()) for f, out in zip(faces, composites[edit])))
     if "oracle" in edits:
         stats.update(share_statistics())
     per_face = {k: np.asarray(v, np.float64) for k, v in per_face.items()}
@@ -396,6 +442,8 @@ def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, r
     metrics.update(_judge_label_agreement(orig["probs"], real_target_faces, judges, config, src, tgt))
     picks = Picks(target=target)
     for face, gen, out in list(zip(faces, generated, composites["comp"]))[:config.n_samples]:
-        picks.rows.append((face, color_match(gen, face.crop, face.alpha, config.color_match), out))
+        matched = tuple(color_match(g, p.crop, p.alpha, config.color_match)
+                        for g, p in zip(gen if face.more else (gen,), face.parts))
+        picks.rows.append((face, matched if face.more else matched[0], out))
     picks.p_orig, picks.p_comp = orig["probs"][:len(picks.rows), tgt], per_face["comp_p"][:len(picks.rows)]
     return metrics, picks

@@ -1,4 +1,12 @@
-"""CycleGAN architectures: ResNet generator, PatchGAN discriminator, N(0, 0.02) init, the fake-image pool.
+"""CycleGAN architectures: ResNet generators (three output heads), PatchGAN discriminator, N(0, 0.02) init, the pool.
+
+Generator heads (`train.generator`), one trunk:
+- `resnet`: the published one, c7s1-3 then tanh: the output is drawn afresh, so at step 0 it is noise.
+- `residual`: output = clamp(input + delta) with the delta head's weights zero at init, so the net starts as the
+  identity and training only has to learn the edit (on real mouths: judge gain +0.105 vs +0.056 for resnet, #11).
+- `attention`: output = input + mask * delta (GANimation's attention, written so that it too starts as the
+  identity): a sigmoid mask says where to edit. Its known failure, the mask collapsing to "keep the input", is
+  guarded in training (stages/lib/cyclegan.py: the mask penalty starts after a warm-up and only above a budget).
 
 These follow the published CycleGAN recipe (Zhu et al. 2017, "Unpaired Image-to-Image Translation using
 Cycle-Consistent Adversarial Networks", and its appendix): instance norm without affine parameters, reflection
@@ -6,6 +14,7 @@ padding, a 70x70-style PatchGAN, no dropout. Images are RGB scaled to [-1, 1]; t
 
 Use:
     from stages.lib.networks import ResnetGenerator, PatchDiscriminator, init_weights, FakePool, load_generator
+    g = init_weights(ResnetGenerator(ngf=16, n_blocks=2, kind="residual"))   # g(x) == x before training
     g = load_generator("models/cyclegan/mouth/generator_AB.pt", "cpu")   # eval mode, config from the file
     fake_b = g(real_a)                                                    # (N, 3, S, S) in [-1, 1]
 """
@@ -46,17 +55,36 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+GENERATOR_KINDS = ("resnet", "residual", "attention")
+# transpose: the recipe's stride-2 transposed convolutions; resize: nearest-neighbour x2 then a 3x3 convolution, which
+# cannot draw the checkerboard that uneven kernel overlap gives transposed ones (Odena et al. 2016, Distill).
+UPSAMPLINGS = ("transpose", "resize")
+
+
+class ZeroInitConv(nn.Conv2d):
+    """A convolution whose weights and bias init_weights sets to zero: the head of an identity-initialised net."""
+
+
 class ResnetGenerator(nn.Module):
-    """c7s1-ngf, `n_down` stride-2 downsamplings, `n_blocks` residual blocks, as many upsamplings, c7s1-3, tanh.
+    """c7s1-ngf, `n_down` stride-2 downsamplings, `n_blocks` residual blocks, as many upsamplings, then the head of
+    `kind`: c7s1-3 + tanh (resnet), a zero-initialised c7s1-3 delta (residual), or delta plus a mask (attention).
 
     The recipe has n_down=2; a small ROI (32 px) can take one, so that its bottleneck stays 16x16 rather than 8x8.
     The input side must be divisible by 2 ** n_down.
     """
 
-    def __init__(self, ngf=64, n_blocks=9, in_channels=3, out_channels=3, n_down=2):
+    def __init__(self, ngf=64, n_blocks=9, in_channels=3, out_channels=3, n_down=2, kind="resnet",
+                 upsample="transpose"):
         super().__init__()
+        if kind not in GENERATOR_KINDS:
+            raise StageError(f"unknown generator {kind!r}; known: {', '.join(GENERATOR_KINDS)}")
+        if upsample not in UPSAMPLINGS:
+            raise StageError(f"unknown upsampling {upsample!r}; known: {', '.join(UPSAMPLINGS)}")
+        if kind != "resnet" and in_channels != out_channels:
+            raise StageError(f"a {kind} generator adds to its input, so it needs in_channels == out_channels")
+        self.kind = kind
         self.config = dict(ngf=ngf, n_blocks=n_blocks, in_channels=in_channels, out_channels=out_channels,
-                           n_down=n_down)
+                           n_down=n_down, kind=kind, upsample=upsample)
         # Convolutions keep their bias: instance norm without affine would otherwise leave no learned offset.
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf), nn.ReLU(True)]
         channels = ngf
@@ -65,14 +93,31 @@ class ResnetGenerator(nn.Module):
             channels *= 2
         layers += [ResidualBlock(channels) for _ in range(n_blocks)]
         for _ in range(n_down):
-            layers += [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1),
-                       _norm(channels // 2), nn.ReLU(True)]
+            if upsample == "transpose":
+                layers += [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1)]
+            else:
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                           nn.Conv2d(channels, channels // 2, 3)]
+            layers += [_norm(channels // 2), nn.ReLU(True)]
             channels //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, 7), nn.Tanh()]
+        if kind == "resnet":
+            layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, 7), nn.Tanh()]
+        else:
+            layers += [nn.ReflectionPad2d(3), ZeroInitConv(channels, out_channels + (kind == "attention"), 7)]
         self.net = nn.Sequential(*layers)
 
+    def edit(self, x):
+        """(output, mask): the mask in [0, 1] (N, 1, S, S) for `attention`, None for the other kinds."""
+        head = self.net(x)
+        if self.kind == "resnet":
+            return head, None
+        if self.kind == "residual":
+            return (x + head).clamp(-1, 1), None
+        mask = torch.sigmoid(head[:, -1:].float()).to(head.dtype)
+        return (x + mask * head[:, :-1]).clamp(-1, 1), mask
+
     def forward(self, x):
-        return self.net(x)
+        return self.edit(x)[0]
 
 
 class PatchDiscriminator(nn.Module):
@@ -100,11 +145,14 @@ class PatchDiscriminator(nn.Module):
 
 
 def init_weights(net: nn.Module, std=0.02, generator: torch.Generator = None):
-    """Convolution weights ~ N(0, std), biases 0, drawn from `generator` so that init is reproducible."""
+    """Convolution weights ~ N(0, std), biases 0, drawn from `generator` so that init is reproducible; a ZeroInitConv
+    is drawn too (so that every kind consumes the same random stream) and then zeroed."""
     for module in net.modules():
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             with torch.no_grad():
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+                if isinstance(module, ZeroInitConv):
+                    module.weight.zero_()
                 if module.bias is not None:
                     module.bias.zero_()
     return net
@@ -169,7 +217,7 @@ def load_generator(path, device="cpu") -> ResnetGenerator:
     """Rebuild a trained generator from `generator_AB.pt`, in eval mode on `device`.
 
     `config` also records `size` (the ROI side it was trained on) and `value_range` ([-1, 1]). A file without
-    `n_down` predates that option and has the recipe's two downsamplings.
+    `n_down` predates that option and has the recipe's two downsamplings; one without `kind` is a resnet.
     """
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -178,7 +226,8 @@ def load_generator(path, device="cpu") -> ResnetGenerator:
     cfg = blob["config"]
     net = ResnetGenerator(ngf=cfg["ngf"], n_blocks=cfg["n_blocks"],
                           in_channels=cfg.get("in_channels", 3), out_channels=cfg.get("out_channels", 3),
-                          n_down=cfg.get("n_down", 2))
+                          n_down=cfg.get("n_down", 2), kind=cfg.get("kind", "resnet"),
+                          upsample=cfg.get("upsample", "transpose"))
     net.load_state_dict(blob["state_dict"])
     net.config.update(cfg)
     return net.to(device).eval()

@@ -178,23 +178,33 @@ def composite(image, generated_crop, original_crop, bbox, alpha, match: str = "c
     raise StageError(f"blend {blend!r} is not one of {', '.join(BLENDS)}")
 
 
-def outside_changed_px(original: np.ndarray, result: np.ndarray, alpha: np.ndarray, bbox) -> int:
-    """How many pixels outside the paste's support (alpha scaled into the box, > 0) differ in any channel."""
+def paste_support(alpha, bbox, shape) -> np.ndarray:
+    """The blend weight of one paste (paste_weights); for several ROIs pasted into one image (lists of alphas and
+    boxes) the largest of theirs, so that it is > 0 wherever any of them went in."""
+    if isinstance(alpha, np.ndarray):
+        return paste_weights(alpha, bbox, shape)
+    return np.max([paste_weights(a, b, shape) for a, b in zip(alpha, bbox)], axis=0)
+
+
+def outside_changed_px(original: np.ndarray, result: np.ndarray, alpha, bbox) -> int:
+    """How many pixels outside the paste's support (alpha scaled into the box, > 0) differ in any channel.
+    `alpha` and `bbox` may be lists, for several ROIs pasted into one image."""
     if original.shape != result.shape:
         raise StageError(f"outside_changed_px wants images of one shape, got {original.shape} and {result.shape}")
-    outside = paste_weights(alpha, bbox, original.shape) == 0
+    outside = paste_support(alpha, bbox, original.shape) == 0
     differs = original != result
     if differs.ndim == 3:
         differs = differs.any(axis=2)
     return int((differs & outside).sum())
 
 
-def brightness_shift(original: np.ndarray, result: np.ndarray, alpha: np.ndarray, bbox) -> float:
-    """|weighted mean luma of `result` - that of `original`| over the paste's support, weighted by the alpha.
+def brightness_shift(original: np.ndarray, result: np.ndarray, alpha, bbox) -> float:
+    """|weighted mean luma of `result` - that of `original`| over the paste's support, weighted by the alpha
+    (lists of alphas and boxes: the largest weight of several pastes).
 
     The drift the eye sees: a darker or brighter patch where the ROI went in, in grey levels (0-255).
     """
-    weights = paste_weights(alpha, bbox, original.shape).astype(np.float64)
+    weights = paste_support(alpha, bbox, original.shape).astype(np.float64)
     total = weights.sum()
     if total <= 0:
         return 0.0
