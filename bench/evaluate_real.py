@@ -47,13 +47,16 @@ def copy_project(dest: str):
         subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
 
 
-def scratch_project(overrides: dict) -> tuple:
-    """A scratch copy of the project pointed at the photos, with `overrides` ({dotted key: value}) applied to its
-    params.yaml; returns (its path, its params)."""
+def scratch_project(overrides: dict, project: str = None) -> tuple:
+    """A scratch copy of the project pointed at the photos (or the one kept at `project` by an earlier --until), with
+    `overrides` ({dotted key: value}) applied to its params.yaml; returns (its path, its params)."""
     if not os.path.isfile(os.path.join(PHOTOS, "legend.csv")):
         sys.exit(f"bench: the real photos are missing at {PHOTOS}")
-    project = os.path.join(tempfile.mkdtemp(prefix="facecur-real-"), "main")
-    copy_project(project)
+    if project is None:
+        project = os.path.join(tempfile.mkdtemp(prefix="facecur-real-"), "main")
+        copy_project(project)
+    elif not os.path.isfile(os.path.join(project, "dvc.yaml")):
+        sys.exit(f"bench: {project} is not a scratch project (no dvc.yaml)")
     with open(os.path.join(project, "params.yaml")) as f:
         params = yaml.safe_load(f)
     for key, value in {**REAL, **overrides}.items():
@@ -73,9 +76,11 @@ def repro(project: str, *targets) -> float:
     return time.perf_counter() - t0
 
 
-def run_real(overrides: dict, out: str, keep: bool = False) -> str:
-    """The whole DAG on the photos with `overrides`, its results copied to `out`; returns the summary table."""
-    project, params = scratch_project(overrides)
+def run_real(overrides: dict, out: str, keep: bool = False, project: str = None) -> str:
+    """The whole DAG on the photos with `overrides` (in the kept `project`, if given), its results copied to `out`;
+    returns the summary table."""
+    project, params = scratch_project(overrides, project)
+    keep = keep or project is not None
     wall = repro(project)
     os.makedirs(os.path.join(out, "pictures"), exist_ok=True)
     edits = [name for name in params["rois"]["names"] + ["combined"]
@@ -112,13 +117,14 @@ def main(recipe=None, default_out=os.path.join(ROOT, "bench", "results", "real")
     ap.add_argument("-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--keep", action="store_true", help="keep the scratch project (its path is printed)")
     ap.add_argument("--until", metavar="STAGE", help="only `dvc repro STAGE` (e.g. extract_rois) and keep the project")
+    ap.add_argument("--project", help="go on in the scratch project an earlier run kept (only changed stages rerun)")
     args = ap.parse_args()
     overrides = {**(recipe or {}), **parse_overrides(args.overrides)}
     if args.until:
-        project, _ = scratch_project(overrides)
+        project, _ = scratch_project(overrides, args.project)
         print(f"dvc repro {args.until}: {repro(project, args.until):.0f} s; project kept at {project}")
         return
-    print(run_real(overrides, args.out, args.keep))
+    print(run_real(overrides, args.out, args.keep, args.project))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from stages.lib import params as P  # noqa: E402
 from stages.lib.codec import decode_png, to_rgb  # noqa: E402
 from stages.lib.cyclegan import CycleGAN, DeviceData, read_config  # noqa: E402
+from stages.lib.expression import fit_expression  # noqa: E402
 from stages.lib.tables import read_frame  # noqa: E402
 
 
@@ -106,11 +107,14 @@ def main():
     (pngs_a, pngs_b), source = load_pngs(args.manifest, cfg.size, args.n_synthetic)
     decode = lambda pngs: np.stack([to_rgb(decode_png(p))[..., :3].transpose(2, 0, 1) for p in pngs])
 
-    ours = CycleGAN(cfg, device, fast=True)
-    data = DeviceData(decode(pngs_a), decode(pngs_b), cfg, device, ours.channels_last)
+    crops_a, crops_b = decode(pngs_a), decode(pngs_b)
+    # Both paths score their outputs with the same frozen expression classifier when the config weighs it.
+    expression = fit_expression(crops_a, crops_b, device, cfg.seed)[0] if cfg.lambda_expression > 0 else None
+    ours = CycleGAN(cfg, device, fast=True, expression=expression)
+    data = DeviceData(crops_a, crops_b, cfg, device, ours.channels_last)
     data.plan_epoch(torch.Generator().manual_seed(0))
     ref_cfg = dataclasses.replace(cfg, precision="fp32", compile=False)
-    ref = CycleGAN(ref_cfg, device, fast=False)
+    ref = CycleGAN(ref_cfg, device, fast=False, expression=expression)
     dataset = PngPairs(pngs_a, pngs_b, data.pad, cfg.flip)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch, shuffle=True, drop_last=True,
                                          num_workers=args.workers, persistent_workers=args.workers > 0)

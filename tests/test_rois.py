@@ -79,6 +79,14 @@ def test_grow_dilates_the_region_by_a_fraction_of_its_width_for_box_and_alpha():
     assert np.array_equal(region_mask(labels, "mouth", 0.0), region_mask(labels, "mouth"))
     with pytest.raises(StageError):
         region_mask(labels, "mouth", -0.5)
+    # dilated in a window around the region: the same as dilating the whole map, also where it meets the edges
+    edge = np.zeros((80, 120), np.uint8)
+    edge[70:80, 0:50] = 13
+    for grow in (0.1, 0.4, 1.5):
+        r = int(round(grow * 50))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        whole = cv2.dilate((edge == 13).astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        assert np.array_equal(region_mask(edge, "mouth", grow), whole.astype(bool))
 
 
 # ---- crop --------------------------------------------------------------------------------------------------------
