@@ -48,3 +48,15 @@ def test_every_stage_depends_on_the_modules_it_imports():
         if lacking:
             missing[name] = lacking
     assert not missing, f"dvc.yaml deps lack the modules these stages import: {missing}"
+
+
+def test_every_artifact_is_an_output_of_a_stage():
+    """dvc.yaml's artifacts name files the pipeline writes: a renamed output would leave an artifact pointing at
+    nothing, which `dvc artifacts get` reports only when someone asks for it."""
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    outs = {out["path"] for entry in lock.values() for out in entry.get("outs", [])}
+    artifacts = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
+    assert {"eyes-generator", "mouth-generator", "face-generator", "curator"} <= set(artifacts)
+    for name, artifact in artifacts.items():
+        path = artifact["path"]
+        assert any(path == out or path.startswith(out.rstrip("/") + "/") for out in outs), (name, path)
