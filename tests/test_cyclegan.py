@@ -1,5 +1,6 @@
 """Training: params validation, data loading, device augmentation, LR schedule, determinism, resume, learning."""
 import copy
+import io
 import os
 import signal
 import subprocess
@@ -183,10 +184,14 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path, manifest):
     live = Path(paths.live_dir)
     assert len((live / "plots/metrics/loss/cycle.tsv").read_text().splitlines()) == 1 + 3
     assert (live / "plots/metrics/lr.tsv").exists() and (live / "metrics.json").exists()
-    grids = sorted((live / "plots/images/samples").glob("*.png"))
-    assert [g.name for g in grids] == ["000.png", "001.png", "002.png"]
+    grids = sorted((live / "plots/images").rglob("*.png"))
+    assert [g.name for g in grids] == ["samples.png"]  # the latest epoch's; every epoch's is in the checkpoint
     from PIL import Image
     assert Image.open(grids[0]).size == (6 * SIZE + 4, 4 * SIZE)
+    ckpt = torch.load(Path(paths.checkpoint), weights_only=True)
+    assert len(ckpt["grids"]) == 3
+    last = Image.open(io.BytesIO(ckpt["grids"][-1].numpy().tobytes()))
+    assert np.array_equal(np.asarray(Image.open(grids[0])), np.asarray(last))
 
 
 class Interrupt(Exception):

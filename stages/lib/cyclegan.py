@@ -430,7 +430,9 @@ def _log_epoch(live, record, grid_image):
     for name in LOSS_NAMES:
         live.log_metric(f"loss/{name}", record[name])
     live.log_metric("lr", record["lr"])
-    live.log_image(f"samples/{record['epoch']:03d}.png", grid_image)
+    # One name per ROI, overwritten each epoch: `dvc plots show` gets one grid per ROI, the latest; every epoch's grid
+    # stays in the checkpoint ("grids").
+    live.log_image("samples.png", grid_image)
     live.next_step()
 
 
