@@ -145,13 +145,13 @@ def test_jitter_shifts_within_the_padding(manifest):
     data = DeviceData(a, b, cfg, torch.device("cpu"))
     data.plan_epoch(torch.Generator().manual_seed(1))
     order, offsets, _ = data.plan[0]
+    assert offsets.min() >= 0 and offsets.max() <= 8 and len(offsets.unique()) > 1
+    offsets[0, 0] = torch.tensor([4, 4])  # an offset equal to the padding is no shift at all ...
+    offsets[0, 1] = torch.tensor([1, 7])  # ... and this one moves the crop by (-3, +3)
     real_a, _ = data.batch(0)
-    assert real_a.shape == (4, 3, SIZE, SIZE) and offsets.max() <= 8
-    i = int(torch.nonzero((offsets[0] == 4).all(dim=1))[0]) if (offsets[0] == 4).all(dim=1).any() else None
-    if i is not None:  # an offset equal to the padding is no shift at all
-        assert torch.allclose(real_a[i], torch.from_numpy(a[order[0, i]]).float() / 127.5 - 1)
-    shifted = [j for j in range(4) if not (offsets[0, j] == 4).all()]
-    j = shifted[0]
+    assert real_a.shape == (4, 3, SIZE, SIZE)
+    assert torch.allclose(real_a[0], torch.from_numpy(a[order[0, 0]]).float() / 127.5 - 1)
+    j = 1
     dy, dx = (offsets[0, j] - 4).tolist()
     src = torch.from_numpy(a[order[0, j]]).float() / 127.5 - 1
     # inside the image the crop is the source moved by (dy, dx)

@@ -141,8 +141,7 @@ def test_too_small_faces_are_hard_to_find(sample, facemesh):
 
 
 def test_judge_reads_neutral_and_happy(sample):
-    if not os.path.isfile(JUDGE_WEIGHTS):
-        pytest.skip(f"judge weights {JUDGE_WEIGHTS} absent")
+    assert os.path.isfile(JUDGE_WEIGHTS), f"judge weights {JUDGE_WEIGHTS} absent (they are committed)"
     from stages.lib.judge import face_crop, judge_probs, load_judge
 
     faces = [s for s in sample if s.truth["defect"] == "none" and not s.truth["label_noise"]
@@ -154,7 +153,7 @@ def test_judge_reads_neutral_and_happy(sample):
     assert np.mean(right) >= 0.85, f"judge agreed on {sum(right)}/{len(right)}"
     # label-noise faces are drawn with their true emotion: the judge should side with the drawing, not the label
     noisy = [s for s in sample if s.truth["label_noise"] and s.truth["defect"] == "none"]
-    if noisy:
-        p = judge_probs(load_judge(JUDGE_WEIGHTS), [face_crop(s.image, s.truth["face_bbox"]) for s in noisy])
-        agree = [(q[happy] > q[neutral]) == (s.truth["true_emotion"] == "happy") for s, q in zip(noisy, p)]
-        assert np.mean(agree) >= 0.7
+    assert len(noisy) >= 5  # the sample must hold some, or this half of the test checks nothing
+    p = judge_probs(load_judge(JUDGE_WEIGHTS), [face_crop(s.image, s.truth["face_bbox"]) for s in noisy])
+    agree = [(q[happy] > q[neutral]) == (s.truth["true_emotion"] == "happy") for s, q in zip(noisy, p)]
+    assert np.mean(agree) >= 0.7

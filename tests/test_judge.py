@@ -235,7 +235,7 @@ def test_probs_are_softmax_rows_and_batching_does_not_change_them(model):
     assert np.allclose(p.sum(1), 1, atol=1e-5)
     assert np.allclose(judge_probs(model, faces, batch=3), p, atol=1e-6)
     assert judge_probs(model, []).shape == (0, 7)
-    assert p[:, HAPPY].shape == p[:, NEUTRAL].shape
+    assert not np.allclose(p[0], p[1], atol=1e-3)  # each row is its own face's, not a constant
 
 
 def test_preprocess_scales_to_minus_one_one():

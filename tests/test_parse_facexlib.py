@@ -35,7 +35,9 @@ def test_loads_saved_weights(checkpoints):
 def test_basicsr_params_wrapper_is_accepted(checkpoints, tmp_path):
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"params": torch.load(checkpoints["bisenet"], weights_only=True)}, wrapped)
-    fx.FacexlibParser("bisenet", str(wrapped), 64, "cpu")
+    plain = fx.FacexlibParser("bisenet", checkpoints["bisenet"], 64, "cpu").net.state_dict()
+    unwrapped = fx.FacexlibParser("bisenet", str(wrapped), 64, "cpu").net.state_dict()
+    assert plain.keys() == unwrapped.keys() and all(torch.equal(plain[k], unwrapped[k]) for k in plain)
 
 
 def test_512_input_with_the_models_normalisation(checkpoints):
