@@ -79,8 +79,8 @@ def repro(project: str, *targets) -> float:
 def run_real(overrides: dict, out: str, keep: bool = False, project: str = None) -> str:
     """The whole DAG on the photos with `overrides` (in the kept `project`, if given), its results copied to `out`;
     returns the summary table."""
+    keep = keep or project is not None  # a project the caller kept is theirs to remove
     project, params = scratch_project(overrides, project)
-    keep = keep or project is not None
     wall = repro(project)
     os.makedirs(os.path.join(out, "pictures"), exist_ok=True)
     edits = [name for name in params["rois"]["names"] + ["combined"]

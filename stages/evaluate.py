@@ -223,11 +223,12 @@ def evaluate(roi: str):
     torch.set_num_threads(min(4, torch.get_num_threads()))
     P.seed_everything(p["config"].seed)
     parts, rows_a, rows_b, geometry_roi, groups = read_manifests(roi)
-    generators = [read_generator(r, p["device"], decode_png(rows[0]["crop"]).shape[0]) for r, rows in zip(parts, rows_a)]
+    generators = [read_generator(r, p["device"], decode_png(rows[0]["crop"]).shape[0])
+                  for r, rows in zip(parts, rows_a)]
     curator, classify = read_curator(p["source"], p["target"], p["device"])
     faces = read_faces(rows_a[0], curator.input == "grey_masks", more_rows=rows_a[1:])
-    generated = per_face([translate(g, [decode_png(x["crop"]) for x in rows], p["device"], p["batch"])
-                          for g, rows in zip(generators, rows_a)], parts)
+    generated = per_face([translate(g, [f.parts[k].crop for f in faces], p["device"], p["batch"])
+                          for k, g in enumerate(generators)], parts)
     real_b = per_face([[decode_png(x["crop"]) for x in rows] for rows in rows_b], parts)
     judges = Judges(judge=load_judge(device=p["device"]), curator=classify, identity=p["identity"],
                     identity_workers=p["workers"])

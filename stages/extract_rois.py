@@ -31,7 +31,7 @@ from .lib.codec import decode_png, encode_png, to_rgb
 from .lib.contact_sheet import contact_sheet, load_rows
 from .lib.errors import StageError, run_stage
 from .lib.labels import EMOTIONS
-from .lib.rois import ROI_NAMES, box_leaves_image, crop_roi, region_mask, roi_alpha, roi_box
+from .lib.rois import ROI_NAMES, box_leaves_image, crop_roi, region_mask, roi_geometry
 from .lib import tables
 
 IMAGES = "data/images"
@@ -136,12 +136,12 @@ def face_inputs(row, parsed, domains):
 
 def extract_one(image, labels, roi, cfg):
     """The payload of one ROI row, or Reject when the region can't be formed."""
-    box = roi_box(labels, roi, cfg["margin"][roi], cfg["grow"][roi])
-    if box is None:
-        raise Reject(f"empty_{roi}_region")
     size = cfg["size"][roi]
+    geometry = roi_geometry(labels, roi, cfg["margin"][roi], size, cfg["feather"], cfg["grow"][roi])
+    if geometry is None:
+        raise Reject(f"empty_{roi}_region")
+    box, alpha = geometry
     crop = crop_roi(image, box, size)
-    alpha = roi_alpha(labels, roi, box, size, cfg["feather"], cfg["grow"][roi])
     return {"bbox": list(box), "scale": round(size / box[2], 6), "padded": box_leaves_image(box, image.shape),
             "region_px": int(region_mask(labels, roi).sum()), "crop": crop, "alpha": alpha}
 

@@ -20,8 +20,8 @@ from tests.synthetic_rois import write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 16
-TINY = dict(epochs={"mouth": 3}, epochs_decay={"mouth": 1}, batch={"mouth": 4}, ngf=2, ndf=2, pool_size=4, device="cpu", seed=0,
-            n_blocks={"mouth": 1}, n_layers={"mouth": 1}, n_down={"mouth": 2}, generator="residual",
+TINY = dict(epochs={"mouth": 3}, epochs_decay={"mouth": 1}, batch={"mouth": 4}, ngf=2, ndf=2, pool_size=4, device="cpu",
+            seed=0, n_blocks={"mouth": 1}, n_layers={"mouth": 1}, n_down={"mouth": 2}, generator="residual",
             lambda_identity={"mouth": 0.5}, lambda_expression={"mouth": 0.0})
 
 

@@ -211,8 +211,8 @@ def write_curator(root, shared_data, source="neutral", target="happy"):
 
 def scratch(tmp_path, shared_data, overrides=None, **tables):
     # its own models/: the judge linked from the project, a generator and a curator of our own
-    root = scratch_project(tmp_path / "proj", {"evaluate": {"device": "cpu", "kid_subsets": 5, "resamples": 200, "identity": True,
-                                                            "workers": 1},
+    root = scratch_project(tmp_path / "proj", {"evaluate": {"device": "cpu", "kid_subsets": 5, "resamples": 200,
+                                                            "identity": True, "workers": 1},
                                               **(overrides or {})})
     write_tables(root, shared_data, **tables)
     return root

@@ -125,7 +125,8 @@ def test_the_pool_returns_a_batch_of_fakes_or_stored_images_for_any_sizes(pool_s
 
 @pytest.mark.parametrize("kind", ["residual", "attention"])
 def test_identity_initialised_generators_return_their_input_at_step_0(kind, tmp_path):
-    g = init_weights(ResnetGenerator(ngf=4, n_blocks=1, n_down=1, kind=kind), generator=torch.Generator().manual_seed(0))
+    g = init_weights(ResnetGenerator(ngf=4, n_blocks=1, n_down=1, kind=kind),
+                     generator=torch.Generator().manual_seed(0))
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     assert torch.equal(g(x), x)
     out, mask = g.edit(x)

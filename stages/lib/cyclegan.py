@@ -36,7 +36,8 @@ from . import params as P
 from .codec import decode_png, to_rgb
 from .errors import StageError
 from .expression import ExpressionNet, expression_loss, fit_expression
-from .networks import GENERATOR_KINDS, UPSAMPLINGS, FakePool, PatchDiscriminator, ResnetGenerator, generator_file, init_weights
+from .networks import (GENERATOR_KINDS, UPSAMPLINGS, FakePool, PatchDiscriminator, ResnetGenerator, generator_file,
+                       init_weights)
 from .tables import read_frame, save_torch_atomic, write_json_atomic
 
 # Bump when the checkpoint layout or the training maths changes, so that old checkpoints are not resumed.
@@ -82,7 +83,8 @@ class TrainConfig:
 SCALAR_KEYS = ("generator", "upsample", "lr", "beta1", "lambda_cycle", "lambda_mask", "mask_budget", "mask_warmup",
                "pool_size", "ngf", "ndf", "flip", "jitter", "precision", "compile", "device", "seed")
 # Per ROI because a 128-pixel face costs four times a 64-pixel mouth per image, and each ROI's recipe was measured.
-PER_ROI_KEYS = ("epochs", "epochs_decay", "batch", "n_blocks", "n_layers", "n_down", "lambda_identity", "lambda_expression")
+PER_ROI_KEYS = ("epochs", "epochs_decay", "batch", "n_blocks", "n_layers", "n_down", "lambda_identity",
+                "lambda_expression")
 
 
 def param_keys(roi):
@@ -100,7 +102,8 @@ def read_config(params: dict, roi: str) -> TrainConfig:
     epochs = n(f"train.epochs.{roi}", int, 1)
     cfg = TrainConfig(
         roi=roi, size=size, generator=P.choice(params, "train.generator", GENERATOR_KINDS),
-        upsample=P.choice(params, "train.upsample", UPSAMPLINGS), epochs=epochs, epochs_decay=n(f"train.epochs_decay.{roi}", int, 0, epochs),
+        upsample=P.choice(params, "train.upsample", UPSAMPLINGS),
+        epochs=epochs, epochs_decay=n(f"train.epochs_decay.{roi}", int, 0, epochs),
         batch=n(f"train.batch.{roi}", int, 1), lr=P.number(params, "train.lr", float, hi=1.0, above=0.0),
         beta1=n("train.beta1", float, 0.0, 0.999),
         lambda_cycle=n("train.lambda_cycle", float, 0.0),

@@ -52,9 +52,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from PIL import Image
+from tqdm import tqdm
 
 from .codec import to_rgb
 from .contact_sheet import contact_sheet
@@ -96,14 +95,22 @@ class Face:
     def parts(self) -> tuple:
         return (Part(self.bbox, self.crop, self.alpha),) + tuple(self.more)
 
+    def split(self, per_face) -> tuple:
+        """One edit's item for this face (a crop, or a tuple of crops with several parts) as a tuple per part."""
+        return per_face if self.more else (per_face,)
+
+    def join(self, per_part: tuple):
+        """The inverse of split: a tuple per part back to one edit's item for this face."""
+        return per_part if self.more else per_part[0]
+
     def own_crops(self):
         """What the identity generator gives: the face's own crop (a tuple of them with several parts)."""
-        return tuple(p.crop for p in self.parts) if self.more else self.crop
+        return self.join(tuple(p.crop for p in self.parts))
 
     def paste(self, crops, match: str, blend: str) -> np.ndarray:
         """The photo with each part replaced by its crop of `crops` (one crop, or a tuple with several parts)."""
         out = self.image
-        for part, crop in zip(self.parts, crops if self.more else (crops,)):
+        for part, crop in zip(self.parts, self.split(crops)):
             out = composite(out, crop, part.crop, part.bbox, part.alpha, match, blend)
         return out
 
@@ -148,9 +155,9 @@ class Picks:
     target: str = ""
 
 
-def _side_by_side(crops) -> np.ndarray:
+def _side_by_side(crops: tuple) -> np.ndarray:
     # The parts of a several-ROI edit in one tile, each scaled to the first one's height.
-    crops = [to_rgb(c) for c in (crops if isinstance(crops, tuple) else (crops,))]
+    crops = [to_rgb(c) for c in crops]
     side = crops[0].shape[0]
     return np.concatenate([c if c.shape[0] == side else np.asarray(Image.fromarray(c).resize((side, side)))
                            for c in crops], axis=1)
@@ -161,7 +168,7 @@ def sample_sheet(picks: Picks, path, thumb=96):
     (several ROIs: their crops side by side)."""
     images, captions = [], []
     for (face, pasted, out), po, pc in zip(picks.rows, picks.p_orig, picks.p_comp):
-        images += [face.image, _side_by_side(face.own_crops()), _side_by_side(pasted), out]
+        images += [face.image, _side_by_side(face.split(face.own_crops())), _side_by_side(face.split(pasted)), out]
         captions += [f"{face.id[:8]} p={po:.2f}", "ROI", "generated", f"{picks.target} p={pc:.2f}"]
     return contact_sheet(images, captions, path, cols=4, thumb=thumb)
 
@@ -443,7 +450,7 @@ def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, r
     picks = Picks(target=target)
     for face, gen, out in list(zip(faces, generated, composites["comp"]))[:config.n_samples]:
         matched = tuple(color_match(g, p.crop, p.alpha, config.color_match)
-                        for g, p in zip(gen if face.more else (gen,), face.parts))
-        picks.rows.append((face, matched if face.more else matched[0], out))
+                        for g, p in zip(face.split(gen), face.parts))
+        picks.rows.append((face, face.join(matched), out))
     picks.p_orig, picks.p_comp = orig["probs"][:len(picks.rows), tgt], per_face["comp_p"][:len(picks.rows)]
     return metrics, picks

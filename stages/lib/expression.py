@@ -63,13 +63,13 @@ def fit_expression(crops_a: np.ndarray, crops_b: np.ndarray, device, seed: int):
     data = [_scaled(c, idx, device) for c, idx in zip((crops_a, crops_b), fit)]
     opt = torch.optim.Adam(net.parameters(), lr=LR, betas=(0.5, 0.999))
     half = BATCH // 2
+    y = torch.cat([torch.zeros(half), torch.ones(half)]).to(device)
     for _ in range(STEPS):
         # Balanced batches whatever the domains' sizes, with random horizontal flips (expressions are symmetric).
         picks = [torch.randint(0, len(d), (half,), generator=generator) for d in data]
         x = torch.cat([d[p.to(d.device)] for d, p in zip(data, picks)])
         flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        y = torch.cat([torch.zeros(half), torch.ones(half)]).to(x.device)
         loss = F.binary_cross_entropy_with_logits(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

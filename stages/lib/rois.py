@@ -4,7 +4,7 @@ The research translates "feature to feature": a facial feature is cut out in a s
 translated, and pasted back through its mask. Training (extract_rois) and evaluation share these functions, so the
 crop and the paste use one geometry:
 
-    from stages.lib.rois import roi_box, crop_roi, roi_alpha, paste_roi
+    from stages.lib.rois import roi_box, crop_roi, roi_alpha, paste_roi     # roi_geometry: box and alpha in one go
     bbox = roi_box(label_map, "mouth", margin=0.1, grow=0.4)           # (x, y, side, side) in source pixels, or None
     crop = crop_roi(image, bbox, 64)                                    # 64x64(x3) uint8, reflected off the image
     alpha = roi_alpha(label_map, "mouth", bbox, 64, 0.15, grow=0.4)    # 64x64 uint8 0-255, dilated and feathered
@@ -77,12 +77,22 @@ def roi_box(label_map: np.ndarray, roi: str, margin: float, grow: float = 0.0):
     (1 + 2 * margin), so every ROI keeps its aspect (a wide mouth is not stretched) and its margin scales with it.
     The region is the grown one (`region_mask`). The box may leave the image; the crop reflects the image there.
     """
+    region = _formed_region(label_map, roi, margin, grow)
+    return None if region is None else _box_around(region, margin)
+
+
+def _formed_region(label_map, roi, margin, grow):
+    """region_mask(label_map, roi, grow), or None when ROI_REQUIRED is absent; checks the margin."""
     _check_roi(roi)
     if margin < 0 or not math.isfinite(margin):
         raise StageError(f"roi_box margin must be a finite number >= 0, got {margin!r}")
     if not np.isin(label_map, ROI_REQUIRED[roi]).any():
         return None
-    ys, xs = np.nonzero(region_mask(label_map, roi, grow))
+    return region_mask(label_map, roi, grow)
+
+
+def _box_around(region: np.ndarray, margin: float) -> tuple:
+    ys, xs = np.nonzero(region)
     x0, x1 = int(xs.min()), int(xs.max()) + 1
     y0, y1 = int(ys.min()), int(ys.max()) + 1
     side = max(1, int(math.ceil(max(x1 - x0, y1 - y0) * (1 + 2 * margin))))
@@ -165,18 +175,31 @@ def roi_alpha(label_map: np.ndarray, roi: str, bbox, size: int, feather: float, 
     The region is cut with the same box as the crop; where the box leaves the image the mask is 0 (a reflected
     mask would claim pixels the paste can't write).
     """
+    # Grown on the whole map, then cut: the dilation must see region pixels outside the box too.
+    return _alpha_of(region_mask(label_map, roi, grow), bbox, size, feather)
+
+
+def _alpha_of(region: np.ndarray, bbox, size: int, feather: float) -> np.ndarray:
     x, y, w, h = _int_box(bbox)
     size = _size(size)
     if feather < 0 or not math.isfinite(feather):
         raise StageError(f"roi_alpha feather must be a finite number >= 0, got {feather!r}")
     full = np.zeros((h, w), np.uint8)
-    H, W = label_map.shape[:2]
+    H, W = region.shape[:2]
     ix0, ix1, iy0, iy1 = max(x, 0), min(x + w, W), max(y, 0), min(y + h, H)
     if ix0 < ix1 and iy0 < iy1:
-        # Grown on the whole map, then cut: the dilation must see region pixels outside the box too.
-        inside = region_mask(label_map, roi, grow)[iy0:iy1, ix0:ix1]
-        full[iy0 - y:iy1 - y, ix0 - x:ix1 - x] = np.where(inside, 255, 0).astype(np.uint8)
+        full[iy0 - y:iy1 - y, ix0 - x:ix1 - x] = np.where(region[iy0:iy1, ix0:ix1], 255, 0).astype(np.uint8)
     return _feather(_resize(full, size, size), size, feather)
+
+
+def roi_geometry(label_map: np.ndarray, roi: str, margin: float, size: int, feather: float, grow: float = 0.0):
+    """(roi_box, roi_alpha) of one ROI from one (grown) region mask, or None when the region can't be formed: what
+    extract_rois stores, without dilating the region twice."""
+    region = _formed_region(label_map, roi, margin, grow)
+    if region is None:
+        return None
+    box = _box_around(region, margin)
+    return box, _alpha_of(region, box, size, feather)
 
 
 def _clip(bbox, shape):
