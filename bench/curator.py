@@ -20,12 +20,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from stages.filter_emotion import decide, judge_to_classes  # noqa: E402
+from stages.lib.label_issues import decide, judge_to_classes  # noqa: E402
 from stages.lib import params as P  # noqa: E402
 from stages.lib.codec import decode_image, to_grey  # noqa: E402
-from stages.lib.curator import (CuratorConfig, class_index, cross_fit, curator_classes, face_inputs,  # noqa: E402
-                                find_issues, judge_features)
-from stages.lib.judge import face_crop, judge_probs, load_judge  # noqa: E402
+from stages.lib.curator import CuratorConfig, cross_fit, face_inputs, judge_features  # noqa: E402
+from stages.lib.label_issues import class_index, curator_classes, find_issues  # noqa: E402
+from stages.lib.boxes import face_crop  # noqa: E402
+from stages.lib.judge import judge_probs, load_judge  # noqa: E402
 from stages.lib.labels import canonical_emotion  # noqa: E402
 from stages.lib.masks import class_counts_of, counts_matrix, visibility_reasons  # noqa: E402
 from stages.lib.parsing.facemesh import FaceMeshParser, quiet_stderr  # noqa: E402

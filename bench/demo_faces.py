@@ -52,7 +52,8 @@ def facemesh_found(images) -> np.ndarray:
 
 def judge_demo(samples):
     """(probs (N, 7), true emotions) for the samples' ground-truth face crops."""
-    from stages.lib.judge import face_crop, judge_probs, load_judge
+    from stages.lib.boxes import face_crop
+    from stages.lib.judge import judge_probs, load_judge
 
     model = load_judge()
     crops = [face_crop(s.image, s.truth["face_bbox"]) for s in samples]

@@ -22,7 +22,8 @@ import torch  # noqa: E402
 
 from stages.lib.codec import DecodeError, decode_image, to_grey  # noqa: E402
 from stages.lib.errors import StageError, run_stage  # noqa: E402
-from stages.lib.judge import face_crop, judge_probs, load_judge, preprocess_faces  # noqa: E402
+from stages.lib.boxes import face_crop  # noqa: E402
+from stages.lib.judge import judge_probs, load_judge, preprocess_faces  # noqa: E402
 from stages.lib.labels import FER_ORDER, canonical_emotion  # noqa: E402
 
 DATA = "../shared/data/facial_expressions"

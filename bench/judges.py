@@ -25,7 +25,7 @@ from stages.lib.geometry import SCORES, auc, expression_features, expression_sco
 from stages.lib.identity import SAME_PERSON, IdentityEmbedder  # noqa: E402
 from stages.lib.labels import canonical_emotion  # noqa: E402
 from stages.lib.parsing.facemesh import FaceMeshParser, quiet_stderr  # noqa: E402
-from stages.lib.parsing.labelmap import mask_bbox  # noqa: E402
+from stages.lib.boxes import mask_bbox  # noqa: E402
 
 PHOTOS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "facial_expressions")
 PERSON = re.compile(r"^(?P<person>.+)_\d{4}\.jpg$")

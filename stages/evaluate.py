@@ -19,50 +19,34 @@ Writes  eval/<roi>/metrics.json   for the translator, the oracle (oracle_*: real
         dvclive/evaluate/<roi>/metrics.json   the numbers with intervals as scalars (<name>, <name>_lo, <name>_hi),
             which `dvc metrics diff` and `dvc exp show` list (they drop the lists of eval/<roi>/metrics.json)
         plots/evaluate/<roi>.png  original | ROI | generated ROI | composite for the lowest-id test faces
+The faces and their parts are read by stages/lib/eval_faces.py; the numbers are defined in stages/lib/evaluation.py.
 """
 import os
 import sys
 
-import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
 from .lib import params as P
+from .lib import paths
 from .lib.codec import decode_png
-from .lib.contact_sheet import load_rows
-from .lib.curator import curator_probs, load_curator
+from .lib.curator import curator_classifier
 from .lib.errors import StageError, run_stage
-from .lib.evaluation import EvalConfig, Face, Judges, Part, evaluate_faces, sample_sheet, translate
+from .lib.eval_faces import images_of, per_face, read_faces, read_manifests, sample_sheet, target_faces, translate
+from .lib.evaluation import EvalConfig, Judges, evaluate_faces
 from .lib.geometry import GeometryJudge, fit_threshold
 from .lib.judge import load_judge
-from .lib.labels import EMOTIONS
-from .lib.networks import load_generator
+from .lib.live import log_with_intervals
+from .lib.networks import read_generator
 from .lib.overlay import BLENDS, COLOR_MATCHES
 from .lib.rois import ROI_NAMES
-from .lib.tables import read_upstream, write_json_atomic
+from .lib.tables import write_json_atomic
 
-IMAGES = "data/images"
-PARSED = "data/parsed"
-ROIS = "data/rois/{roi}.parquet"
-GENERATOR = "models/cyclegan/{roi}/generator_AB.pt"
-CURATOR = "models/curator/curator.pt"
-OUT = "eval/{roi}"
-# Pictures live under plots/ so that eval/ holds only metrics (dvc metrics reads every file of a listed folder).
-SAMPLES = "plots/evaluate/{roi}.png"
-LIVE = "dvclive/evaluate/{roi}"
-ROI_COLUMNS = ["id", "split", "domain", "kept", "bbox", "crop", "alpha"]
-# evaluate@combined: the judge reads a smile from the eyes and cheeks as well as the mouth, so the two feature
-# translators are also scored applied together, eyes first, to the test faces both manifests keep. Its oracle pastes
-# the eyes and the mouth of one other (real target) face; its geometry judge is the smile's.
-COMBINED = ("eyes", "mouth")
 EDIT_NAMES = ROI_NAMES + ("combined",)
 
 
 def read_params(params) -> dict:
-    source = P.choice(params, "emotions.source", EMOTIONS)
-    target = P.choice(params, "emotions.target", EMOTIONS)
-    if source == target:
-        raise StageError(f"params: emotions.source and emotions.target are both {source!r}; they must differ")
+    source, target = P.emotions(params)
     config = EvalConfig(
         color_match=P.choice(params, "evaluate.color_match", COLOR_MATCHES),
         blend=P.choice(params, "evaluate.blend", BLENDS),
@@ -82,90 +66,6 @@ def read_params(params) -> dict:
     return p
 
 
-def read_rois(roi: str) -> dict:
-    """The ROI manifest's kept rows by (split, domain), each sorted by id: {("test", "A"): [row, ...], ...}."""
-    path = ROIS.format(roi=roi)
-    table = read_upstream(path, ROI_COLUMNS, "extract_rois")
-    table = table.filter(pc.fill_null(table.column("kept"), False))
-    groups = {}
-    for split in ("train", "test"):
-        for domain in ("A", "B"):
-            part = table.filter(pc.and_(pc.equal(table.column("split"), split),
-                                        pc.equal(table.column("domain"), domain)))
-            groups[split, domain] = sorted(part.to_pylist(), key=lambda r: r["id"])
-    if not groups["test", "A"]:
-        raise StageError(f"{path} has no kept test rows of domain A (the source emotion): nothing to evaluate; "
-                         f"check the split and emotions.source")
-    return groups
-
-
-def read_faces(rows_a, with_maps: bool = False, more_rows=()) -> list:
-    """Join the ROI rows with their photos and face boxes (and label maps: `with_maps`); a missing photo is an error,
-    not a skip. `more_rows`: rows of further ROIs, each list aligned with `rows_a` (the combined edit)."""
-    images = images_of(rows_a)
-    parsed = load_rows(PARSED, [r["id"] for r in rows_a], ["face_bbox"] + (["label_map"] if with_maps else []))
-    faces = []
-    for i, (r, image) in enumerate(zip(rows_a, images)):
-        row = parsed.get(r["id"]) or {}
-        label_map = decode_png(row["label_map"]) if row.get("label_map") else None
-        more = tuple(Part(tuple(m[i]["bbox"]), decode_png(m[i]["crop"]), decode_png(m[i]["alpha"]))
-                     for m in more_rows)
-        faces.append(Face(id=r["id"], image=image, face_bbox=row.get("face_bbox"), bbox=tuple(r["bbox"]),
-                          crop=decode_png(r["crop"]), alpha=decode_png(r["alpha"]), label_map=label_map, more=more))
-    return faces
-
-
-def read_generator(roi: str, device, crop_side: int):
-    path = GENERATOR.format(roi=roi)
-    if not os.path.isfile(path):
-        raise StageError(f"generator weights {path} not found; train them with `dvc repro train@{roi}`")
-    try:
-        generator = load_generator(path, device)
-    except StageError:
-        raise
-    except Exception as err:  # a damaged or foreign file: torch and the state-dict loader raise many types
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise StageError(f"generator weights {path} are unreadable ({type(err).__name__}: {first}); "
-                         f"retrain with `dvc repro train@{roi}`") from None
-    trained_side = generator.config.get("size")
-    if trained_side is not None and int(trained_side) != crop_side:
-        raise StageError(f"{path} was trained on {trained_side}px crops but {ROIS.format(roi=roi)} has "
-                         f"{crop_side}px crops; retrain with `dvc repro train@{roi}`")
-    return generator
-
-
-def read_curator(source: str, target: str, device):
-    """train_curator's final curator as evaluate_faces' callable; it must have been trained for these emotions."""
-    curator = load_curator(CURATOR, device)
-    if (curator.source, curator.target) != (source, target):
-        raise StageError(f"{CURATOR} was trained for {curator.source}->{curator.target}, the params ask for "
-                         f"{source}->{target}; retrain it with `dvc repro train_curator`")
-
-    def classify(images, face_boxes, label_maps):
-        return curator_probs(curator, images, face_boxes, label_maps), curator.classes
-
-    return curator, classify
-
-
-def images_of(rows) -> list:
-    """The photos of manifest rows, in their order; a missing one is an error."""
-    ids = [r["id"] for r in rows]
-    try:
-        images = load_rows(IMAGES, ids, ["image"])
-    except FileNotFoundError as err:
-        raise StageError(f"{err.args[0]} not found; run ingest first (dvc repro)") from None
-    missing = [i for i in ids if not (images.get(i) or {}).get("image")]
-    if missing:
-        raise StageError(f"{len(missing)} ids lack a photo in {IMAGES} (first {missing[0]}); rerun extract_rois")
-    return [decode_png(images[i]["image"]) for i in ids]
-
-
-def target_faces(rows_b) -> list:
-    """(photo, face box) of the real target-domain test faces, for judge_label_agreement."""
-    parsed = load_rows(PARSED, [r["id"] for r in rows_b], ["face_bbox"]) if rows_b else {}
-    return [(image, (parsed.get(r["id"]) or {}).get("face_bbox")) for r, image in zip(rows_b, images_of(rows_b))]
-
-
 def geometry_judge(roi: str, groups: dict):
     """The landmark judge and its cut, fitted on the real train faces of both domains (never on test faces)."""
     judge = GeometryJudge(roi)
@@ -179,53 +79,14 @@ def geometry_judge(roi: str, groups: dict):
     return judge, cut
 
 
-def log_headline(metrics: dict, live_dir: str):
-    """The numbers with intervals, through dvclive, as scalars DVC can show: `dvc metrics diff` and `dvc exp show`
-    drop list values, so each `<name>_ci: [lo, hi]` of eval/<roi>/metrics.json becomes `<name>_lo` / `<name>_hi`."""
-    from dvclive import Live
-
-    live = Live(live_dir, resume=False, dvcyaml=False, save_dvc_exp=False, report=None)
-    live.log_metric("n_test", metrics["n_test"], plot=False)
-    for key in sorted(k[:-3] for k, v in metrics.items() if k.endswith("_ci") and v):
-        if metrics.get(key) is not None:
-            lo, hi = metrics[f"{key}_ci"]
-            for name, value in ((key, metrics[key]), (f"{key}_lo", lo), (f"{key}_hi", hi)):
-                live.log_metric(name, round(float(value), 6), plot=False)
-    live.make_summary()
-
-
-def shared_rows(groups: dict, split: str, domain: str) -> list:
-    """Per ROI of `groups` ({roi: read_rois(roi)}), its rows of the faces that every ROI keeps, aligned by id."""
-    by_roi = {roi: {r["id"]: r for r in g[split, domain]} for roi, g in groups.items()}
-    ids = sorted(set.intersection(*(set(rows) for rows in by_roi.values())))
-    return [[rows[i] for i in ids] for rows in by_roi.values()]
-
-
-def read_manifests(roi: str):
-    """The ROIs of `roi` (`combined`: COMBINED) and, per ROI, its kept test rows of A and of B for the faces every one
-    of them keeps, aligned by id; plus the ROI whose geometry judge applies and that ROI's manifest groups."""
-    parts = COMBINED if roi == "combined" else (roi,)
-    groups = {r: read_rois(r) for r in parts}
-    rows_a, rows_b = shared_rows(groups, "test", "A"), shared_rows(groups, "test", "B")
-    if not rows_a[0]:
-        raise StageError(f"no test face of domain A is kept in every one of {', '.join(parts)}")
-    geometry_roi = "mouth" if "mouth" in parts else parts[0]
-    return parts, rows_a, rows_b, geometry_roi, groups[geometry_roi]
-
-
-def per_face(per_part: list, parts) -> list:
-    """One item per face: the item itself for one ROI, a tuple of every ROI's for several."""
-    return per_part[0] if len(parts) == 1 else list(zip(*per_part))
-
-
-def evaluate(roi: str):
+def evaluate(edit: str):
     p = read_params(P.load())
     torch.set_num_threads(min(4, torch.get_num_threads()))
     P.seed_everything(p["config"].seed)
-    parts, rows_a, rows_b, geometry_roi, groups = read_manifests(roi)
-    generators = [read_generator(r, p["device"], decode_png(rows[0]["crop"]).shape[0])
+    parts, rows_a, rows_b, geometry_roi, groups = read_manifests(edit)
+    generators = [read_generator(paths.generator_file(r), r, p["device"], decode_png(rows[0]["crop"]).shape[0])
                   for r, rows in zip(parts, rows_a)]
-    curator, classify = read_curator(p["source"], p["target"], p["device"])
+    curator, classify = curator_classifier(paths.CURATOR, p["source"], p["target"], p["device"])
     faces = read_faces(rows_a[0], curator.input == "grey_masks", more_rows=rows_a[1:])
     generated = per_face([translate(g, [f.parts[k].crop for f in faces], p["device"], p["batch"])
                           for k, g in enumerate(generators)], parts)
@@ -234,16 +95,16 @@ def evaluate(roi: str):
                     identity_workers=p["workers"])
     if p["geometry"]:
         judges.geometry, judges.geometry_cut = geometry_judge(geometry_roi, groups)
-    print(f"evaluate@{roi}: {len(faces)} test faces ({p['source']}), {len(real_b)} real {p['target']} crops, "
+    print(f"evaluate@{edit}: {len(faces)} test faces ({p['source']}), {len(real_b)} real {p['target']} crops, "
           f"color_match={p['config'].color_match}, blend={p['config'].blend}, device={p['device']}", file=sys.stderr)
     metrics, picks = evaluate_faces(faces, generated, judges, p["source"], p["target"], real_b, p["config"],
                                     real_target_faces=target_faces(rows_b[0]))
-    out = OUT.format(roi=roi)
-    write_json_atomic(metrics, os.path.join(out, "metrics.json"))
-    log_headline(metrics, LIVE.format(roi=roi))
-    sample_sheet(picks, SAMPLES.format(roi=roi))
+    write_json_atomic(metrics, os.path.join(paths.eval_dir(edit), "metrics.json"))
+    log_with_intervals(metrics, paths.live_dir("evaluate", edit))
+    # Pictures live under plots/ so that eval/ holds only metrics (dvc metrics reads every file of a listed folder).
+    sample_sheet(picks, os.path.join(paths.plots_dir("evaluate"), f"{edit}.png"))
     ci = metrics["transfer_gain_ci"]
-    print(f"evaluate@{roi}: transfer_gain={metrics['transfer_gain']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
+    print(f"evaluate@{edit}: transfer_gain={metrics['transfer_gain']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
           f"(oracle {metrics.get('oracle_transfer_gain')}), identity_kept_rate={metrics['identity_kept_rate']}, "
           f"geometry_gain={metrics['geometry_gain']}, outside_changed_px={metrics['outside_changed_px']}",
           file=sys.stderr)
@@ -252,11 +113,10 @@ def evaluate(roi: str):
 def main(argv):
     if len(argv) != 1 or argv[0] not in EDIT_NAMES:
         raise StageError(f"usage: python -m stages.evaluate <roi>, with <roi> one of {', '.join(EDIT_NAMES)}")
-    roi = argv[0]
     try:
-        evaluate(roi)
+        evaluate(argv[0])
     except StageError as err:
-        raise StageError(f"evaluate@{roi}: {err}") from None
+        raise StageError(f"evaluate@{argv[0]}: {err}") from None
 
 
 if __name__ == "__main__":

@@ -18,17 +18,12 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .lib import params as P
+from .lib import paths
 from .lib.codec import decode_png
-from .lib.contact_sheet import contact_sheet, load_rows, overlay_regions
+from .lib.contact_sheet import contact_sheet, overlay_regions
 from .lib.errors import StageError, run_stage
 from .lib.masks import CHECKED_REGIONS, counts_matrix, split_reasons, visibility_reasons
-from .lib.tables import read_upstream, shard_paths, write_json_atomic, write_table_atomic
-
-PARSED = "data/parsed"
-IMAGES = "data/images"
-OUT = "data/filtered/filter_masks.parquet"
-METRICS = "metrics/filter_masks.json"
-PLOTS = "plots/filter_masks"
+from .lib.tables import load_faces, read_upstream, shard_paths, write_json_atomic, write_table_atomic
 
 
 def read_params(params):
@@ -55,7 +50,7 @@ def decide(ids, face, counts, ref_size, min_px, errors=None) -> pa.Table:
     try:
         matrix = counts_matrix(counts)
     except ValueError as err:
-        raise StageError(f"{PARSED}: {err}") from None
+        raise StageError(f"{paths.PARSED}: {err}") from None
     kept, reasons, got, need = visibility_reasons(face, matrix, min_px, ref_size)
     for i, error in enumerate(errors or []):
         if error:  # "corrupt_image: <detail>" from parse
@@ -81,7 +76,7 @@ def summarise(table: pa.Table) -> dict:
             "by_check": dict(sorted(Counter(c for r in reasons for c in split_reasons(r)).items()))}
 
 
-def write_sheets(table: pa.Table, sheet_max: int, parsed=PARSED, images=IMAGES, plots=PLOTS):
+def write_sheets(table: pa.Table, sheet_max: int, plots=paths.plots_dir("filter_masks")):
     """One sheet per single check, showing up to `sheet_max` rejected faces (lowest ids) with the regions tinted."""
     for stale in glob.glob(os.path.join(plots, "*.png")):
         os.unlink(stale)  # a check that no longer rejects anything must not leave last run's sheet behind
@@ -92,15 +87,15 @@ def write_sheets(table: pa.Table, sheet_max: int, parsed=PARSED, images=IMAGES, 
             by_check.setdefault(check, []).append(row)
     picks = {check: sorted(members, key=lambda r: r["id"])[:sheet_max] for check, members in by_check.items()}
     wanted = {r["id"] for members in picks.values() for r in members}
-    pixels = load_rows(images, wanted, ["image"]) if wanted else {}
-    maps = load_rows(parsed, wanted, ["label_map"]) if wanted else {}
+    faces = load_faces(wanted, ["image"], ["label_map"])
     for check, members in tqdm(sorted(picks.items()), desc="filter_masks sheets", unit="sheet"):
         thumbs, captions = [], []
         for r in members:
-            if pixels.get(r["id"], {}).get("image") is None:
+            face = faces.get(r["id"], {})
+            if face.get("image") is None:
                 continue
-            img = decode_png(pixels[r["id"]]["image"])
-            lm = maps.get(r["id"], {}).get("label_map")
+            img = decode_png(face["image"])
+            lm = face.get("label_map")
             thumbs.append(overlay_regions(img, decode_png(lm) if lm else None))
             captions.append(f"e{r['eyes_px']} b{r['brows_px']} l{r['lips_px']}")
         contact_sheet(thumbs, captions, os.path.join(plots, f"{check}.png"))
@@ -109,11 +104,11 @@ def write_sheets(table: pa.Table, sheet_max: int, parsed=PARSED, images=IMAGES, 
 def main():
     params = P.load()
     ref_size, min_px, sheet_max = read_params(params)
-    ids, face, counts, errors = read_parsed(PARSED)
+    ids, face, counts, errors = read_parsed(paths.PARSED)
     table = decide(ids, face, counts, ref_size, min_px, errors)
-    write_table_atomic(table, OUT)
+    write_table_atomic(table, paths.FILTER_MASKS)
     metrics = summarise(table)
-    write_json_atomic(metrics, METRICS)
+    write_json_atomic(metrics, paths.metrics_file("filter_masks"))
     write_sheets(table, sheet_max)
     print(f"filter_masks: kept {metrics['kept']}/{metrics['input']} ({metrics['kept_fraction']:.1%}); "
           f"rejected by check {metrics['by_check']}")

@@ -18,25 +18,14 @@ from itertools import islice
 import pyarrow as pa
 from tqdm import tqdm
 
-from stages.lib import params as P
-from stages.lib import sources, tables
-from stages.lib.codec import DecodeError, content_id, decode_image, encode_png
-from stages.lib.errors import StageError, run_stage
-from stages.lib.labels import canonical_emotion
-from stages.lib.tables import ShardWriter, write_json_atomic, write_table_atomic
+from .lib import params as P
+from .lib import paths, sources, tables
+from .lib.errors import StageError, run_stage
+from .lib.image_table import (CONTENT_FREE, SCHEMA, TRUTH_SCHEMA, apply_settled, count_keys, ingest_metrics,
+                              ingest_record, settle_copies, truth_row)
+from .lib.tables import ShardWriter, write_json_atomic, write_table_atomic
 
-OUT, TRUTH, METRICS = "data/images", "data/demo_truth.parquet", "metrics/ingest.json"
 CHUNK = 256
-
-SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("source_key", pa.string()), ("split", pa.string()),
-    ("label", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
-    ("image", pa.binary()), ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
-])
-TRUTH_SCHEMA = pa.schema([
-    ("id", pa.string()), ("source_key", pa.string()), ("true_emotion", pa.string()), ("label_noise", pa.bool_()),
-    ("defect", pa.string()), ("face_bbox", pa.list_(pa.int32())),
-])
 
 
 def read_params(p):
@@ -74,178 +63,63 @@ def open_source(cfg):
     return getattr(sources, name)(path)
 
 
-def split_from_id(image_id, test_fraction):
-    """Deterministic split from the id, so re-ingesting never moves an image between train and test."""
-    return "test" if int(image_id[:8], 16) / 16**8 < test_fraction else "train"
-
-
-def ingest_record(record, source, min_size, test_fraction, max_file_bytes=64 * 2**20, max_pixels=120_000_000):
-    """One source record -> one row. Runs in a worker thread (decode and PNG encode release the GIL)."""
-    label = canonical_emotion(record.raw_label)
-    row = dict(source=source, source_key=record.source_key, split=record.split, label=label, width=None,
-               height=None, channels=None, image=None, kept=False, reason="", detail="")
-    if record.outside_root:  # never opened: the id hashes the name, not the bytes of a file outside the dataset
-        return _reject(row, content_id(b"outside_root:" + record.source_key.encode()), "outside_root",
-                       f"{record.source_key!r} resolves outside the dataset root", test_fraction)
-    if record.missing:
-        return _reject(row, content_id(b"missing:" + record.source_key.encode()), "missing_file",
-                       f"{record.source_key!r} not found in the dataset", test_fraction)
-    try:
-        file_bytes = os.path.getsize(record.path) if record.data is None else 0
-        if file_bytes > max_file_bytes:  # before reading a byte of it
-            return _reject(row, content_id(b"too_large:" + record.source_key.encode()), "too_large",
-                           f"{file_bytes / 2**20:.0f} MB file over ingest.max_file_mb", test_fraction)
-        data = sources.read_bytes(record)
-    except OSError as err:
-        return _reject(row, content_id(b"unreadable:" + record.source_key.encode()), "corrupt_image",
-                       err.strerror or type(err).__name__, test_fraction)
-    image_id = content_id(data)
-    if record.problem:
-        return _reject(row, image_id, "corrupt_image", record.problem, test_fraction)
-    try:
-        pixels = decode_image(data, max_pixels)
-    except DecodeError as err:
-        return _reject(row, image_id, err.reason, str(err), test_fraction)
-    row.update(height=pixels.shape[0], width=pixels.shape[1], channels=1 if pixels.ndim == 2 else 3)
-    if label is None:
-        return _reject(row, image_id, "unknown_label", f"label {record.raw_label!r}", test_fraction)
-    if min(pixels.shape[:2]) < min_size:
-        return _reject(row, image_id, "too_small", f"{row['width']}x{row['height']} < {min_size}", test_fraction)
-    row.update(id=image_id, image=encode_png(pixels), kept=True)
-    row["split"] = row["split"] or split_from_id(image_id, test_fraction)
-    return row
-
-
-def _reject(row, image_id, reason, detail, test_fraction):
-    row.update(id=image_id, reason=reason, detail=str(detail).splitlines()[0][:200] if detail else "")
-    row["split"] = row["split"] or split_from_id(image_id, test_fraction)
-    return row
-
-
-CONTENT_FREE = ("outside_root", "missing_file")  # rows never read: their id hashes the name, not bytes
-
-
-def settle_copies(copies: dict, policy: str) -> dict:
-    """Final (id, reason) of every row that shares its bytes with another, by position.
-
-    `copies` maps a content id to its rows in order, as (position, source_key, label or None, reason). The canonical
-    row, which keeps the plain id, is the first copy with a known label (the first copy when none has one): a good
-    copy after one with an unknown label is kept. Every other copy gets `<id>-dupN` and the reason `duplicate`
-    (its own `unknown_label` stays). Copies whose known labels disagree all get `label_conflict`
-    (`ingest.duplicate_labels: reject`), or the canonical row's label wins (`first`).
-    """
-    out = {}
-    for content_id, rows in copies.items():
-        if len(rows) < 2:
-            continue
-        labelled = [r for r in rows if r[2] is not None]
-        canonical = labelled[0] if labelled else rows[0]
-        conflict = policy == "reject" and len({r[2] for r in labelled}) > 1
-        n = 0
-        for row in rows:
-            position, _, _, reason = row
-            if row is canonical:
-                new_id = content_id
-            else:
-                n += 1
-                new_id = f"{content_id}-dup{n}"
-            if conflict and row[2] is not None:
-                reason, detail = "label_conflict", f"same bytes labelled {', '.join(sorted({r[2] for r in labelled}))}"
-            elif row is not canonical and reason != "unknown_label":
-                reason, detail = "duplicate", f"same bytes as {canonical[1]}"
-            else:
-                detail = None
-            out[position] = (new_id, reason, detail)
-    return out
-
-
-def _settle(batch: dict, start: int, settled: dict) -> dict:
-    """Apply settle_copies' verdicts to one batch of rows (columns as lists), from row `start` on."""
-    for i in range(len(batch["id"])):
-        verdict = settled.get(start + i)
-        if verdict is None:
-            continue
-        new_id, reason, detail = verdict
-        batch["id"][i] = new_id
-        if reason != batch["reason"][i]:
-            batch["reason"][i], batch["kept"][i], batch["image"][i] = reason, False, None
-            batch["detail"][i] = detail
-    return batch
-
-
-def main():
-    cfg = read_params(P.load())
-    records = open_source(cfg)
+def decode_all(cfg, records, rows_path):
+    """Pass 1: decode every record once into the scratch table `rows_path`; returns which rows share their bytes
+    ({content id: [(position, source_key, label, reason)]}) and the demo's ground truth by position."""
     copies, truths = defaultdict(list), {}
     total = cfg["demo"]["n"] if cfg["source"] == "demo" else None
     work = partial(ingest_record, source=cfg["source"], min_size=cfg["min_size"], test_fraction=cfg["test_fraction"],
                    max_file_bytes=cfg["max_file_bytes"], max_pixels=cfg["max_pixels"])
-    # Pass 1 decodes every row once into a scratch table and notes which rows share bytes; pass 2 streams it into
-    # data/images with the copies settled (a label conflict can only be seen once every copy has been read).
-    tables.clear_leftovers(OUT, kinds=("scratch",))
-    os.makedirs(os.path.dirname(os.path.abspath(OUT)), exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(OUT)),
-                                     prefix=tables.temp_prefix(OUT, "scratch")) as scratch:
+    position = 0
+    with ShardWriter(rows_path, SCHEMA, cfg["shard_bytes"]) as rows_out, \
+            ThreadPoolExecutor(os.cpu_count() or 2) as pool, tqdm(total=total, desc="ingest", unit="img") as bar:
+        while chunk := list(islice(records, CHUNK)):
+            rows = list(pool.map(work, chunk))
+            for row, record in zip(rows, chunk):
+                if row["reason"] not in CONTENT_FREE:
+                    label = row["label"] if row["reason"] != "unknown_label" else None
+                    copies[row["id"]].append((position, row["source_key"], label, row["reason"]))
+                if record.truth:
+                    truths[position] = record.truth
+                position += 1
+            rows_out.write({name: [row[name] for row in rows] for name in SCHEMA.names})
+            bar.update(len(rows))
+    return copies, truths
+
+
+def write_settled(cfg, rows_path, settled, truths):
+    """Pass 2: stream the scratch table into data/images with the copies settled; returns (row counts by kept,
+    reason, label and split; the demo's truth rows; the number of rows)."""
+    counts, truth, start = Counter(), [], 0
+    with ShardWriter(paths.IMAGES, SCHEMA, cfg["shard_bytes"]) as out:
+        for batch in tables.iter_batches(rows_path):
+            columns = apply_settled(batch.to_pydict(), start, settled)
+            out.write(columns)
+            for i in range(len(columns["id"])):
+                row = {name: columns[name][i] for name in ("id", "source_key", "kept", "reason", "label", "split")}
+                counts[count_keys(row)] += 1
+                if start + i in truths:
+                    truth.append(truth_row(row, truths[start + i]))
+            start += len(columns["id"])
+    return counts, truth, out.rows
+
+
+def main():
+    cfg = read_params(P.load())
+    # A label conflict can only be seen once every copy has been read, hence two passes over a scratch table.
+    tables.clear_leftovers(paths.IMAGES, kinds=("scratch",))
+    parent = os.path.dirname(os.path.abspath(paths.IMAGES))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=tables.temp_prefix(paths.IMAGES, "scratch")) as scratch:
         rows_path = os.path.join(scratch, "rows")
-        position = 0
-        with ShardWriter(rows_path, SCHEMA, cfg["shard_bytes"]) as rows_out, \
-                ThreadPoolExecutor(os.cpu_count() or 2) as pool, tqdm(total=total, desc="ingest", unit="img") as bar:
-            while chunk := list(islice(records, CHUNK)):
-                rows = list(pool.map(work, chunk))
-                for row, record in zip(rows, chunk):
-                    if row["reason"] not in CONTENT_FREE:
-                        label = row["label"] if row["reason"] != "unknown_label" else None
-                        copies[row["id"]].append((position, row["source_key"], label, row["reason"]))
-                    if record.truth:
-                        truths[position] = record.truth
-                    position += 1
-                rows_out.write({name: [row[name] for row in rows] for name in SCHEMA.names})
-                bar.update(len(rows))
-        settled = settle_copies(copies, cfg["duplicate_labels"])
-        counts, truth, start = Counter(), [], 0
-        with ShardWriter(OUT, SCHEMA, cfg["shard_bytes"]) as out:
-            for batch in tables.iter_batches(rows_path):
-                columns = _settle(batch.to_pydict(), start, settled)
-                out.write(columns)
-                for i in range(len(columns["id"])):
-                    row = {name: columns[name][i] for name in ("id", "source_key", "kept", "reason", "label", "split")}
-                    counts[_count_keys(row)] += 1
-                    if start + i in truths:
-                        truth.append(_truth_row(row, truths[start + i]))
-                start += len(columns["id"])
-    write_table_atomic(pa.Table.from_pylist(truth, schema=TRUTH_SCHEMA), TRUTH)
-    write_json_atomic(ingest_metrics(counts), METRICS)
-    if out.rows == 0:
+        copies, truths = decode_all(cfg, open_source(cfg), rows_path)
+        counts, truth, n_rows = write_settled(cfg, rows_path, settle_copies(copies, cfg["duplicate_labels"]), truths)
+    write_table_atomic(pa.Table.from_pylist(truth, schema=TRUTH_SCHEMA), paths.DEMO_TRUTH)
+    write_json_atomic(ingest_metrics(counts), paths.metrics_file("ingest"))
+    if n_rows == 0:
         raise StageError(f"ingest: source {cfg['source']!r} at {cfg['path']!r} yielded no images")
     kept = sum(n for (kept, *_), n in counts.items() if kept)
-    print(f"ingest: {kept}/{out.rows} kept -> {OUT}")
-
-
-def _truth_row(row, t):
-    return dict(id=row["id"], source_key=row["source_key"], true_emotion=t.get("true_emotion"),
-                label_noise=bool(t.get("label_noise")), defect=t.get("defect"),
-                face_bbox=list(t["face_bbox"]) if t.get("face_bbox") is not None else None)
-
-
-def _count_keys(row):
-    return (row["kept"], row["reason"], row["label"] or "unknown", row["split"])
-
-
-def ingest_metrics(counts):
-    def tally(pick, only_kept):
-        out = Counter()
-        for key, n in counts.items():
-            if key[0] or not only_kept:
-                out[pick(key)] += n
-        return dict(sorted(out.items()))
-
-    rows = sum(counts.values())
-    kept = sum(n for key, n in counts.items() if key[0])
-    rejected = tally(lambda k: k[1], only_kept=False)
-    rejected.pop("", None)
-    return {"rows": rows, "kept": kept, "rejected": rows - kept, "kept_fraction": round(kept / max(rows, 1), 4),
-            "kept_by_label": tally(lambda k: k[2], True), "kept_by_split": tally(lambda k: k[3], True),
-            "rejected_by_reason": rejected}
+    print(f"ingest: {kept}/{n_rows} kept -> {paths.IMAGES}")
 
 
 if __name__ == "__main__":

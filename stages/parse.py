@@ -13,6 +13,7 @@ import contextlib
 import sys
 
 from stages.lib import params as P
+from stages.lib import paths
 from stages.lib.errors import run_stage
 from stages.lib.parsing import make_parser, read_params
 from stages.lib.parsing.runner import check_input, parse_table
@@ -21,10 +22,10 @@ from stages.lib.tables import save_png_atomic, write_json_atomic
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", default="data/images")
-    ap.add_argument("--out", default="data/parsed")
-    ap.add_argument("--metrics", default="metrics/parse.json")
-    ap.add_argument("--plot", default="plots/parse/contact_sheet.png")
+    ap.add_argument("--images", default=paths.IMAGES)
+    ap.add_argument("--out", default=paths.PARSED)
+    ap.add_argument("--metrics", default=paths.metrics_file("parse"))
+    ap.add_argument("--plot", default=f"{paths.plots_dir('parse')}/contact_sheet.png")
     args = ap.parse_args(argv)
 
     cfg = read_params(P.load(P.PARAMS_FILE))

@@ -16,9 +16,10 @@ import os
 import sys
 
 from .lib.errors import StageError, run_stage
+from .lib.paths import PATHS, plots_dir
 from .lib.tables import save_png_atomic, write_bytes_atomic
 
-PLOT = "plots/evaluate/summary.png"
+PLOT = os.path.join(plots_dir("evaluate"), "summary.png")
 # (row, metric): a metric with a `<metric>_ci` is printed as "value [lo, hi]".
 ROWS = [("n", "n_test"), ("transfer gain", "transfer_gain"), ("oracle", "oracle_transfer_gain"),
            ("share of oracle", "transfer_share"), ("control", "control_transfer_gain"),
@@ -73,7 +74,7 @@ def summary_table(folder="eval") -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_plot(folder="eval", path=PLOT):
+def summary_plot(folder=PATHS["eval"], path=PLOT):
     """Grouped bars with 95% error bars, one group per ROI; returns the path."""
     import matplotlib
     matplotlib.use("Agg")
@@ -112,7 +113,7 @@ def summary_plot(folder="eval", path=PLOT):
 
 def main(argv):
     parser = argparse.ArgumentParser(prog="python -m stages.summarize_eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--eval", default="eval", help="folder holding <roi>/metrics.json")
+    parser.add_argument("--eval", default=PATHS["eval"], help="folder holding <roi>/metrics.json")
     parser.add_argument("--out", help="also write the table to this markdown file")
     parser.add_argument("--plot", help=f"also draw the bar chart here (DVC writes {PLOT})")
     args = parser.parse_args(argv)

@@ -9,7 +9,8 @@ Reads `data/rois/<roi>.parquet` (kept rows of split=train) and the `train:` and 
 import sys
 
 from stages.lib import params
-from stages.lib.cyclegan import Paths, read_config, train_roi
+from stages.lib.cyclegan import read_config
+from stages.lib.training import Paths, train_roi
 from stages.lib.errors import StageError, run_stage
 
 

@@ -13,40 +13,30 @@ Writes  data/filtered/curator_oof.parquet  one row per kept id: id, label (inges
             (stages.lib.curator.load_curator / curator_probs read it; evaluate@roi uses it for curator_transfer_rate)
         metrics/train_curator.json   rows, classes, out-of-fold accuracy (all classes, and source vs target), issues,
             the final curator's accuracy on the held-out test rows (final_test_accuracy)
+        dvclive/curator/   the same numbers through dvclive (`dvc exp show` lists them beside the translators')
 
 The classifier lives in its own stage so that changing filter_emotion's params reruns only filter_emotion.
 """
-import json
 import os
 import time
 from collections import Counter
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from .lib import params as P
+from .lib import paths
 from .lib.codec import decode_png, to_grey
-from .lib.contact_sheet import load_rows
-from .lib.curator import (ISSUE_FILTERS, CuratorConfig, class_index, cross_fit, curator_classes, face_inputs,
-                          final_seed, find_issues, judge_features, predict, save_curator, train_net)
+from .lib.curator import CuratorConfig, cross_fit, face_inputs, final_seed, judge_features, predict, save_curator, \
+    train_net
 from .lib.errors import StageError, run_stage
-from .lib.labels import EMOTIONS
-from .lib.tables import kept_ids, write_json_atomic, write_table_atomic
-
-MASKS = "data/filtered/filter_masks.parquet"
-IMAGES = "data/images"
-PARSED = "data/parsed"
-OUT = "data/filtered/curator_oof.parquet"
-MODEL = "models/curator/curator.pt"
-METRICS = "metrics/train_curator.json"
+from .lib.label_issues import ISSUE_FILTERS, class_index, curator_classes, find_issues, oof_table
+from .lib.live import open_live
+from .lib.tables import kept_ids, load_faces, write_json_atomic, write_table_atomic
 
 
 def read_params(params):
-    source = P.choice(params, "emotions.source", EMOTIONS)
-    target = P.choice(params, "emotions.target", EMOTIONS)
-    if source == target:
-        raise StageError(f"params: emotions.source and emotions.target are both {source!r}; they must differ")
+    source, target = P.emotions(params)
     cfg = CuratorConfig(folds=P.number(params, "curator.folds", int, lo=2, hi=20),
                         epochs=P.number(params, "curator.epochs", int, lo=1, hi=500),
                         batch=P.number(params, "curator.batch", int, lo=2, hi=4096),
@@ -62,39 +52,19 @@ def read_params(params):
     return p
 
 
-def load_faces(ids, with_masks: bool, images=IMAGES, parsed=PARSED):
+def read_faces(ids, with_masks: bool):
     """(grey images, labels, splits, bboxes, label maps or None) for `ids`, in that order."""
-    pix = load_rows(images, ids, ["label", "split", "image"])
-    par = load_rows(parsed, ids, ["face_bbox"] + (["label_map"] if with_masks else []))
-    missing = [i for i in ids if i not in pix or pix[i]["image"] is None]
+    faces = load_faces(ids, ["label", "split", "image"], ["face_bbox"] + (["label_map"] if with_masks else []))
+    missing = [i for i in ids if faces.get(i, {}).get("image") is None]
     if missing:
-        raise StageError(f"{images} lacks image bytes for {len(missing)} kept ids (e.g. {missing[0]}); rerun ingest")
-    greys = [to_grey(decode_png(pix[i]["image"])) for i in ids]
-    labels = [pix[i]["label"] for i in ids]
-    splits = [pix[i]["split"] for i in ids]
-    bboxes = [par.get(i, {}).get("face_bbox") for i in ids]
+        raise StageError(f"{paths.IMAGES} lacks image bytes for {len(missing)} kept ids (e.g. {missing[0]}); "
+                         f"rerun ingest")
+    rows = [faces[i] for i in ids]
     maps = None
     if with_masks:
-        maps = [decode_png(par[i]["label_map"]) if par.get(i, {}).get("label_map") else None for i in ids]
-    return greys, labels, splits, bboxes, maps
-
-
-def oof_table(ids, labels, classes, y, folds, probs, issues, source, target) -> pa.Table:
-    pred = probs.argmax(axis=1)
-    schema_meta = {b"classes": json.dumps(classes).encode()}
-    return pa.table({
-        "id": pa.array(ids, pa.string()),
-        "label": pa.array(labels, pa.string()),
-        "given": pa.array([classes[k] for k in y], pa.string()),
-        "fold": pa.array(folds, pa.int32()),
-        "classes": pa.array([classes] * len(ids), pa.list_(pa.string())),
-        "probs": pa.array(list(probs.astype(np.float32)), pa.list_(pa.float32())),
-        "p_source": pa.array(probs[:, classes.index(source)], pa.float32()),
-        "p_target": pa.array(probs[:, classes.index(target)], pa.float32()),
-        "predicted": pa.array([classes[k] for k in pred], pa.string()),
-        "given_prob": pa.array(probs[np.arange(len(y)), y], pa.float32()),
-        "label_issue": pa.array(issues, pa.bool_()),
-    }).replace_schema_metadata(schema_meta)
+        maps = [decode_png(r["label_map"]) if r.get("label_map") else None for r in rows]
+    return ([to_grey(decode_png(r["image"])) for r in rows], [r["label"] for r in rows], [r["split"] for r in rows],
+            [r.get("face_bbox") for r in rows], maps)
 
 
 def summarise(classes, y, probs, issues, source, target) -> dict:
@@ -117,7 +87,7 @@ def fit_final(x, y, is_test, classes, p) -> dict:
     if train.sum() < 2:
         raise StageError(f"train_curator needs train-split faces for the final curator, got {int(train.sum())}")
     net = train_net(x[train], y[train], len(classes), p["cfg"], p["device"], seed=final_seed(p["cfg"]))
-    save_curator(MODEL, net, {"backbone": p["backbone"], "input": p["input"], "size": p["size"], "classes": classes,
+    save_curator(paths.CURATOR, net, {"backbone": p["backbone"], "input": p["input"], "size": p["size"], "classes": classes,
                               "source": p["source"], "target": p["target"]})
     accuracy = None
     if is_test.any():
@@ -126,17 +96,26 @@ def fit_final(x, y, is_test, classes, p) -> dict:
             "final_test_accuracy": accuracy}
 
 
+def log_scalars(metrics: dict):
+    """The curator's numbers through dvclive, beside the translators' in `dvc exp show`."""
+    live = open_live(paths.live_dir("curator"))
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            live.log_metric(name, value, plot=False)
+    live.make_summary()
+
+
 def main():
     params = P.load()
     p = read_params(params)
     # Deterministic cuBLAS needs a fixed workspace; without it torch raises at the first matmul on CUDA.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
-    ids = kept_ids(MASKS, "filter_masks")
+    ids = kept_ids(paths.FILTER_MASKS, "filter_masks")
     if len(ids) < 2 * p["cfg"].folds:
         raise StageError(f"train_curator needs at least {2 * p['cfg'].folds} faces kept by filter_masks for "
                          f"curator.folds={p['cfg'].folds}, got {len(ids)}")
-    greys, labels, splits, bboxes, maps = load_faces(ids, p["input"] == "grey_masks")
+    greys, labels, splits, bboxes, maps = read_faces(ids, p["input"] == "grey_masks")
     classes = curator_classes(p["source"], p["target"], labels)
     y = class_index(labels, classes)
     counts = Counter(classes[k] for k in y)
@@ -153,9 +132,11 @@ def main():
     final = fit_final(x, y, np.array([s == "test" for s in splits]), classes, p)
     t_final = time.perf_counter()
     issues = find_issues(y, probs, p["issue_filter"])
-    write_table_atomic(oof_table(ids, labels, classes, y, folds, probs, issues, p["source"], p["target"]), OUT)
+    write_table_atomic(oof_table(ids, labels, classes, y, folds, probs, issues, p["source"], p["target"]),
+                       paths.CURATOR_OOF)
     metrics = {**summarise(classes, y, probs, issues, p["source"], p["target"]), **final}
-    write_json_atomic(metrics, METRICS)
+    write_json_atomic(metrics, paths.metrics_file("train_curator"))
+    log_scalars(metrics)
     key = f"oof_accuracy_{p['source']}_vs_{p['target']}"
     print(f"train_curator: {len(ids)} faces, classes {classes}, out-of-fold accuracy {metrics['oof_accuracy']:.3f} "
           f"({key} {metrics[key]:.3f}), {metrics['label_issues']} label issues, {time.perf_counter() - t0:.1f}s "

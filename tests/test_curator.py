@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from stages.filter_emotion import decide, judge_to_classes
-from stages.lib.curator import (CuratorConfig, class_index, cross_fit, curator_classes, curator_probs, face_inputs,
-                                final_seed, find_issues, fold_of, judge_features, load_curator, predict, save_curator,
-                                train_net)
+from stages.lib.label_issues import decide, judge_to_classes
+from stages.lib.curator import (CuratorConfig, cross_fit, curator_probs, face_inputs, final_seed, fold_of,
+                                judge_features, load_curator, predict, save_curator, train_net)
+from stages.lib.label_issues import class_index, curator_classes, find_issues
 from stages.lib.errors import StageError
 
 
@@ -134,7 +134,8 @@ def test_final_curator_never_sees_test_faces_so_shuffled_labels_fall_to_chance(t
     # Random features with random labels: a net can only memorise them. train_curator's final curator (the one
     # evaluate scores test faces and their composites with) is fitted on the train split alone, so on test rows
     # it guesses; fitted on every row, as it once was, it "knows" the test labels it memorised.
-    from stages.train_curator import MODEL, fit_final
+    from stages.lib.paths import CURATOR as MODEL
+    from stages.train_curator import fit_final
 
     rng = np.random.default_rng(0)
     n, classes = 240, ["neutral", "happy", "other"]

@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from stages.lib import params as P
-from stages.lib.cyclegan import (DeviceData, Paths, load_domains, lr_factor, param_keys, read_config, train_roi)
+from stages.lib.cyclegan import DeviceData, load_domains, lr_factor, param_keys, read_config
+from stages.lib.training import Paths, train_roi
 from stages.lib.errors import StageError
 from tests.synthetic_rois import write_manifest
 
@@ -302,18 +303,18 @@ def test_gpu_path_options_agree_with_the_plain_step(manifest):
 
 
 def test_expression_classifier_is_fitted_on_kept_train_crops_only(tmp_path, manifest, monkeypatch):
-    from stages.lib import cyclegan
+    from stages.lib import training
     from stages.lib.codec import decode_png
     from stages.lib.tables import read_frame
 
     seen = []
-    fit = cyclegan.fit_expression
+    fit = training.fit_expression
 
     def spy(crops_a, crops_b, device, seed):
         seen.append((crops_a.copy(), crops_b.copy()))
         return fit(crops_a, crops_b, device, seed)
 
-    monkeypatch.setattr(cyclegan, "fit_expression", spy)
+    monkeypatch.setattr(training, "fit_expression", spy)
     params = tiny_params(lambda_expression={"mouth": 1.0})
     metrics, _, _ = run(tmp_path, manifest, params)
     (got_a, got_b), = seen
@@ -329,8 +330,8 @@ def test_expression_classifier_is_fitted_on_kept_train_crops_only(tmp_path, mani
 
 
 def test_no_expression_classifier_without_its_loss(tmp_path, manifest, monkeypatch):
-    from stages.lib import cyclegan
+    from stages.lib import training
 
-    monkeypatch.setattr(cyclegan, "fit_expression", lambda *a: pytest.fail("fitted with lambda_expression 0"))
+    monkeypatch.setattr(training, "fit_expression", lambda *a: pytest.fail("fitted with lambda_expression 0"))
     metrics, _, _ = run(tmp_path, manifest, tiny_params(lambda_expression={"mouth": 0.0}))
     assert "expression_holdout_accuracy" not in metrics and metrics["final"]["expression"] == 0

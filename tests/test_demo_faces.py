@@ -142,7 +142,8 @@ def test_too_small_faces_are_hard_to_find(sample, facemesh):
 
 def test_judge_reads_neutral_and_happy(sample):
     assert os.path.isfile(JUDGE_WEIGHTS), f"judge weights {JUDGE_WEIGHTS} absent (they are committed)"
-    from stages.lib.judge import face_crop, judge_probs, load_judge
+    from stages.lib.boxes import face_crop
+    from stages.lib.judge import judge_probs, load_judge
 
     faces = [s for s in sample if s.truth["defect"] == "none" and not s.truth["label_noise"]
              and s.truth["true_emotion"] in ("neutral", "happy")]

@@ -108,7 +108,8 @@ def test_attention_mask_does_not_collapse_on_the_demo(demo_run, tmp_path):
     import torch
 
     from stages.lib.codec import decode_png
-    from stages.lib.cyclegan import Paths, read_config, train_roi
+    from stages.lib.cyclegan import read_config
+    from stages.lib.training import Paths, train_roi
     from stages.lib.networks import load_generator
 
     project, params = demo_run

@@ -11,11 +11,14 @@ import torch
 from PIL import Image
 
 from stages import evaluate as stage
+from stages.lib import paths
 from stages.lib.codec import content_id, decode_png, encode_png, to_grey
 from stages.lib.curator import CuratorConfig, final_seed, judge_features, save_curator, train_net
 from stages.lib.errors import StageError, run_stage
-from stages.lib.evaluation import EvalConfig, Face, Judges, Part, _hits, evaluate_faces, sample_sheet, translate
-from stages.lib.judge import face_crop, load_judge
+from stages.lib.eval_faces import Face, Part, sample_sheet, translate
+from stages.lib.evaluation import EvalConfig, Judges, _hits, evaluate_faces
+from stages.lib.boxes import face_crop
+from stages.lib.judge import load_judge
 from stages.lib.labels import FER_ORDER
 from stages.lib.networks import ResnetGenerator, generator_file, init_weights
 from stages.lib.overlay import outside_changed_px
@@ -205,7 +208,7 @@ def write_curator(root, shared_data, source="neutral", target="happy"):
                        label_maps=[f.label_map for f in faces])
     cfg = CuratorConfig(epochs=5, batch=4)
     net = train_net(x, y, 2, cfg, "cpu", seed=final_seed(cfg))
-    save_curator(str(root / stage.CURATOR), net, dict(backbone="judge", input="grey_masks", size=48,
+    save_curator(str(root / paths.CURATOR), net, dict(backbone="judge", input="grey_masks", size=48,
                                                       classes=[source, target], source=source, target=target))
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from stages.lib.curator import curator_probs, load_curator
-from stages.train_curator import load_faces
+from stages.train_curator import read_faces
 from tests.stage_runner import run_stage, scratch_project
 
 DEMO = {"ingest": {"source": "demo", "demo": {"n": 300, "side": 256, "seed": 0}},
@@ -45,7 +45,8 @@ def test_every_row_is_kept_or_rejected_with_a_reason(demo, shared_data):
                               cwd=demo, capture_output=True, text=True)
     assert contract.returncode == 0, contract.stdout
     assert (demo / "plots" / "filter_masks" / "no_face.png").is_file()
-    assert (demo / "plots" / "filter_emotion" / "confusion.png").is_file()
+    confusion = (demo / "plots" / "confusion" / "filter_emotion.csv").read_text().splitlines()
+    assert confusion[0] == '"id","given","predicted"' and len(confusion) == 1 + fem["input"]
     assert (demo / "plots" / "filter_emotion" / "label_issue.png").is_file()
 
 
@@ -83,7 +84,7 @@ def test_the_final_curator_classifies_faces_like_the_cross_fit(demo, monkeypatch
     assert curator.classes == list(oof.classes.iloc[0]) and (curator.source, curator.target) == ("neutral", "happy")
     ids = sorted(oof.id)[:60]
     monkeypatch.chdir(demo)
-    greys, _, _, bboxes, maps = load_faces(ids, with_masks=True)
+    greys, _, _, bboxes, maps = read_faces(ids, with_masks=True)
     predicted = np.asarray(curator.classes)[curator_probs(curator, greys, bboxes, maps).argmax(axis=1)]
     assert (predicted == oof.set_index("id").loc[ids, "predicted"].to_numpy()).mean() >= 0.9
 

@@ -14,8 +14,7 @@ import torch
 from bench.judge import HAPPY, NEUTRAL, load_neutral_happy, neutral_happy_accuracy, tflite_probs
 from models.judge.convert_fer import CONFIG_NAME, keras_to_torch_names
 from stages.lib.errors import StageError
-from stages.lib.judge import (DEFAULT_WEIGHTS, FEATURE_DIM, face_crop, features, judge_probs, load_judge,
-                              preprocess_faces)
+from stages.lib.judge import DEFAULT_WEIGHTS, FEATURE_DIM, features, judge_probs, load_judge, preprocess_faces
 
 CONFIG = f"models/judge/{CONFIG_NAME}"
 
@@ -258,26 +257,6 @@ def test_features_are_128_d_and_tell_faces_apart(model):
     assert f.shape == (3, FEATURE_DIM) and f.dtype == np.float32 and np.isfinite(f).all()
     assert np.allclose(f, features(model, faces, batch=1), atol=1e-5)
     assert not np.allclose(f[0], f[1])
-
-
-def test_face_crop_is_a_square_around_the_box_and_replicates_edges():
-    img = np.arange(100 * 120, dtype=np.int64).reshape(100, 120).astype(np.uint8)
-    inside = face_crop(img, (40, 30, 20, 20), margin=0.5)
-    assert inside.shape == (40, 40) and np.array_equal(inside, img[20:60, 30:70])
-    wide = face_crop(img, (40, 30, 40, 20), margin=0.0)  # square on the longer side, centred
-    assert np.array_equal(wide, img[20:60, 40:80])
-    corner = face_crop(img, (0, 0, 10, 10), margin=0.5)  # leaves the image at top and left
-    assert corner.shape == (20, 20)
-    assert np.array_equal(corner[:5, 5:], np.repeat(img[:1, :15], 5, axis=0))
-    assert np.array_equal(corner[5:, :5], np.repeat(img[:15, :1], 5, axis=1))
-    rgb = np.stack([img] * 3, axis=2)
-    assert np.array_equal(face_crop(rgb, (40, 30, 20, 20), margin=0.5), inside)
-
-
-@pytest.mark.parametrize("bbox", [(0, 0, 0, 10), (0, 0, -5, 5), (0, 0, float("nan"), 3), "abcd", (1, 2, 3)])
-def test_face_crop_rejects_bad_boxes(bbox):
-    with pytest.raises(StageError):
-        face_crop(np.zeros((10, 10), np.uint8), bbox)
 
 
 def test_missing_or_broken_weights_are_one_line_errors(tmp_path):

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from stages.lib.parsing.facemesh import walk_contours
-from stages.lib.parsing.labelmap import class_counts, colourise, iou, mask_bbox, reference_ious
+from stages.lib.boxes import mask_bbox
+from stages.lib.parsing.labelmap import class_counts, colourise, iou, reference_ious
 
 
 def test_class_counts_at_map_resolution():

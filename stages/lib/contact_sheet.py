@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .codec import to_rgb
+from .labels import N_PARSE_CLASSES, REGIONS
 from .tables import save_png_atomic
 
 CAPTION_PX = 12  # one line of PIL's default bitmap font
@@ -61,37 +62,48 @@ def contact_sheet(images: list, captions: list, path, cols=8, thumb=96):
     return path
 
 
-# Colours for the face regions drawn over thumbnails, so a sheet shows what the parser found (or did not).
-REGION_COLOURS = {"eyes": (0, 200, 0), "brows": (0, 90, 255), "lips": (255, 0, 60)}
-
-
-def overlay_regions(image: np.ndarray, label_map, regions=REGION_COLOURS, alpha=0.5) -> np.ndarray:
-    """RGB copy of `image` with each region of the canonical `label_map` tinted; the image alone if no map."""
-    from .labels import REGIONS
-
+def overlay(image: np.ndarray, label_map, palette: np.ndarray, classes=None, alpha=0.5) -> np.ndarray:
+    """RGB copy of `image` with the pixels of `classes` (default: every class but the background) blended with
+    palette[class]; the image alone when there is no map (or one of another size)."""
     rgb = to_rgb(np.asarray(image, np.uint8)).astype(np.float32)
     if label_map is None or label_map.shape != rgb.shape[:2]:
         return rgb.astype(np.uint8)
-    for name, colour in regions.items():
-        hit = np.isin(label_map, REGIONS[name])
-        rgb[hit] = (1 - alpha) * rgb[hit] + alpha * np.asarray(colour, np.float32)
+    hit = label_map > 0 if classes is None else np.isin(label_map, classes)
+    rgb[hit] = (1 - alpha) * rgb[hit] + alpha * np.asarray(palette, np.float32)[label_map[hit]]
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
-def load_rows(path, ids, columns) -> dict:
-    """{id: {column: value}} for the rows of table `path` whose id is in `ids`, streamed batch by batch."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _region_palette(colours: dict):
+    palette = np.zeros((N_PARSE_CLASSES, 3), np.uint8)
+    for region, colour in colours.items():
+        palette[list(REGIONS[region])] = colour
+    return palette, [c for region in colours for c in REGIONS[region]]
 
-    from .tables import iter_batches
 
-    wanted = pa.array(sorted(set(ids)), pa.string())
-    out = {}
-    if len(wanted) == 0:
-        return out
-    cols = ["id"] + [c for c in columns if c != "id"]
-    for batch in iter_batches(path, columns=cols):
-        hit = batch.filter(pc.is_in(batch.column("id"), value_set=wanted))
-        for row in hit.to_pylist():
-            out[row["id"]] = row
-    return out
+# The checked face regions tinted over thumbnails, so a sheet shows what the parser found (or did not).
+REGION_PALETTE, REGION_CLASSES = _region_palette({"eyes": (0, 200, 0), "brows": (0, 90, 255), "lips": (255, 0, 60)})
+
+
+def overlay_regions(image: np.ndarray, label_map) -> np.ndarray:
+    """The eyes, brows and lips of the canonical `label_map` tinted over `image`."""
+    return overlay(image, label_map, REGION_PALETTE, REGION_CLASSES)
+
+
+class LowestIds:
+    """Keeps the `per_group` lowest ids offered in each group, with what `make` builds for them (built only for ids
+    that may still make it), so a figure shows the same faces on every run whatever the order they stream in."""
+
+    def __init__(self, per_group: int):
+        self.per_group, self.picks = per_group, {}
+
+    def offer(self, group, item_id, make):
+        picks = self.picks.setdefault(group, [])
+        if self.per_group == 0 or (len(picks) >= self.per_group and item_id > picks[-1][0]):
+            return
+        picks.append((item_id, make()))
+        picks.sort(key=lambda p: p[0])
+        del picks[self.per_group:]
+
+    def get(self, group) -> list:
+        """[(id, built), ...] of `group`, lowest id first."""
+        return self.picks.get(group, [])

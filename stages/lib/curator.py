@@ -7,23 +7,18 @@ Two backbones (params curator.backbone):
   The judge only supplies the features: the curator's decisions come from the ingested labels it is trained on.
 - scratch: CuratorNet, a 3-block CNN trained from random weights on the grey crop (+ region masks).
 
-Use (the train_curator stage does this):
-    classes = curator_classes("neutral", "happy", labels)            # ["neutral", "happy", "other"]
+Use (the train_curator stage does this; classes, labels and label issues live in stages/lib/label_issues.py):
     x = judge_features(images, bboxes)                                # (N, 2, 128): backbone=judge
     x = face_inputs(images, bboxes, size=48, label_maps=None)         # (N, 1, 48, 48); with maps: (N, 4, 48, 48)
-    y = class_index(labels, classes)
     probs, folds = cross_fit(x, y, len(classes), CuratorConfig(), device="cpu")
-    issues = find_issues(y, probs)                                    # bool (N,), cleanlab.filter.find_label_issues
-    net = train_net(x, y, len(classes), cfg, "cpu", final_seed(cfg))  # the final curator, on every row
+    net = train_net(x, y, len(classes), cfg, "cpu", final_seed(cfg))  # the final curator
     save_curator("models/curator/curator.pt", net, dict(backbone="judge", input="grey_masks", size=48,
                  classes=classes, source="neutral", target="happy"))
     curator = load_curator("models/curator/curator.pt", "cpu")       # evaluate: classify new faces
     probs = curator_probs(curator, grey_images, bboxes, label_maps)   # (N, len(classes)), same preprocessing
 
-Why three classes: filter_emotion needs P(source) and P(target). Faces labelled with any other emotion are merged into
-one `other` class instead of being dropped, so the net still learns what is neither (a sad face labelled neutral gets
-low P(neutral)) and every input row gets probabilities; the minor emotions are too few (9-60 per class in the real
-photos) for a net to learn each one from scratch in a few epochs.
+The minor emotions are merged into one `other` class: they are too few (9-60 per class in the real photos) for a
+net to learn each one from scratch in a few epochs.
 """
 import os
 from dataclasses import dataclass
@@ -37,31 +32,12 @@ from tqdm import tqdm
 
 from .codec import to_grey
 from .errors import StageError
-from .judge import face_crop
+from .boxes import face_crop
 from .labels import REGIONS
 from .tables import save_torch_atomic
 
-OTHER = "other"
 MASK_REGIONS = ("eyes", "brows", "lips")
 CROP_MARGIN = 0.1  # the judge's default, so both classifiers see the same face square
-
-
-def curator_classes(source: str, target: str, labels) -> list:
-    """[source, target] plus `other` when some label is neither."""
-    classes = [source, target]
-    if any(label not in classes for label in labels):
-        classes.append(OTHER)
-    return classes
-
-
-def class_index(labels, classes) -> np.ndarray:
-    """Each label's index in `classes`; labels outside them map to `other`."""
-    lookup = {c: i for i, c in enumerate(classes)}
-    other = lookup.get(OTHER, -1)
-    idx = np.asarray([lookup.get(label, other) for label in labels], np.int64)
-    if (idx < 0).any():
-        raise ValueError("a label is neither source, target nor other")
-    return idx
 
 
 def _grey_input(grey_crop: np.ndarray, size: int) -> np.ndarray:
@@ -243,30 +219,6 @@ def cross_fit(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: CuratorConfig, 
     return probs, folds
 
 
-# cleanlab's `filter_by` methods. Its default, prune_by_noise_rate, prunes as many rows as the confident joint
-# estimates to be noisy; on the demo that estimate came out low (recall 0.70 of the injected noise at precision 1.0)
-# while predicted_neq_given found it all (recall 1.0, precision 0.97), so that is our default.
-ISSUE_FILTERS = ("predicted_neq_given", "prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
-
-
-def find_issues(y: np.ndarray, probs: np.ndarray, filter_by: str = ISSUE_FILTERS[0]) -> np.ndarray:
-    """Confident learning: cleanlab's find_label_issues on out-of-sample probabilities -> bool (N,).
-
-    cleanlab needs at least one example of every class it is given, so classes without a member are dropped (and the
-    probabilities renormalised) before it runs.
-    """
-    from cleanlab.filter import find_label_issues
-
-    present = np.flatnonzero(np.bincount(y, minlength=probs.shape[1]) > 0)
-    if len(present) < 2 or len(y) < 2:
-        return np.zeros(len(y), bool)
-    remap = np.full(probs.shape[1], -1)
-    remap[present] = np.arange(len(present))
-    sub = probs[:, present].astype(np.float64)
-    sub /= np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
-    return np.asarray(find_label_issues(remap[y], sub, filter_by=filter_by), bool)
-
-
 # ---- the final curator: one net on every row, saved so that evaluate can classify new (edited) faces -------------
 
 CURATOR_META = ("backbone", "input", "size", "classes", "source", "target")
@@ -353,3 +305,17 @@ def curator_probs(curator: Curator, grey_images, bboxes, label_maps=None) -> np.
     if not len(x):
         return np.zeros((0, len(curator.classes)), np.float32)
     return predict(curator.net, x, curator.device)
+
+
+def curator_classifier(path, source: str, target: str, device):
+    """The final curator at `path` and, for evaluate_faces, a callable (images, face boxes, label maps) ->
+    (probs, classes); it must have been trained for these emotions."""
+    curator = load_curator(path, device)
+    if (curator.source, curator.target) != (source, target):
+        raise StageError(f"{path} was trained for {curator.source}->{curator.target}, the params ask for "
+                         f"{source}->{target}; retrain it with `dvc repro train_curator`")
+
+    def classify(images, face_boxes, label_maps):
+        return curator_probs(curator, images, face_boxes, label_maps), curator.classes
+
+    return curator, classify

@@ -1,4 +1,5 @@
-"""CycleGAN training for one ROI: params, device-resident data, the training step, LR schedule, checkpoints.
+"""CycleGAN for one ROI: params, device-resident data, the training step and the LR schedule (the loop, checkpoints
+and outputs: stages/lib/training.py).
 
 Domain A is the source emotion (e.g. neutral), B the target (e.g. happy). Naming: G_AB maps A -> B, G_BA maps
 B -> A; D_A tells real A images from G_BA's fakes, D_B tells real B from G_AB's fakes (the reference code calls
@@ -9,36 +10,24 @@ epoch draws its sample order, flips and jitter offsets in one go on a CPU genera
 same stream and it can be checkpointed); a step gathers, augments and normalises a whole batch with index ops.
 Losses are summed on the device and read back once per epoch.
 
-A checkpoint is written atomically after each epoch with everything the rest of the run depends on (weights,
-optimiser states, fake pools, RNG states, the per-epoch log and sample grids). A rerun with the same params and
-data resumes from it and ends with the same weights as an uninterrupted run; a checkpoint whose fingerprint (a hash
-of the params and the training data) differs is ignored. The dvclive directory is rebuilt from the checkpoint's log
-on every run, so it always matches the weights.
-
-Run through the stage: `python -m stages.train <roi>`; in code: `train_roi(read_config(params.load(), roi), ...)`.
+Run through the stage: `python -m stages.train <roi>`.
 """
 import hashlib
-import io
 import itertools
-import json
 import math
 import os
-import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from . import params as P
 from .codec import decode_png, to_rgb
 from .errors import StageError
-from .expression import ExpressionNet, expression_loss, fit_expression
-from .networks import (GENERATOR_KINDS, UPSAMPLINGS, FakePool, PatchDiscriminator, ResnetGenerator, generator_file,
-                       init_weights)
-from .tables import read_frame, save_torch_atomic, write_json_atomic
+from .expression import expression_loss
+from .networks import (GENERATOR_KINDS, UPSAMPLINGS, FakePool, PatchDiscriminator, ResnetGenerator, init_weights)
+from .tables import read_frame
 
 # Bump when the checkpoint layout or the training maths changes, so that old checkpoints are not resumed.
 CHECKPOINT_FORMAT = 2
@@ -357,173 +346,3 @@ class CycleGAN:
         self.pool_A.load_state_dict(state["pool_A"], self.device)
         self.pool_B.load_state_dict(state["pool_B"], self.device)
         self.pool_gen.set_state(state["pool_rng"])
-
-
-# ---------------------------------------------------------------------------------------------------- checkpoints
-
-
-def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
-    """What a checkpoint must match to be resumed: the checkpoint format, every param, the training data."""
-    blob = json.dumps({"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "data": data_hash}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _interned(obj):
-    if isinstance(obj, str):
-        return sys.intern(obj)
-    if isinstance(obj, dict):
-        return {_interned(k): _interned(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_interned(v) for v in obj)
-    return obj
-
-
-def load_checkpoint(path, expected_hash, roi):
-    """The checkpoint at `path` if it exists and matches `expected_hash`, else None (with a note why)."""
-    if not os.path.exists(path):
-        return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a file from an older layout or another tool: start over rather than fail
-        print(f"train {roi}: ignoring unreadable checkpoint {path} ({type(err).__name__})", file=sys.stderr)
-        return None
-    if not isinstance(ckpt, dict) or ckpt.get("fingerprint") != expected_hash:
-        print(f"train {roi}: ignoring checkpoint {path} from other params or data; training from scratch",
-              file=sys.stderr)
-        return None
-    # Strings interned as the code's own literals are: pickle writes a string once per distinct object, so loaded
-    # copies of "lr", "G", ... would make the next checkpoint's bytes differ from an uninterrupted run's although
-    # its contents are equal.
-    return _interned(ckpt)
-
-
-def _png(arr: np.ndarray) -> torch.Tensor:
-    # Stored as a uint8 tensor: `torch.load(weights_only=True)` accepts tensors, not arbitrary bytes objects.
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
-    return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
-
-
-# ---------------------------------------------------------------------------------------------------- loop
-
-
-class Paths:
-    """Where one ROI's training reads and writes."""
-
-    def __init__(self, roi, manifest=None, model_dir=None, live_dir=None, metrics=None):
-        self.manifest = manifest or f"data/rois/{roi}.parquet"
-        self.model_dir = model_dir or f"models/cyclegan/{roi}"
-        self.live_dir = live_dir or f"dvclive/{roi}"
-        self.metrics = metrics or f"metrics/train_{roi}.json"
-        self.generator = os.path.join(self.model_dir, "generator_AB.pt")
-        self.checkpoint = os.path.join(self.model_dir, "checkpoint.pt")
-
-
-def _open_live(live_dir, history, grids):
-    """A fresh dvclive run in `live_dir`, replaying the epochs the checkpoint already holds."""
-    from dvclive import Live
-
-    live = Live(live_dir, resume=False, dvcyaml=False, save_dvc_exp=False, report=None)
-    for record, grid in zip(history, grids):
-        _log_epoch(live, record, Image.open(io.BytesIO(grid.numpy().tobytes())))
-    return live
-
-
-def _log_epoch(live, record, grid_image):
-    for name in LOSS_NAMES:
-        live.log_metric(f"loss/{name}", record[name])
-    live.log_metric("lr", record["lr"])
-    # One name per ROI, overwritten each epoch: `dvc plots show` gets one grid per ROI, the latest; every epoch's grid
-    # stays in the checkpoint ("grids").
-    live.log_image("samples.png", grid_image)
-    live.next_step()
-
-
-def _expression_net(cfg: TrainConfig, crops_a, crops_b, device, ckpt):
-    """The frozen expression classifier and its report: from the checkpoint when resuming (so a resumed run uses
-    the very same weights), else fitted on the train crops; (None, {}) when lambda_expression is 0."""
-    if cfg.lambda_expression <= 0:
-        return None, {}
-    if ckpt is not None and ckpt.get("expression") is not None:
-        net = ExpressionNet().to(device)
-        net.load_state_dict(ckpt["expression"])
-        return net.eval().requires_grad_(False), dict(ckpt["expression_report"])
-    net, report = fit_expression(crops_a, crops_b, device, cfg.seed)
-    print(f"train {cfg.roi}: expression classifier, held-out train accuracy {report['expression_holdout_accuracy']}"
-          f" ({report['expression_n_fit']} crops fit, {report['expression_n_holdout']} held out)", file=sys.stderr)
-    return net, report
-
-
-def train_roi(cfg: TrainConfig, paths: Paths, after_step=None) -> dict:
-    """Train (or resume) the CycleGAN for one ROI and write its outputs; returns the metrics written.
-
-    `after_step(epoch, step)` is called after every optimisation step (tests use it to interrupt a run).
-    """
-    from tqdm import tqdm
-
-    device = torch.device(cfg.device)
-    P.seed_everything(cfg.seed)
-    crops_a, crops_b, data_hash = load_domains(paths.manifest, cfg)
-    expected = fingerprint(cfg, data_hash)
-    ckpt = load_checkpoint(paths.checkpoint, expected, cfg.roi)
-    expression, expression_report = _expression_net(cfg, crops_a, crops_b, device, ckpt)
-    model = CycleGAN(cfg, device, expression=expression)
-    data = DeviceData(crops_a, crops_b, cfg, device, model.channels_last)
-    data_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    fixed = [torch.from_numpy(c[:GRID_SAMPLES]).to(device).float() / 127.5 - 1.0 for c in (crops_a, crops_b)]
-
-    history, grids, start_epoch = [], [], 0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        data_gen.set_state(ckpt["data_rng"])
-        history, grids, start_epoch = list(ckpt["history"]), list(ckpt["grids"]), int(ckpt["epoch"])
-        print(f"train {cfg.roi}: resuming after epoch {start_epoch}/{cfg.epochs}", file=sys.stderr)
-    live = _open_live(paths.live_dir, history, grids)
-
-    total_steps = cfg.epochs * data.steps_per_epoch
-    decay_steps = cfg.epochs_decay * data.steps_per_epoch
-    started, steps_run = time.perf_counter(), 0
-    for epoch in range(start_epoch, cfg.epochs):
-        data.plan_epoch(data_gen)
-        sums = {name: torch.zeros((), device=device) for name in LOSS_NAMES}
-        bar = tqdm(range(data.steps_per_epoch), desc=f"train {cfg.roi} {epoch + 1}/{cfg.epochs}", file=sys.stderr,
-                   leave=False, mininterval=1.0)
-        for step in bar:
-            global_step = epoch * data.steps_per_epoch + step
-            lr = cfg.lr * lr_factor(global_step, total_steps, decay_steps)
-            model.set_lr(lr)
-            losses = model.step(*data.batch(step), progress=global_step / total_steps)
-            for name in LOSS_NAMES:
-                sums[name] += losses[name]
-            steps_run += 1
-            if after_step is not None:
-                after_step(epoch, step)
-        bar.close()
-        record = {name: float(value) / data.steps_per_epoch for name, value in sums.items()}
-        record.update(epoch=epoch, lr=lr)
-        grid = model.sample_grid(*fixed)
-        history.append(record)
-        grids.append(_png(grid))
-        save_torch_atomic({"fingerprint": expected, "format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
-                     "model": model.state_dict(), "data_rng": data_gen.get_state(),
-                     "expression": None if expression is None else expression.state_dict(),
-                     "expression_report": expression_report,
-                     "history": history, "grids": grids}, paths.checkpoint)
-        _log_epoch(live, record, Image.fromarray(grid))
-        print(f"train {cfg.roi} epoch {epoch + 1}/{cfg.epochs}: "
-              + " ".join(f"{k}={record[k]:.4f}" for k in LOSS_NAMES), file=sys.stderr)
-    seconds = time.perf_counter() - started
-    live.end()
-
-    config = dict(roi=cfg.roi, size=cfg.size, value_range=[-1.0, 1.0], direction="A->B", **model.nets["G_AB"].config)
-    save_torch_atomic(generator_file(config, model.nets["G_AB"].state_dict()), paths.generator)
-    metrics = {
-        "roi": cfg.roi, "n_train_A": len(crops_a), "n_train_B": len(crops_b), "epochs": cfg.epochs,
-        "steps": total_steps, "device": cfg.device,
-        "final": {k: history[-1][k] for k in LOSS_NAMES},
-        "cycle_first_epoch": history[0]["cycle"], "cycle_last_epoch": history[-1]["cycle"],
-        "seconds_per_step": seconds / steps_run if steps_run else None,
-        "generator": cfg.generator, **expression_report,
-    }
-    write_json_atomic(metrics, paths.metrics)
-    return metrics

@@ -2,7 +2,8 @@
 with judges that share nothing with each other, each number with a 95% interval over the test faces.
 
 Use (stages/evaluate.py reads the tables and calls this; tests call it with tiny fake generators):
-    from stages.lib.evaluation import EvalConfig, Face, Judges, translate, evaluate_faces
+    from stages.lib.eval_faces import Face, translate
+    from stages.lib.evaluation import EvalConfig, Judges, evaluate_faces
     faces = [Face(id, image, face_bbox, bbox, crop, alpha, label_map), ...]  # domain A, split test, kept
     generated = translate(generator, [f.crop for f in faces], device)  # uint8 RGB crops, generator A->B
     judges = Judges(judge=load_judge(), identity=True, geometry=GeometryJudge("mouth"),
@@ -48,75 +49,20 @@ test faces, `config.resamples` draws, seeded; `n_test` faces):
 - brightness_shift: mean over faces of |alpha-weighted mean luma of composite - of original| inside the paste mask,
   with the configured colour matching; brightness_shift_raw the same without colour matching.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import torch
-from PIL import Image
 from tqdm import tqdm
 
-from .codec import to_rgb
-from .contact_sheet import contact_sheet
+from .boxes import face_box, face_crop
 from .errors import StageError
+from .eval_faces import Face, Picks
 from .identity import SAME_PERSON, embed_all
 from .intervals import bootstrap
-from .judge import face_crop, features, judge_probs
+from .judge import features, judge_probs
 from .labels import FER_ORDER
-from .overlay import brightness_shift, color_match, composite, outside_changed_px
+from .overlay import brightness_shift, color_match, outside_changed_px
 from .quality import kid, psnr, ssim_map
-
-
-@dataclass(frozen=True)
-class Part:
-    """One ROI of a face: its box, its crop and its paste alpha (a row of data/rois/<roi>.parquet)."""
-    bbox: tuple
-    crop: np.ndarray
-    alpha: np.ndarray
-
-
-@dataclass
-class Face:
-    """One test face: its photo, the parser's face box (None: the whole image), its ROI row, and its parsed label map
-    (only a grey_masks curator reads it; None otherwise).
-
-    `more` holds further ROIs of the same face, for an edit of several at once (evaluate@combined): an edit then
-    gives a tuple of crops per face, one per part in `parts` order, and the composite pastes them in that order.
-    """
-    id: str
-    image: np.ndarray
-    face_bbox: object
-    bbox: tuple
-    crop: np.ndarray
-    alpha: np.ndarray
-    label_map: np.ndarray = None
-    more: tuple = ()
-
-    @property
-    def parts(self) -> tuple:
-        return (Part(self.bbox, self.crop, self.alpha),) + tuple(self.more)
-
-    def split(self, per_face) -> tuple:
-        """One edit's item for this face (a crop, or a tuple of crops with several parts) as a tuple per part."""
-        return per_face if self.more else (per_face,)
-
-    def join(self, per_part: tuple):
-        """The inverse of split: a tuple per part back to one edit's item for this face."""
-        return per_part if self.more else per_part[0]
-
-    def own_crops(self):
-        """What the identity generator gives: the face's own crop (a tuple of them with several parts)."""
-        return self.join(tuple(p.crop for p in self.parts))
-
-    def paste(self, crops, match: str, blend: str) -> np.ndarray:
-        """The photo with each part replaced by its crop of `crops` (one crop, or a tuple with several parts)."""
-        out = self.image
-        for part, crop in zip(self.parts, self.split(crops)):
-            out = composite(out, crop, part.crop, part.bbox, part.alpha, match, blend)
-        return out
-
-    def support(self):
-        """(alphas, boxes) of every part, as overlay's pixel checks take them."""
-        return [p.alpha for p in self.parts], [p.bbox for p in self.parts]
 
 
 @dataclass
@@ -145,65 +91,10 @@ class Judges:
     curator: object = None
 
 
-@dataclass
-class Picks:
-    """The first faces, for the sample sheet: rows of (face, generated crop as pasted, composite), and the judge's
-    p[target] for each original and composite."""
-    rows: list = field(default_factory=list)
-    p_orig: np.ndarray = None
-    p_comp: np.ndarray = None
-    target: str = ""
-
-
-def _side_by_side(crops: tuple) -> np.ndarray:
-    # The parts of a several-ROI edit in one tile, each scaled to the first one's height.
-    crops = [to_rgb(c) for c in crops]
-    side = crops[0].shape[0]
-    return np.concatenate([c if c.shape[0] == side else np.asarray(Image.fromarray(c).resize((side, side)))
-                           for c in crops], axis=1)
-
-
-def sample_sheet(picks: Picks, path, thumb=96):
-    """The research's sample figure as a DVC image plot: one row per face, original | ROI | generated | composite
-    (several ROIs: their crops side by side)."""
-    images, captions = [], []
-    for (face, pasted, out), po, pc in zip(picks.rows, picks.p_orig, picks.p_comp):
-        images += [face.image, _side_by_side(face.split(face.own_crops())), _side_by_side(face.split(pasted)), out]
-        captions += [f"{face.id[:8]} p={po:.2f}", "ROI", "generated", f"{picks.target} p={pc:.2f}"]
-    return contact_sheet(images, captions, path, cols=4, thumb=thumb)
-
-
-def translate(generator, crops, device, batch: int = 64) -> list:
-    """Run the A->B generator over uint8 crops (grey or RGB) and return uint8 RGB crops of the same size.
-
-    The generator works on RGB in [-1, 1] (tanh output), as train writes in its config.
-    """
-    out = []
-    device = torch.device(device)
-    with torch.no_grad():
-        for start in range(0, len(crops), batch):
-            chunk = np.stack([to_rgb(c) for c in crops[start:start + batch]])
-            x = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-            y = generator(x).float().clamp(-1, 1)
-            if y.shape != x.shape:
-                raise StageError(f"generator turned crops of shape {tuple(x.shape)} into {tuple(y.shape)}")
-            pixels = ((y + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            out.extend(pixels)
-    return out
-
-
 def _class_index(emotion: str, role: str) -> int:
     if emotion not in FER_ORDER:
         raise StageError(f"the judge knows only {', '.join(FER_ORDER)}; emotions.{role}={emotion!r} cannot be judged")
     return FER_ORDER.index(emotion)
-
-
-def face_box(image, face_bbox):
-    """The parser's face box, or the whole image when there is none."""
-    if face_bbox is None:
-        h, w = image.shape[:2]
-        return (0, 0, w, h)
-    return face_bbox
 
 
 def _box_region(face: Face) -> np.ndarray:
@@ -371,6 +262,83 @@ def _judge_label_agreement(orig_probs, target_faces, judges, config, src, tgt) -
     return {"judge_label_agreement": float(agree.mean()), "judge_label_agreement_ci": ci["judge_label_agreement"]}
 
 
+def _edits(faces, generated, real_target_crops, config: EvalConfig) -> dict:
+    """The crops of every edit scored: the translator's, the oracle's and the control's."""
+    edits = {"comp": generated}
+    if config.oracle and len(real_target_crops):
+        edits["oracle"] = oracle_crops(len(faces), real_target_crops, config.seed)
+    if config.control:
+        edits["control"] = [f.own_crops() for f in faces]
+    return edits
+
+
+def _identity_embeddings(faces, composites: dict, judges: Judges):
+    """(embeddings of the originals, {edit: embeddings of its composites}), from one pool: the originals and each
+    edit but the oracle, which pastes another person's feature (its identity is not a ceiling of anything)."""
+    embedded = ["comp"] + (["control"] if "control" in composites else [])
+    face_bboxes = [f.face_bbox for f in faces]
+    flat = _embeddings(judges, [f.image for f in faces] + [im for e in embedded for im in composites[e]],
+                       face_bboxes * (1 + len(embedded)), "identity")
+    n = len(faces)
+    return flat[:n], {e: flat[(k + 1) * n:(k + 2) * n] for k, e in enumerate(embedded)}
+
+
+def _score_edit(edit, crops, faces, composites, boxes, judges, config, ids, real_target_crops):
+    """(per-face arrays, statistics, plain metrics) of one edit. `ids`: (source, target class, original
+    embeddings, this edit's embeddings)."""
+    src, tgt, orig_embeddings, edit_embeddings = ids
+    prefix = EDITS[edit]
+    scored = _judge_images(composites, boxes, judges, config, edit)
+    dist = _distances(orig_embeddings, edit_embeddings or [None] * len(faces))
+    hit, binary = _hits(scored["probs"], src, tgt)
+    per_face = {f"{edit}_hit": hit, f"{edit}_bin": binary, f"{edit}_p": scored["probs"][:, tgt],
+                f"{edit}_geo": scored["geometry"], f"{edit}_geo_above": _above(scored["geometry"], judges.geometry_cut),
+                f"{edit}_id_dist": dist, f"{edit}_id_kept": _kept(dist)}
+    stats = {prefix + name: fn for name, fn in edit_statistics(edit).items()
+             if not (edit == "oracle" and name.startswith("identity"))}
+    metrics = {}
+    if edit != "oracle":  # the oracle's crops are real ones: KID and the pixel checks say nothing of them
+        metrics[prefix + "kid_roi"], metrics[prefix + "kid_roi_std"] = _kid(crops, real_target_crops, judges.judge,
+                                                                           config)
+        metrics[prefix + "outside_changed_px"] = int(sum(
+            outside_changed_px(f.image, out, *f.support()) for f, out in zip(faces, composites)))
+    return per_face, stats, metrics
+
+
+def _interval_metrics(per_face: dict, stats: dict, judges: Judges, orig_embeddings, config: EvalConfig) -> dict:
+    """Every statistic with its interval, the shares only where the oracle's gain is above 0 at 95%."""
+    per_face = {k: np.asarray(v, np.float64) for k, v in per_face.items()}
+    cis = bootstrap(per_face, stats, config.resamples, config.seed)
+    metrics = {
+        "baseline_rate": float(per_face["orig_hit"].mean()),
+        "transfer_rate_binary": float(per_face["comp_bin"].mean()),
+        "baseline_rate_binary": float(per_face["orig_bin"].mean()),
+        "identity_embedded": int(np.isfinite(per_face["comp_id_dist"]).sum()),
+        "identity_different_faces_kept_rate": _different_faces_kept_rate(orig_embeddings),
+        "geometry_detected": int((np.isfinite(per_face["orig_geo"]) & np.isfinite(per_face["comp_geo"])).sum()),
+        "geometry_cut": _finite(judges.geometry_cut),
+        "geometry_baseline_rate": _finite(_nanmean(per_face["orig_geo_above"])),
+    }
+    for name, fn in stats.items():
+        metrics[name] = _finite(fn(per_face))
+        metrics[f"{name}_ci"] = cis[name] if metrics[name] is not None else None
+    for share, gain in (("transfer_share", "oracle_transfer_gain"), ("geometry_share", "oracle_geometry_gain")):
+        # A share of a ceiling that may be 0 is no number: only where the oracle's gain is above 0 at 95%.
+        if share in metrics and not (metrics[f"{gain}_ci"] and metrics[f"{gain}_ci"][0] > 0):
+            metrics[share] = metrics[f"{share}_ci"] = None
+    return metrics
+
+
+def _picks(faces, generated, composites, orig_probs, comp_p, tgt, target, config: EvalConfig) -> Picks:
+    picks = Picks(target=target)
+    for face, gen, out in list(zip(faces, generated, composites))[:config.n_samples]:
+        matched = tuple(color_match(g, p.crop, p.alpha, config.color_match)
+                        for g, p in zip(face.split(gen), face.parts))
+        picks.rows.append((face, face.join(matched), out))
+    picks.p_orig, picks.p_comp = orig_probs[:len(picks.rows), tgt], comp_p[:len(picks.rows)]
+    return picks
+
+
 def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, real_target_crops,
                    config: EvalConfig, real_target_faces=None):
     """Composite every face and score the composites against the originals; returns (metrics dict, Picks).
@@ -384,73 +352,29 @@ def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, r
         raise StageError(f"{len(generated)} generated crops for {len(faces)} faces")
     src, tgt = _class_index(source, "source"), _class_index(target, "target")
     boxes = [face_box(f.image, f.face_bbox) for f in faces]
-    face_bboxes = [f.face_bbox for f in faces]
-    edits = {"comp": generated}
-    if config.oracle and len(real_target_crops):
-        edits["oracle"] = oracle_crops(len(faces), real_target_crops, config.seed)
-    if config.control:
-        edits["control"] = [f.own_crops() for f in faces]
+    edits = _edits(faces, generated, real_target_crops, config)
     orig = _judge_images([f.image for f in faces], boxes, judges, config, "originals")
     composites = {edit: _paste(faces, crops, config, edit) for edit, crops in edits.items()}
-    # One pool for every embedding: the originals and each edit but the oracle, which pastes another person's
-    # feature (its identity is not a ceiling of anything).
-    embedded = ["comp"] + (["control"] if "control" in edits else [])
-    flat = _embeddings(judges, [f.image for f in faces] + [im for e in embedded for im in composites[e]],
-                       face_bboxes * (1 + len(embedded)), "identity")
-    orig_embeddings = flat[:len(faces)]
-    edit_embeddings = {e: flat[(k + 1) * len(faces):(k + 2) * len(faces)] for k, e in enumerate(embedded)}
+    orig_embeddings, edit_embeddings = _identity_embeddings(faces, composites, judges)
     orig_hit, orig_bin = _hits(orig["probs"], src, tgt)
     per_face = {"orig_hit": orig_hit, "orig_bin": orig_bin, "orig_p": orig["probs"][:, tgt],
                 "orig_geo": orig["geometry"], "orig_geo_above": _above(orig["geometry"], judges.geometry_cut)}
     metrics = {"n_test": len(faces), "n_real_target": len(real_target_crops)}
     stats = {}
     for edit, crops in edits.items():
-        prefix = EDITS[edit]
-        scored = _judge_images(composites[edit], boxes, judges, config, edit)
-        dist = _distances(orig_embeddings, edit_embeddings.get(edit, [None] * len(faces)))
-        hit, binary = _hits(scored["probs"], src, tgt)
-        per_face.update({f"{edit}_hit": hit, f"{edit}_bin": binary, f"{edit}_p": scored["probs"][:, tgt],
-                         f"{edit}_geo": scored["geometry"],
-                         f"{edit}_geo_above": _above(scored["geometry"], judges.geometry_cut),
-                         f"{edit}_id_dist": dist, f"{edit}_id_kept": _kept(dist)})
-        stats.update({prefix + name: fn for name, fn in edit_statistics(edit).items()
-                      if not (edit == "oracle" and name.startswith("identity"))})
-        if edit != "oracle":  # the oracle's crops are real ones: KID and the pixel checks say nothing of them
-            kid_mean, kid_std = _kid(crops, real_target_crops, judges.judge, config)
-            metrics[prefix + "kid_roi"], metrics[prefix + "kid_roi_std"] = kid_mean, kid_std
-            metrics[prefix + "outside_changed_px"] = int(sum(
-                outside_changed_px(f.image, out, *f.support()) for f, out in zip(faces, composites[edit])))
+        ids = (src, tgt, orig_embeddings, edit_embeddings.get(edit))
+        edit_face, edit_stats, edit_metrics = _score_edit(edit, crops, faces, composites[edit], boxes, judges, config,
+                                                          ids, real_target_crops)
+        per_face.update(edit_face)
+        stats.update(edit_stats)
+        metrics.update(edit_metrics)
     if "oracle" in edits:
         stats.update(share_statistics())
-    per_face = {k: np.asarray(v, np.float64) for k, v in per_face.items()}
-    cis = bootstrap(per_face, stats, config.resamples, config.seed)
-    rate_binary, base_binary = per_face["comp_bin"].mean(), per_face["orig_bin"].mean()
-    metrics.update({
-        "baseline_rate": float(per_face["orig_hit"].mean()),
-        "transfer_rate_binary": float(rate_binary),
-        "baseline_rate_binary": float(base_binary),
-        "identity_embedded": int(np.isfinite(per_face["comp_id_dist"]).sum()),
-        "identity_different_faces_kept_rate": _different_faces_kept_rate(orig_embeddings),
-        "geometry_detected": int((np.isfinite(per_face["orig_geo"]) & np.isfinite(per_face["comp_geo"])).sum()),
-        "geometry_cut": _finite(judges.geometry_cut),
-        "geometry_baseline_rate": _finite(_nanmean(per_face["orig_geo_above"])),
-    })
-    for name, fn in stats.items():
-        metrics[name] = _finite(fn(per_face))
-        metrics[f"{name}_ci"] = cis[name] if metrics[name] is not None else None
-    for share, gain in (("transfer_share", "oracle_transfer_gain"), ("geometry_share", "oracle_geometry_gain")):
-        # A share of a ceiling that may be 0 is no number: only where the oracle's gain is above 0 at 95%.
-        if share in metrics and not (metrics[f"{gain}_ci"] and metrics[f"{gain}_ci"][0] > 0):
-            metrics[share] = metrics[f"{share}_ci"] = None
+    metrics.update(_interval_metrics(per_face, stats, judges, orig_embeddings, config))
     pixels = [_pixel_scores(f, out, gen, config) for f, out, gen in zip(faces, composites["comp"], generated)]
     for key in ("brightness_shift", "brightness_shift_raw", "psnr_image", "psnr_roi", "ssim_image", "ssim_roi"):
         metrics[key] = float(np.mean([s[key] for s in pixels]))
     metrics.update(_curator_rates(judges.curator, faces, composites["comp"], boxes, target))
     metrics.update(_judge_label_agreement(orig["probs"], real_target_faces, judges, config, src, tgt))
-    picks = Picks(target=target)
-    for face, gen, out in list(zip(faces, generated, composites["comp"]))[:config.n_samples]:
-        matched = tuple(color_match(g, p.crop, p.alpha, config.color_match)
-                        for g, p in zip(face.split(gen), face.parts))
-        picks.rows.append((face, face.join(matched), out))
-    picks.p_orig, picks.p_comp = orig["probs"][:len(picks.rows), tgt], per_face["comp_p"][:len(picks.rows)]
+    picks = _picks(faces, generated, composites["comp"], orig["probs"], per_face["comp_p"], tgt, target, config)
     return metrics, picks

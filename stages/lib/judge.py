@@ -5,7 +5,8 @@ them into `models/judge/mini_xception.pt`. The net reads a 64x64 grey face scale
 probabilities in FER order (`labels.FER_ORDER`: angry, disgust, fear, happy, sad, surprise, neutral).
 
 Use:
-    from stages.lib.judge import load_judge, face_crop, judge_probs
+    from stages.lib.boxes import face_crop
+    from stages.lib.judge import load_judge, judge_probs
     model = load_judge()                                   # models/judge/mini_xception.pt, eval mode
     probs = judge_probs(model, [face_crop(img, bbox)])     # (N, 7) float32
 Faithfulness against the shipped TFLite model: `pytest tests/test_judge.py`; accuracy on real photos:
@@ -161,23 +162,3 @@ def features(model, grey_faces, batch=256) -> np.ndarray:
     """
     chunks = _batched(model, list(grey_faces), batch, lambda x: model.trunk(x).mean(dim=(2, 3)))
     return np.concatenate(chunks) if chunks else np.zeros((0, FEATURE_DIM), np.float32)
-
-
-def face_crop(image, bbox, margin=0.1) -> np.ndarray:
-    """A uint8 grey square crop centred on face box (x, y, w, h), its side max(w, h) * (1 + 2 * margin).
-
-    Parts outside the image repeat its edge pixels, so a face at the border keeps its shape and scale.
-    """
-    grey = _as_grey(image)
-    try:
-        x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        raise StageError(f"face_crop wants a bbox (x, y, w, h), got {bbox!r}") from None
-    if not (w > 0 and h > 0) or not all(map(math.isfinite, (x, y, w, h))) or margin < 0:
-        raise StageError(f"face_crop wants a positive finite bbox and margin >= 0, got {bbox!r}, margin={margin}")
-    side = max(1, int(round(max(w, h) * (1 + 2 * margin))))
-    left = int(round(x + w / 2 - side / 2))
-    top = int(round(y + h / 2 - side / 2))
-    rows = np.clip(np.arange(top, top + side), 0, grey.shape[0] - 1)
-    cols = np.clip(np.arange(left, left + side), 0, grey.shape[1] - 1)
-    return np.ascontiguousarray(grey[np.ix_(rows, cols)])

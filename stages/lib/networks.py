@@ -18,6 +18,8 @@ Use:
     g = load_generator("models/cyclegan/mouth/generator_AB.pt", "cpu")   # eval mode, config from the file
     fake_b = g(real_a)                                                    # (N, 3, S, S) in [-1, 1]
 """
+import os
+
 import torch
 from torch import nn
 
@@ -231,3 +233,23 @@ def load_generator(path, device="cpu") -> ResnetGenerator:
     net.load_state_dict(blob["state_dict"])
     net.config.update(cfg)
     return net.to(device).eval()
+
+
+def read_generator(path, roi: str, device, crop_side: int) -> ResnetGenerator:
+    """load_generator for a stage: a missing, damaged or foreign file, or one trained on another crop side, is one
+    line saying to retrain `roi`."""
+    if not os.path.isfile(path):
+        raise StageError(f"generator weights {path} not found; train them with `dvc repro train@{roi}`")
+    try:
+        generator = load_generator(path, device)
+    except StageError:
+        raise
+    except Exception as err:  # a damaged or foreign file: torch and the state-dict loader raise many types
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise StageError(f"generator weights {path} are unreadable ({type(err).__name__}: {first}); "
+                         f"retrain with `dvc repro train@{roi}`") from None
+    trained_side = generator.config.get("size")
+    if trained_side is not None and int(trained_side) != crop_side:
+        raise StageError(f"{path} was trained on {trained_side}px crops but the {roi} manifest has {crop_side}px "
+                         f"crops; retrain with `dvc repro train@{roi}`")
+    return generator

@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from .errors import StageError
+from .labels import EMOTIONS
 
 PARAMS_FILE = os.environ.get("FACECUR_PARAMS", "params.yaml")
 _MISSING = object()
@@ -84,6 +85,15 @@ def text(params, key, default=_MISSING):
     if value is None or not isinstance(value, str):
         raise StageError(f"params: {key}={value!r} must be a string")
     return value
+
+
+def emotions(params) -> tuple:
+    """(source, target): domain A and domain B of every stage after the masks filter; they must differ."""
+    source = choice(params, "emotions.source", EMOTIONS)
+    target = choice(params, "emotions.target", EMOTIONS)
+    if source == target:
+        raise StageError(f"params: emotions.source and emotions.target are both {source!r}; they must differ")
+    return source, target
 
 
 def roi_side(params, roi, lo, hi=None) -> tuple:

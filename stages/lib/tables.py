@@ -10,8 +10,10 @@ import json
 import os
 import shutil
 import tempfile
+from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import StageError
@@ -65,8 +67,58 @@ def iter_batches(path, columns=None, batch_rows=ROW_GROUP_ROWS):
         yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
 
 
-def count_rows(path):
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in shard_paths(path))
+def load_rows(path, ids, columns) -> dict:
+    """{id: {column: value}} for the rows of table `path` whose id is in `ids`, streamed batch by batch."""
+    wanted = pa.array(sorted(set(ids)), pa.string())
+    out = {}
+    if len(wanted) == 0:
+        return out
+    cols = ["id"] + [c for c in columns if c != "id"]
+    for batch in iter_batches(path, columns=cols):
+        for row in batch.filter(pc.is_in(batch.column("id"), value_set=wanted)).to_pylist():
+            out[row["id"]] = row
+    return out
+
+
+def iter_rows_of(path, ids, columns, stage, optional=()) -> Iterator[list]:
+    """The rows of upstream table `path` whose id is in `ids`, streamed batch by batch as lists of dicts; `optional`
+    columns are read where the table has them. A missing table or column is one line naming the stage to rerun."""
+    files = shard_paths(path)
+    if not files:
+        raise StageError(f"{path} not found; run the {stage} stage first (dvc repro {stage})")
+    try:
+        names = pq.read_schema(files[0]).names
+    except pa.ArrowInvalid as err:
+        raise StageError(f"{path} has no readable Parquet shards ({err})") from None
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise StageError(f"{path} lacks columns {missing}; rerun {stage}")
+    wanted = pa.array(ids, pa.string())
+    for batch in iter_batches(path, columns=list(columns) + [c for c in optional if c in names]):
+        yield batch.filter(pc.is_in(batch.column("id"), value_set=wanted)).to_pylist()
+
+
+def load_upstream_rows(path, ids, columns, stage) -> dict:
+    """load_rows of an upstream stage's table; a missing or malformed one is one line naming the stage to rerun."""
+    if not shard_paths(path):
+        raise StageError(f"{path} not found; run the {stage} stage first (dvc repro {stage})")
+    try:
+        return load_rows(path, ids, columns)
+    except (pa.ArrowInvalid, KeyError) as err:
+        raise StageError(f"{path} lacks id/{'/'.join(columns)}: {str(err).splitlines()[0]}; rerun {stage}") from None
+
+
+def load_faces(ids, image_columns=(), parse_columns=(), images=None, parsed=None) -> dict:
+    """The images table joined with the parse table on id, for `ids`: {id: {column: value}}. An id that one table
+    lacks has only the other's columns (callers decide whether that is an error); one neither has is absent."""
+    from . import paths
+
+    out = {}
+    for path, columns in ((images or paths.IMAGES, image_columns), (parsed or paths.PARSED, parse_columns)):
+        if columns:
+            for image_id, row in load_rows(path, ids, columns).items():
+                out.setdefault(image_id, {}).update(row)
+    return out
 
 
 def _write(table, path):
@@ -167,6 +219,34 @@ class ShardWriter:
             self._next_shard()  # an empty table is still a table, with its schema
         if self.writer is not None:
             self.writer.close()
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        publish_folder(self.tmp, self.path)
+        return False
+
+
+class FolderWriter:
+    """One Parquet file per name (`<name>.parquet`) in a scratch folder that replaces folder `path` whole when every
+    file is written: a killed run leaves the old folder, never a mix."""
+
+    def __init__(self, path, names, schema: pa.Schema):
+        self.path, self.schema = path, schema
+        self.tmp = temp_folder(path)
+        self.writers = {n: pq.ParquetWriter(os.path.join(self.tmp, f"{n}.parquet"), schema, compression="zstd",
+                                            write_statistics=False) for n in names}
+
+    def write(self, name, rows: list):
+        """Append rows (dicts) to file `name`."""
+        if rows:
+            self.writers[name].write_table(pa.Table.from_pylist(rows, schema=self.schema))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        for writer in self.writers.values():
+            writer.close()
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False

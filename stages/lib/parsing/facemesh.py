@@ -21,7 +21,7 @@ import warnings
 import cv2
 import numpy as np
 
-from .labelmap import mask_bbox
+from ..boxes import mask_bbox
 from .visibility import VisibilityThresholds, hidden_features, remove_hidden
 
 # MediaPipe's C++ side logs through glog/absl; ask it to keep INFO and WARNING lines to itself.

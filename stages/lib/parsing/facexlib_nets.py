@@ -19,7 +19,8 @@ import numpy as np
 
 from ..errors import StageError
 from ..labels import PARSE_CLASSES, REGIONS
-from .labelmap import FACE_CLASSES, mask_bbox
+from ..boxes import mask_bbox
+from .labelmap import FACE_CLASSES
 
 WEIGHT_URLS = {
     "bisenet": "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth",

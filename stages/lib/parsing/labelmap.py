@@ -1,10 +1,10 @@
-"""Label-map helpers shared by every parsing backend: counts, regions, IoU, bounding boxes, colours, contact sheets.
+"""Label-map helpers shared by every parsing backend: counts, regions, IoU, colours (boxes: stages/lib/boxes.py;
+the overlays on contact sheets: stages/lib/contact_sheet.py).
 
 Pure numpy/PIL; nothing here knows which network drew the map. Class ids are the canonical 19 of ../DESIGN.md
 (stages/lib/labels.py).
 """
 import numpy as np
-from PIL import Image, ImageDraw
 
 from ..labels import N_PARSE_CLASSES, REGIONS
 
@@ -43,50 +43,9 @@ def iou(a: np.ndarray, b: np.ndarray):
     return float(np.logical_and(a, b).sum() / union)
 
 
-def mask_bbox(mask: np.ndarray):
-    """(x, y, w, h) of the True pixels, or None when there are none."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
-
-
 def colourise(label_map: np.ndarray) -> np.ndarray:
     """RGB picture of a label map in PALETTE colours."""
     return PALETTE[label_map]
-
-
-def overlay(image: np.ndarray, label_map: np.ndarray, alpha=0.55) -> np.ndarray:
-    """The photo with its colourised classes blended over it; background pixels stay the photo."""
-    rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
-    blend = rgb.astype(np.float32)
-    colour = colourise(label_map).astype(np.float32)
-    fg = label_map > 0
-    blend[fg] = (1 - alpha) * blend[fg] + alpha * colour[fg]
-    return np.clip(blend + 0.5, 0, 255).astype(np.uint8)
-
-
-def thumbnail(image: np.ndarray, label_map: np.ndarray, side=160) -> np.ndarray:
-    """A square overlay tile for the contact sheet (letterboxed, so faces keep their aspect)."""
-    tile = Image.fromarray(overlay(image, label_map))
-    tile.thumbnail((side, side), Image.BILINEAR)
-    canvas = Image.new("RGB", (side, side))
-    canvas.paste(tile, ((side - tile.width) // 2, (side - tile.height) // 2))
-    return np.asarray(canvas)
-
-
-def contact_sheet(tiles, captions, columns=6, side=160) -> Image.Image:
-    """Tiles in a grid with a caption under each (id prefix and whether a face was found)."""
-    rows = max(1, -(-len(tiles) // columns))
-    cap = 14
-    sheet = Image.new("RGB", (columns * side, rows * (side + cap)), (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
-    for i, (tile, caption) in enumerate(zip(tiles, captions)):
-        x, y = (i % columns) * side, (i // columns) * (side + cap)
-        sheet.paste(Image.fromarray(tile), (x, y))
-        draw.text((x + 3, y + side), caption, fill=(230, 230, 230))
-    return sheet
 
 
 def reference_ious(pred: np.ndarray, ref: np.ndarray, regions=("eyes", "brows", "lips")) -> dict:

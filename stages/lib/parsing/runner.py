@@ -20,7 +20,8 @@ from .. import tables
 from ..codec import encode_png
 from ..errors import StageError
 from ..labels import N_PARSE_CLASSES
-from .labelmap import class_counts, contact_sheet, thumbnail
+from ..contact_sheet import overlay, render_sheet
+from .labelmap import PALETTE, class_counts
 
 SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -119,7 +120,7 @@ def _finish(parser, prepared, raws, want_tiles):
                             ("class_counts", counts), ("width", p.width), ("height", p.height), ("error", p.error)):
             rows[name].append(value)
         if len(tiles) < want_tiles and p.image is not None:
-            tiles.append((thumbnail(p.image, label_map), f"{p.id[:8]} {'face' if found else 'NO FACE'}"))
+            tiles.append((overlay(p.image, label_map, PALETTE, alpha=0.55), f"{p.id[:8]} {'face' if found else 'NO FACE'}"))
         p.image = p.input = None
     return rows, tiles
 
@@ -175,5 +176,5 @@ def parse_table(images_path, out_path, parser, batch_rows=16, progress=None, she
         "model_seconds": round(model_seconds, 3),
         "share_outside_model": round(1 - model_seconds / seconds, 4) if seconds > 0 else 0.0,
     })
-    sheet = contact_sheet([t for t, _ in tiles], [c for _, c in tiles])
+    sheet = render_sheet([t for t, _ in tiles], [c for _, c in tiles], cols=6, thumb=160)
     return stats, sheet

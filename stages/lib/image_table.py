@@ -1,0 +1,148 @@
+"""The shared image table, `data/images/` (see ../shared/DESIGN.md): its schema, one row per source record (kept, or
+rejected with a reason and a human detail), the copies settled, and its metrics. stages/ingest.py streams a source
+through these.
+"""
+import os
+from collections import Counter
+
+import pyarrow as pa
+
+from . import sources
+from .codec import DecodeError, content_id, decode_image, encode_png
+from .labels import canonical_emotion
+
+SCHEMA = pa.schema([
+    ("id", pa.string()), ("source", pa.string()), ("source_key", pa.string()), ("split", pa.string()),
+    ("label", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
+    ("image", pa.binary()), ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
+])
+TRUTH_SCHEMA = pa.schema([
+    ("id", pa.string()), ("source_key", pa.string()), ("true_emotion", pa.string()), ("label_noise", pa.bool_()),
+    ("defect", pa.string()), ("face_bbox", pa.list_(pa.int32())),
+])
+
+
+def split_from_id(image_id, test_fraction):
+    """Deterministic split from the id, so re-ingesting never moves an image between train and test."""
+    return "test" if int(image_id[:8], 16) / 16**8 < test_fraction else "train"
+
+
+def ingest_record(record, source, min_size, test_fraction, max_file_bytes=64 * 2**20, max_pixels=120_000_000):
+    """One source record -> one row. Runs in a worker thread (decode and PNG encode release the GIL)."""
+    label = canonical_emotion(record.raw_label)
+    row = dict(source=source, source_key=record.source_key, split=record.split, label=label, width=None,
+               height=None, channels=None, image=None, kept=False, reason="", detail="")
+    if record.outside_root:  # never opened: the id hashes the name, not the bytes of a file outside the dataset
+        return _reject(row, content_id(b"outside_root:" + record.source_key.encode()), "outside_root",
+                       f"{record.source_key!r} resolves outside the dataset root", test_fraction)
+    if record.missing:
+        return _reject(row, content_id(b"missing:" + record.source_key.encode()), "missing_file",
+                       f"{record.source_key!r} not found in the dataset", test_fraction)
+    try:
+        file_bytes = os.path.getsize(record.path) if record.data is None else 0
+        if file_bytes > max_file_bytes:  # before reading a byte of it
+            return _reject(row, content_id(b"too_large:" + record.source_key.encode()), "too_large",
+                           f"{file_bytes / 2**20:.0f} MB file over ingest.max_file_mb", test_fraction)
+        data = sources.read_bytes(record)
+    except OSError as err:
+        return _reject(row, content_id(b"unreadable:" + record.source_key.encode()), "corrupt_image",
+                       err.strerror or type(err).__name__, test_fraction)
+    image_id = content_id(data)
+    if record.problem:
+        return _reject(row, image_id, "corrupt_image", record.problem, test_fraction)
+    try:
+        pixels = decode_image(data, max_pixels)
+    except DecodeError as err:
+        return _reject(row, image_id, err.reason, str(err), test_fraction)
+    row.update(height=pixels.shape[0], width=pixels.shape[1], channels=1 if pixels.ndim == 2 else 3)
+    if label is None:
+        return _reject(row, image_id, "unknown_label", f"label {record.raw_label!r}", test_fraction)
+    if min(pixels.shape[:2]) < min_size:
+        return _reject(row, image_id, "too_small", f"{row['width']}x{row['height']} < {min_size}", test_fraction)
+    row.update(id=image_id, image=encode_png(pixels), kept=True)
+    row["split"] = row["split"] or split_from_id(image_id, test_fraction)
+    return row
+
+
+def _reject(row, image_id, reason, detail, test_fraction):
+    row.update(id=image_id, reason=reason, detail=str(detail).splitlines()[0][:200] if detail else "")
+    row["split"] = row["split"] or split_from_id(image_id, test_fraction)
+    return row
+
+
+CONTENT_FREE = ("outside_root", "missing_file")  # rows never read: their id hashes the name, not bytes
+
+
+def settle_copies(copies: dict, policy: str) -> dict:
+    """Final (id, reason) of every row that shares its bytes with another, by position.
+
+    `copies` maps a content id to its rows in order, as (position, source_key, label or None, reason). The canonical
+    row, which keeps the plain id, is the first copy with a known label (the first copy when none has one): a good
+    copy after one with an unknown label is kept. Every other copy gets `<id>-dupN` and the reason `duplicate`
+    (its own `unknown_label` stays). Copies whose known labels disagree all get `label_conflict`
+    (`ingest.duplicate_labels: reject`), or the canonical row's label wins (`first`).
+    """
+    out = {}
+    for shared_id, rows in copies.items():
+        if len(rows) < 2:
+            continue
+        labelled = [r for r in rows if r[2] is not None]
+        canonical = labelled[0] if labelled else rows[0]
+        conflict = policy == "reject" and len({r[2] for r in labelled}) > 1
+        n = 0
+        for row in rows:
+            position, _, _, reason = row
+            if row is canonical:
+                new_id = shared_id
+            else:
+                n += 1
+                new_id = f"{shared_id}-dup{n}"
+            if conflict and row[2] is not None:
+                reason, detail = "label_conflict", f"same bytes labelled {', '.join(sorted({r[2] for r in labelled}))}"
+            elif row is not canonical and reason != "unknown_label":
+                reason, detail = "duplicate", f"same bytes as {canonical[1]}"
+            else:
+                detail = None
+            out[position] = (new_id, reason, detail)
+    return out
+
+
+def apply_settled(batch: dict, start: int, settled: dict) -> dict:
+    """Apply settle_copies' verdicts to one batch of rows (columns as lists), from row `start` on."""
+    for i in range(len(batch["id"])):
+        verdict = settled.get(start + i)
+        if verdict is None:
+            continue
+        new_id, reason, detail = verdict
+        batch["id"][i] = new_id
+        if reason != batch["reason"][i]:
+            batch["reason"][i], batch["kept"][i], batch["image"][i] = reason, False, None
+            batch["detail"][i] = detail
+    return batch
+
+
+def truth_row(row, t):
+    return dict(id=row["id"], source_key=row["source_key"], true_emotion=t.get("true_emotion"),
+                label_noise=bool(t.get("label_noise")), defect=t.get("defect"),
+                face_bbox=list(t["face_bbox"]) if t.get("face_bbox") is not None else None)
+
+
+def count_keys(row):
+    return (row["kept"], row["reason"], row["label"] or "unknown", row["split"])
+
+
+def ingest_metrics(counts):
+    def tally(pick, only_kept):
+        out = Counter()
+        for key, n in counts.items():
+            if key[0] or not only_kept:
+                out[pick(key)] += n
+        return dict(sorted(out.items()))
+
+    rows = sum(counts.values())
+    kept = sum(n for key, n in counts.items() if key[0])
+    rejected = tally(lambda k: k[1], only_kept=False)
+    rejected.pop("", None)
+    return {"rows": rows, "kept": kept, "rejected": rows - kept, "kept_fraction": round(kept / max(rows, 1), 4),
+            "kept_by_label": tally(lambda k: k[2], True), "kept_by_split": tally(lambda k: k[3], True),
+            "rejected_by_reason": rejected}
