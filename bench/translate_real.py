@@ -8,7 +8,7 @@ Run from the project root:  python bench/translate_real.py [--out bench/results/
 It runs bench/evaluate_real.py's scratch copy (a fresh clone's view, ingest on the photos' legend.csv) with RECIPE
 applied, prints the summarize_eval table and writes metrics to --out and the evaluation pictures to --out/pictures/
 (git-ignored: they show the shared photos). On two cores each ROI trains in 5-9 minutes, the whole run about
-35 minutes (bench/README.md).
+28 minutes (bench/README.md).
 """
 import os
 import sys
