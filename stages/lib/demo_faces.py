@@ -154,24 +154,6 @@ def _duplicate_source(seed: int, index: int) -> int:
             return source
 
 
-def contact_sheet(samples, cols: int = 10, tile: int = 96, captions: bool = True) -> np.ndarray:
-    """An RGB grid of the samples' images, each captioned with its label and (when not none) its defect."""
-    samples = list(samples)
-    rows = max(1, math.ceil(len(samples) / cols))
-    sheet = np.full((rows * tile, cols * tile, 3), 255, np.uint8)
-    for k, s in enumerate(samples):
-        img = s.image if s.image.ndim == 3 else cv2.cvtColor(s.image, cv2.COLOR_GRAY2RGB)
-        img = cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)
-        if captions:
-            text = s.label[:3] + ("*" if s.truth["label_noise"] else "")
-            if s.truth["defect"] != "none":
-                text += " " + s.truth["defect"][:9]
-            cv2.putText(img, text, (2, tile - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 0), 1, cv2.LINE_AA)
-        r, c = divmod(k, cols)
-        sheet[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = img
-    return sheet
-
-
 # ---------------------------------------------------------------------------------------------------- painting
 
 class _Canvas:
