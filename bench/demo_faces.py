@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from stages.demo import render_demo  # noqa: E402
 from stages.lib.contact_sheet import render_sheet  # noqa: E402
-from stages.lib.demo_faces import render_demo  # noqa: E402
 from stages.lib.labels import FER_ORDER  # noqa: E402
 
 HAPPY, NEUTRAL = FER_ORDER.index("happy"), FER_ORDER.index("neutral")

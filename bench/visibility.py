@@ -29,7 +29,7 @@ def limits_from_params():
 
 
 def bench_demo(parser, limits, n, size, seed):
-    from stages.lib.demo_faces import render_demo
+    from stages.demo import render_demo
     from tests.visibility_rates import find_landmarks, rates_by_defect, rejected
 
     t0 = time.perf_counter()

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
+from stages.demo import DEFECTS, DemoSample, demo_plan, demo_sample, render_demo
 from stages.lib.codec import content_id, encode_png
-from stages.lib.demo_faces import DEFECTS, DemoSample, demo_plan, demo_sample, render_demo
 from stages.lib.labels import EMOTIONS, FER_ORDER
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -130,7 +130,7 @@ def test_closed_lids_become_skin(real_face):
 
 @pytest.fixture(scope="module")
 def demo(parser):
-    from stages.lib.demo_faces import render_demo
+    from stages.demo import render_demo
 
     samples = list(render_demo(DEMO_N, DEMO_SIZE, seed=0))
     images = [s.image for s in samples]
