@@ -9,7 +9,7 @@ from PIL import Image
 
 from stages.lib.parsing.visibility import (BACKGROUND, SKIN, VisibilityThresholds, eye_opening, hidden_features,
                                            measure)
-from tests.visibility_rates import HIDDEN_DEFECTS, find_landmarks, rates_by_defect, rejected
+from tests.helpers.visibility_rates import HIDDEN_DEFECTS, find_landmarks, rates_by_defect, rejected
 
 pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype:UserWarning")
 LIMITS = VisibilityThresholds()
