@@ -26,8 +26,7 @@ from PIL import Image  # noqa: E402
 from stages.demo import render_demo  # noqa: E402
 from stages.lib.contact_sheet import render_sheet  # noqa: E402
 from stages.lib.labels import FER_ORDER  # noqa: E402
-
-HAPPY, NEUTRAL = FER_ORDER.index("happy"), FER_ORDER.index("neutral")
+from tests.helpers.judge_reference import HAPPY, NEUTRAL  # noqa: E402
 
 
 def caption(sample) -> str:
