@@ -28,7 +28,8 @@ from stages.lib.label_issues import class_index, curator_classes, find_issues  #
 from stages.lib.boxes import face_crop  # noqa: E402
 from stages.lib.judge import judge_probs, load_judge  # noqa: E402
 from stages.lib.labels import canonical_emotion  # noqa: E402
-from stages.lib.masks import class_counts_of, counts_matrix, visibility_reasons  # noqa: E402
+from stages.lib.parsing.labelmap import class_counts  # noqa: E402
+from stages.lib.masks import counts_matrix, visibility_reasons  # noqa: E402
 from stages.lib.parsing.facemesh import FaceMeshParser, quiet_stderr  # noqa: E402
 
 DATA = "../shared/data/facial_expressions"
@@ -60,7 +61,7 @@ def main():
             boxes.append(box)
     print(f"parsed {len(greys)} photos in {time.perf_counter() - t0:.0f}s")
 
-    counts = counts_matrix([class_counts_of(m) if m is not None else None for m in maps])
+    counts = counts_matrix([class_counts(m) if m is not None else None for m in maps])
     fm = params["filter_masks"]
     kept, reasons, _, _ = visibility_reasons([m is not None for m in maps], counts, fm["min_px"], fm["ref_size"])
     print(f"filter_masks: kept {kept.sum()}/{len(kept)}, removed by reason "

@@ -23,16 +23,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stages.lib.demo_faces import contact_sheet, render_demo  # noqa: E402
+from stages.demo import render_demo  # noqa: E402
+from stages.lib.contact_sheet import render_sheet  # noqa: E402
 from stages.lib.labels import FER_ORDER  # noqa: E402
+from tests.helpers.judge_reference import HAPPY, NEUTRAL  # noqa: E402
 
-HAPPY, NEUTRAL = FER_ORDER.index("happy"), FER_ORDER.index("neutral")
+
+def caption(sample) -> str:
+    """The sample's label, starred when it is noise, and its defect unless none."""
+    text = sample.label[:3] + ("*" if sample.truth["label_noise"] else "")
+    return text if sample.truth["defect"] == "none" else f"{text} {sample.truth['defect'][:9]}"
 
 
-def save_sheet(path, sheet):
-    """Write the sheet as a dithered 256-colour PNG: the sensor noise makes a true-colour one too big for the README,
-    and without dithering (or k-means palette refinement) skin gets blotchy."""
-    rgb = Image.fromarray(sheet)
+def save_sheet(path, samples):
+    """Write the samples' contact sheet as a dithered 256-colour PNG: the sensor noise makes a true-colour one too big
+    for the README, and without dithering (or k-means palette refinement) skin gets blotchy."""
+    rgb = render_sheet([s.image for s in samples], [caption(s) for s in samples], cols=10, thumb=120)
     palette = rgb.quantize(256, method=Image.Quantize.MEDIANCUT, kmeans=5)
     rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, format="PNG", optimize=True)
 
@@ -81,7 +87,7 @@ def main():
     print(f"render: {args.n} images of {args.size}px in {cpu:.1f} s CPU, {wall:.1f} s wall "
           f"({1000 * cpu / max(args.n, 1):.1f} ms CPU each; wall time grows when the cores are shared)")
     if args.sheet:
-        save_sheet(args.sheet, contact_sheet(samples[:args.sheet_n], cols=10, tile=120))
+        save_sheet(args.sheet, samples[:args.sheet_n])
         print(f"contact sheet: {args.sheet} ({os.path.getsize(args.sheet) // 1024} KB)")
 
     found = facemesh_found([s.image for s in samples])

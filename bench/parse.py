@@ -34,7 +34,7 @@ def photo_paths(n=None):
 
 
 def build_table(out_dir, paths):
-    from tests.parse_tables import photo_items, write_images_table
+    from tests.helpers.parse_tables import photo_items, write_images_table
 
     write_images_table(out_dir, photo_items(paths))
     return out_dir

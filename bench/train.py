@@ -49,7 +49,7 @@ def load_pngs(manifest, size, n_synthetic):
         frame = read_frame(manifest, columns=["split", "domain", "crop", "kept"])
         frame = frame[frame["kept"].astype(bool) & (frame["split"] == "train")]
         return [list(frame[frame["domain"] == d]["crop"]) for d in ("A", "B")], manifest
-    from tests.synthetic_rois import write_manifest
+    from tests.helpers.synthetic_rois import write_manifest
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_manifest(os.path.join(tmp, "m.parquet"), size=size, n_train=n_synthetic)

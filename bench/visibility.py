@@ -29,8 +29,8 @@ def limits_from_params():
 
 
 def bench_demo(parser, limits, n, size, seed):
-    from stages.lib.demo_faces import render_demo
-    from tests.visibility_rates import find_landmarks, rates_by_defect, rejected
+    from stages.demo import render_demo
+    from tests.helpers.visibility_rates import find_landmarks, rates_by_defect, rejected
 
     t0 = time.perf_counter()
     samples = list(render_demo(n, size, seed))
@@ -52,7 +52,7 @@ def bench_demo(parser, limits, n, size, seed):
 def bench_real(parser, limits, n):
     from PIL import Image
 
-    from tests.visibility_rates import find_landmarks, rejected
+    from tests.helpers.visibility_rates import find_landmarks, rejected
 
     paths = sorted(PHOTOS.glob("*"))
     if not paths:

@@ -17,7 +17,7 @@ from stages.lib import params as P
 from stages.lib.cyclegan import DeviceData, load_domains, lr_factor, param_keys, read_config
 from stages.lib.training import Paths, train_roi
 from stages.lib.errors import StageError
-from tests.synthetic_rois import write_manifest
+from tests.helpers.synthetic_rois import write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 16

@@ -8,9 +8,10 @@ import os
 import numpy as np
 import pytest
 
+from stages.demo import DEFECTS, DemoSample, demo_plan, demo_sample, render_demo
 from stages.lib.codec import content_id, encode_png
-from stages.lib.demo_faces import DEFECTS, DemoSample, demo_plan, demo_sample, render_demo
-from stages.lib.labels import EMOTIONS, FER_ORDER
+from stages.lib.labels import EMOTIONS
+from tests.helpers.judge_reference import HAPPY, NEUTRAL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JUDGE_WEIGHTS = os.path.join(ROOT, "models", "judge", "mini_xception.pt")
@@ -148,13 +149,12 @@ def test_judge_reads_neutral_and_happy(sample):
     faces = [s for s in sample if s.truth["defect"] == "none" and not s.truth["label_noise"]
              and s.truth["true_emotion"] in ("neutral", "happy")]
     probs = judge_probs(load_judge(JUDGE_WEIGHTS), [face_crop(s.image, s.truth["face_bbox"]) for s in faces])
-    happy, neutral = FER_ORDER.index("happy"), FER_ORDER.index("neutral")
-    right = [(p[happy] > p[neutral]) == (s.truth["true_emotion"] == "happy") for s, p in zip(faces, probs)]
+    right = [(p[HAPPY] > p[NEUTRAL]) == (s.truth["true_emotion"] == "happy") for s, p in zip(faces, probs)]
     assert len(faces) >= 40
     assert np.mean(right) >= 0.85, f"judge agreed on {sum(right)}/{len(right)}"
     # label-noise faces are drawn with their true emotion: the judge should side with the drawing, not the label
     noisy = [s for s in sample if s.truth["label_noise"] and s.truth["defect"] == "none"]
     assert len(noisy) >= 5  # the sample must hold some, or this half of the test checks nothing
     p = judge_probs(load_judge(JUDGE_WEIGHTS), [face_crop(s.image, s.truth["face_bbox"]) for s in noisy])
-    agree = [(q[happy] > q[neutral]) == (s.truth["true_emotion"] == "happy") for s, q in zip(noisy, p)]
+    agree = [(q[HAPPY] > q[NEUTRAL]) == (s.truth["true_emotion"] == "happy") for s, q in zip(noisy, p)]
     assert np.mean(agree) >= 0.7

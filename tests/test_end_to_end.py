@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, SHARED_DATA
-from tests.stage_runner import merge
+from tests.helpers.stage_runner import merge
 
 TINY = {
     "ingest": {"demo": {"n": 120, "side": 192}},

@@ -24,7 +24,7 @@ from stages.lib.networks import ResnetGenerator, generator_file, init_weights
 from stages.lib.overlay import outside_changed_px
 from stages.lib.rois import crop_roi, paste_weights, roi_alpha, roi_box
 from stages.lib.tables import write_table_atomic
-from tests.stage_runner import scratch_project
+from tests.helpers.stage_runner import scratch_project
 from tests.test_rois import PHOTOS, load_reference
 
 SIDE, SIZE = 128, 32

@@ -13,7 +13,7 @@ from stages.lib.codec import content_id, decode_png, encode_png
 from stages.lib.rois import box_leaves_image, crop_roi, paste_roi, roi_alpha, roi_box
 from stages.lib.tables import write_table_atomic
 from tests.conftest import ROOT
-from tests.stage_runner import run_stage, scratch_project
+from tests.helpers.stage_runner import run_stage, scratch_project
 from tests.test_rois import PHOTOS, load_reference
 
 SIDE = 160

@@ -10,7 +10,7 @@ import pytest
 
 from stages.lib.curator import curator_probs, load_curator
 from stages.train_curator import read_faces
-from tests.stage_runner import run_stage, scratch_project
+from tests.helpers.stage_runner import run_stage, scratch_project
 
 DEMO = {"ingest": {"source": "demo", "demo": {"n": 300, "side": 256, "seed": 0}},
         "curator": {"backbone": "judge", "input": "grey_masks", "folds": 5, "epochs": 30, "lr": 0.003}}

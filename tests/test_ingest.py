@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from stages.lib.labels import canonical_emotion
-from tests.stage_runner import run_stage, scratch_project
+from tests.helpers.stage_runner import run_stage, scratch_project
 
 
 def read_images(project):

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.judge import HAPPY, NEUTRAL, load_neutral_happy, neutral_happy_accuracy, tflite_probs
 from models.judge.convert_fer import CONFIG_NAME, keras_to_torch_names
 from stages.lib.errors import StageError
 from stages.lib.judge import DEFAULT_WEIGHTS, FEATURE_DIM, features, judge_probs, load_judge, preprocess_faces
+from tests.helpers.judge_reference import load_neutral_happy, neutral_happy_accuracy, tflite_probs
 
 CONFIG = f"models/judge/{CONFIG_NAME}"
 

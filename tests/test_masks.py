@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from stages.lib.masks import (argwhere_region_counts, class_counts_of, counts_matrix, region_counts,
+from stages.lib.parsing.labelmap import class_counts
+from stages.lib.masks import (argwhere_region_counts, counts_matrix, region_counts,
                               split_reasons, visibility_reasons)
 
 MIN_PX = {"eyes": 200, "brows": 200, "lips": 200}
@@ -22,14 +23,14 @@ def reference_maps(shared_data):
 
 def test_stored_counts_give_the_argwhere_counts(reference_maps):
     maps = list(reference_maps.values())
-    fast = region_counts(counts_matrix([class_counts_of(m) for m in maps]))
+    fast = region_counts(counts_matrix([class_counts(m) for m in maps]))
     slow = np.stack([argwhere_region_counts(m) for m in maps])
     np.testing.assert_array_equal(fast, slow)
 
 
 def test_glasses_hiding_the_eyes_is_eyes_small_and_others_pass(reference_maps):
     names = list(reference_maps)
-    counts = counts_matrix([class_counts_of(reference_maps[n]) for n in names])
+    counts = counts_matrix([class_counts(reference_maps[n]) for n in names])
     kept, reasons, got, need = visibility_reasons([True] * len(names), counts, MIN_PX, 512)
     by_name = dict(zip(names, reasons))
     assert by_name["1321"] == "eyes_small"
@@ -72,7 +73,7 @@ def test_split_reasons_accepts_both_joiners():
 def test_a_parse_error_is_the_reject_reason(reference_maps):
     from stages.filter_masks import decide
 
-    counts = [class_counts_of(m) for m in reference_maps.values()][:2]
+    counts = [class_counts(m) for m in reference_maps.values()][:2]
     table = decide(["b", "a"], [True, False], counts, 512, {"eyes": 200, "brows": 200, "lips": 200},
                    errors=["", "corrupt_image: truncated"]).to_pylist()
     by_id = {row["id"]: row for row in table}

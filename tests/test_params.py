@@ -7,7 +7,7 @@ from stages.lib import params as P
 from stages.lib.cyclegan import read_config
 from stages.lib.errors import StageError
 from stages.lib.parsing import read_params as parse_params
-from tests.stage_runner import default_params, merge
+from tests.helpers.stage_runner import default_params, merge
 
 READERS = {
     "ingest": ingest.read_params, "parse": parse_params, "filter_masks": filter_masks.read_params,

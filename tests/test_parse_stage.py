@@ -11,7 +11,7 @@ from PIL import Image
 
 from stages.lib import tables
 from stages.lib.codec import decode_png
-from tests.parse_tables import write_images_table
+from tests.helpers.parse_tables import write_images_table
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from stages.lib.parsing.visibility import (BACKGROUND, SKIN, VisibilityThresholds, eye_opening, hidden_features,
                                            measure)
-from tests.visibility_rates import HIDDEN_DEFECTS, find_landmarks, rates_by_defect, rejected
+from tests.helpers.visibility_rates import HIDDEN_DEFECTS, find_landmarks, rates_by_defect, rejected
 
 pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype:UserWarning")
 LIMITS = VisibilityThresholds()
@@ -130,7 +130,7 @@ def test_closed_lids_become_skin(real_face):
 
 @pytest.fixture(scope="module")
 def demo(parser):
-    from stages.lib.demo_faces import render_demo
+    from stages.demo import render_demo
 
     samples = list(render_demo(DEMO_N, DEMO_SIZE, seed=0))
     images = [s.image for s in samples]

@@ -85,11 +85,6 @@ def argwhere_region_counts(label_map: np.ndarray, regions=CHECKED_REGIONS) -> np
     return np.asarray([len(np.argwhere(np.isin(label_map, REGIONS[r]))) for r in regions], np.int64)
 
 
-def class_counts_of(label_map: np.ndarray) -> list:
-    """The 19 class pixel counts of one label map, as the parser stores them."""
-    return np.bincount(label_map.ravel(), minlength=N_PARSE_CLASSES)[:N_PARSE_CLASSES].astype(int).tolist()
-
-
 def split_reasons(reason: str) -> list:
     """The single checks inside a joined reason: 'eyes_small+lips_small' -> ['eyes_small', 'lips_small']."""
     return [part for part in reason.replace(",", JOIN).split(JOIN) if part]

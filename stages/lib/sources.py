@@ -3,7 +3,7 @@
 A reader only finds files and raw labels; decoding, label mapping, de-duplication and rejects
 happen in one place, `stages/ingest.py`, so every source is held to the same rules.
 
-    demo             synthetic faces rendered by stages/lib/demo_faces.py (no files needed)
+    demo             synthetic faces rendered by stages/demo (no files needed)
     fer2013_csv      fer2013.csv: `emotion,pixels,Usage` rows of 48x48 grey
     fer2013_folders  <path>/{train,test}/<emotion>/*.png
     labelled_folder  an image folder plus a CSV naming the image and label columns
@@ -74,7 +74,7 @@ def _require(path, what):
 
 
 def demo(n, size, seed):
-    from .demo_faces import render_demo
+    from ..demo import render_demo
 
     for i, sample in enumerate(render_demo(n=n, size=size, seed=seed)):
         yield SourceRecord(f"demo/{i:06d}", sample.label, data=encode_png(sample.image), truth=sample.truth)

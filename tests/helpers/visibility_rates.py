@@ -9,7 +9,8 @@ import numpy as np
 import yaml
 
 from stages.lib.labels import N_PARSE_CLASSES
-from stages.lib.masks import class_counts_of, visibility_reasons
+from stages.lib.parsing.labelmap import class_counts
+from stages.lib.masks import visibility_reasons
 from tests.conftest import ROOT
 
 HIDDEN_DEFECTS = ("mouth_occluded", "eyes_occluded", "sunglasses", "eyes_closed")
@@ -40,7 +41,7 @@ def rejected(parser, images, landmarks, visibility):
         for image, pts in zip(images, landmarks):
             label_map, _ = parser.draw(pts, image.shape[0], image.shape[1], image)
             found.append(label_map is not None)
-            counts.append(class_counts_of(label_map) if label_map is not None else [0] * N_PARSE_CLASSES)
+            counts.append(class_counts(label_map) if label_map is not None else [0] * N_PARSE_CLASSES)
     finally:
         parser.visibility = saved
     kept, _, _, _ = visibility_reasons(np.array(found), np.array(counts, dtype=np.int64), min_px, ref_size)
