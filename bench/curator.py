@@ -8,6 +8,7 @@ compared), and how many photos each filter removes, by reason. Duplicate image n
 dropped first, as ingest would keep one file once. Also the judge's agreement with the labels before and after
 filter_emotion (how much curation pre-selects faces that judge reads right). Takes a few minutes on two cores.
 """
+
 import argparse
 import os
 import sys
@@ -20,17 +21,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from stages.lib.label_issues import decide, judge_to_classes  # noqa: E402
 from stages.lib import params as P  # noqa: E402
+from stages.lib.boxes import face_crop  # noqa: E402
 from stages.lib.codec import decode_image, to_grey  # noqa: E402
 from stages.lib.curator import CuratorConfig, cross_fit, face_inputs, judge_features  # noqa: E402
-from stages.lib.label_issues import class_index, curator_classes, find_issues  # noqa: E402
-from stages.lib.boxes import face_crop  # noqa: E402
 from stages.lib.judge import judge_probs, load_judge  # noqa: E402
+from stages.lib.label_issues import class_index, curator_classes, decide, find_issues, judge_to_classes  # noqa: E402  # noqa: E402
 from stages.lib.labels import canonical_emotion  # noqa: E402
-from stages.lib.parsing.labelmap import class_counts  # noqa: E402
 from stages.lib.masks import counts_matrix, visibility_reasons  # noqa: E402
 from stages.lib.parsing.facemesh import FaceMeshParser, quiet_stderr  # noqa: E402
+from stages.lib.parsing.labelmap import class_counts  # noqa: E402
 
 DATA = "../shared/data/facial_expressions"
 
@@ -64,8 +64,10 @@ def main():
     counts = counts_matrix([class_counts(m) if m is not None else None for m in maps])
     fm = params["filter_masks"]
     kept, reasons, _, _ = visibility_reasons([m is not None for m in maps], counts, fm["min_px"], fm["ref_size"])
-    print(f"filter_masks: kept {kept.sum()}/{len(kept)}, removed by reason "
-          f"{dict(sorted(Counter(r for r in reasons if r).items()))}")
+    print(
+        f"filter_masks: kept {kept.sum()}/{len(kept)}, removed by reason "
+        f"{dict(sorted(Counter(r for r in reasons if r).items()))}"
+    )
 
     keep = np.flatnonzero(kept)
     labels = legend.label.to_numpy()[keep].tolist()
@@ -82,8 +84,10 @@ def main():
     issues = find_issues(y, probs, issue_filter)
     st = y < 2
     acc = ((probs[st, 1] > probs[st, 0]).astype(int) == y[st]).mean()
-    print(f"curator ({backbone}, {inp}): out-of-fold accuracy {src} vs {tgt} {acc:.3f} on {st.sum()} faces "
-          f"({time.perf_counter() - t0:.0f}s), cleanlab label issues {issues.sum()}")
+    print(
+        f"curator ({backbone}, {inp}): out-of-fold accuracy {src} vs {tgt} {acc:.3f} on {st.sum()} faces "
+        f"({time.perf_counter() - t0:.0f}s), cleanlab label issues {issues.sum()}"
+    )
 
     fer = judge_probs(load_judge(), [face_crop(im, bx) for im, bx in zip(g, b)])
     jp = judge_to_classes(fer, classes)
@@ -93,12 +97,16 @@ def main():
     judge_agrees = (jp[:, 1] > jp[:, 0]).astype(int) == y
     for name, pr, iss in (("curator", probs, issues), ("judge", jp, find_issues(y, jp, issue_filter))):
         _, why, _ = decide(labels, classes, pr, iss, src, tgt, params["filter_emotion"]["min_confidence"])
-        print(f"filter_emotion (classifier={name}): kept {why.count('')}/{len(why)}, removed by reason "
-              f"{dict(sorted(Counter(r for r in why if r).items()))}")
+        print(
+            f"filter_emotion (classifier={name}): kept {why.count('')}/{len(why)}, removed by reason "
+            f"{dict(sorted(Counter(r for r in why if r).items()))}"
+        )
         # The pre-selection a judge-feature curator brings: how much more the judge agrees with the kept labels.
         kept_st = np.array([w == "" for w in why]) & st
-        print(f"  judge-vs-label agreement ({src} vs {tgt}): {judge_agrees[st].mean():.3f} on all {st.sum()} faces, "
-              f"{judge_agrees[kept_st].mean():.3f} on the {kept_st.sum()} kept")
+        print(
+            f"  judge-vs-label agreement ({src} vs {tgt}): {judge_agrees[st].mean():.3f} on all {st.sum()} faces, "
+            f"{judge_agrees[kept_st].mean():.3f} on the {kept_st.sum()} kept"
+        )
 
 
 if __name__ == "__main__":

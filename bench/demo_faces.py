@@ -10,6 +10,7 @@ Prints
     face crop from the ground-truth box), and its mean probabilities per drawn emotion.
 The contact sheet shows the first --sheet-n samples captioned with label (* = noisy label) and defect.
 """
+
 import argparse
 import collections
 import os
@@ -48,8 +49,9 @@ def facemesh_found(images) -> np.ndarray:
     import mediapipe as mp
 
     found = []
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                         min_detection_confidence=0.5) as mesh:
+    with mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
+    ) as mesh:
         for img in images:
             rgb = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
             found.append(mesh.process(np.ascontiguousarray(rgb)).multi_face_landmarks is not None)
@@ -84,10 +86,12 @@ def main():
     wall, cpu = time.perf_counter(), time.process_time()
     samples = list(render_demo(args.n, args.size, args.seed))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(f"render: {args.n} images of {args.size}px in {cpu:.1f} s CPU, {wall:.1f} s wall "
-          f"({1000 * cpu / max(args.n, 1):.1f} ms CPU each; wall time grows when the cores are shared)")
+    print(
+        f"render: {args.n} images of {args.size}px in {cpu:.1f} s CPU, {wall:.1f} s wall "
+        f"({1000 * cpu / max(args.n, 1):.1f} ms CPU each; wall time grows when the cores are shared)"
+    )
     if args.sheet:
-        save_sheet(args.sheet, samples[:args.sheet_n])
+        save_sheet(args.sheet, samples[: args.sheet_n])
         print(f"contact sheet: {args.sheet} ({os.path.getsize(args.sheet) // 1024} KB)")
 
     found = facemesh_found([s.image for s in samples])
@@ -107,11 +111,14 @@ def main():
         if len(rows):
             mean = " ".join(f"{k[:3]}={v:.2f}" for k, v in zip(FER_ORDER, rows.mean(0)))
             print(f"judge on drawn {emotion:8s} (n={len(rows)}): {mean}")
-    pairs = [(t, p) for s, t, p in zip(judged, truth, probs)
-             if t in ("neutral", "happy") and not s.truth["label_noise"]]
+    pairs = [
+        (t, p) for s, t, p in zip(judged, truth, probs) if t in ("neutral", "happy") and not s.truth["label_noise"]
+    ]
     right = [(p[HAPPY] > p[NEUTRAL]) == (t == "happy") for t, p in pairs]
-    print(f"judge neutral-vs-happy accuracy, clean correctly labelled faces: {np.mean(right):.3f} "
-          f"({sum(right)}/{len(right)})")
+    print(
+        f"judge neutral-vs-happy accuracy, clean correctly labelled faces: {np.mean(right):.3f} "
+        f"({sum(right)}/{len(right)})"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ It copies the tracked files to a temporary folder (a fresh clone's view), points
 to --out/pictures/ (git-ignored: they show the shared photos, which stay in ../shared/data).
 About 10 minutes on two cores.
 """
+
 import argparse
 import os
 import shutil
@@ -22,8 +23,13 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "facial_expressions"))
 # The demo's params.yaml leaves the identity judge off (dlib cannot tell drawn faces apart); on photos it is the point.
-REAL = {"ingest.source": "labelled_folder", "ingest.path": PHOTOS, "ingest.image_column": "image",
-        "ingest.label_column": "emotion", "evaluate.identity": True}
+REAL = {
+    "ingest.source": "labelled_folder",
+    "ingest.path": PHOTOS,
+    "ingest.image_column": "image",
+    "ingest.label_column": "emotion",
+    "evaluate.identity": True,
+}
 
 
 def set_key(params: dict, dotted: str, value):
@@ -35,15 +41,19 @@ def set_key(params: dict, dotted: str, value):
 
 
 def copy_project(dest: str):
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.splitlines()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     for name in files:
         src = os.path.join(ROOT, name)
         if os.path.isfile(src):
             os.makedirs(os.path.dirname(os.path.join(dest, name)) or dest, exist_ok=True)
             shutil.copy2(src, os.path.join(dest, name))
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=bench", "-c", "user.email=bench@localhost",
-                                                  "commit", "-qm", "copy"]):
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "copy"],
+    ):
         subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
 
 
@@ -83,19 +93,29 @@ def run_real(overrides: dict, out: str, keep: bool = False, project: str = None)
     project, params = scratch_project(overrides, project)
     wall = repro(project)
     os.makedirs(os.path.join(out, "pictures"), exist_ok=True)
-    edits = [name for name in params["rois"]["names"] + ["combined"]
-             if os.path.isfile(os.path.join(project, "eval", name, "metrics.json"))]
+    edits = [
+        name
+        for name in params["rois"]["names"] + ["combined"]
+        if os.path.isfile(os.path.join(project, "eval", name, "metrics.json"))
+    ]
     for name in edits:
         os.makedirs(os.path.join(out, name), exist_ok=True)
         shutil.copy2(os.path.join(project, "eval", name, "metrics.json"), os.path.join(out, name))
-        shutil.copy2(os.path.join(project, "plots", "evaluate", f"{name}.png"),
-                     os.path.join(out, "pictures", f"{name}.png"))
+        shutil.copy2(
+            os.path.join(project, "plots", "evaluate", f"{name}.png"), os.path.join(out, "pictures", f"{name}.png")
+        )
     shutil.copy2(os.path.join(project, "plots", "evaluate", "summary.png"), os.path.join(out, "summary.png"))
     for name in ("ingest", "filter_masks", "train_curator", "filter_emotion", "extract_rois") + tuple(
-            f"train_{roi}" for roi in params["rois"]["names"]):
+        f"train_{roi}" for roi in params["rois"]["names"]
+    ):
         shutil.copy2(os.path.join(project, "metrics", f"{name}.json"), os.path.join(out, f"{name}.json"))
-    table = subprocess.run([sys.executable, "-m", "stages.summarize_eval", "--eval", out],
-                           cwd=project, capture_output=True, text=True, check=True).stdout
+    table = subprocess.run(
+        [sys.executable, "-m", "stages.summarize_eval", "--eval", out],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(table)
     print(f"dvc repro on the real photos: {wall:.0f} s wall; results in {out}")

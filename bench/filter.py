@@ -6,6 +6,7 @@ time of (a) decoding nothing and counting each region of each map with np.argwhe
 (b) the stage's path: one matrix product over the stored class_counts column; then their ratio (goal >= 20x) and
 checks both give the same counts.
 """
+
 import argparse
 import glob
 import os
@@ -18,8 +19,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stages.lib.parsing.labelmap import class_counts  # noqa: E402
 from stages.lib.masks import argwhere_region_counts, counts_matrix, visibility_reasons  # noqa: E402
+from stages.lib.parsing.labelmap import class_counts  # noqa: E402
 
 MAPS = "../shared/data/parsing_reference/masks"
 
@@ -39,14 +40,17 @@ def main():
     t_slow = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    kept, _, fast, _ = visibility_reasons(np.ones(len(maps), bool), counts_matrix(column),
-                                          {"eyes": 200, "brows": 200, "lips": 200}, 512)
+    kept, _, fast, _ = visibility_reasons(
+        np.ones(len(maps), bool), counts_matrix(column), {"eyes": 200, "brows": 200, "lips": 200}, 512
+    )
     t_fast = time.perf_counter() - t0
 
     assert np.array_equal(slow, fast), "the two counts disagree"
-    print(f"{len(maps)} maps of {maps[0].shape[0]}x{maps[0].shape[1]}: argwhere per image {t_slow:.3f}s, "
-          f"vectorised over stored class_counts {t_fast * 1000:.2f}ms, ratio {t_slow / t_fast:.0f}x "
-          f"(same counts; {int(kept.sum())} kept)")
+    print(
+        f"{len(maps)} maps of {maps[0].shape[0]}x{maps[0].shape[1]}: argwhere per image {t_slow:.3f}s, "
+        f"vectorised over stored class_counts {t_fast * 1000:.2f}ms, ratio {t_slow / t_fast:.0f}x "
+        f"(same counts; {int(kept.sum())} kept)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Prints, on the neutral and happy photos of muxspace/facial_expressions (labels m
   - top-1 agreement and max probability difference against emotion_model_quantized.tflite, when ai-edge-litert is
     installed.
 """
+
 import argparse
 import os
 import sys
@@ -66,9 +67,11 @@ def main(argv=None):
     crops = [haar_crop(g, detector) for g in images]
     found = np.array([c is not None for c in crops])
     haar = judge_probs(model, [c for c in crops if c is not None])
-    print(f"accuracy, Haar face box (fer)  : {neutral_happy_accuracy(haar, labels[found]):.3f} "
-          f"on the {found.sum()} photos with a face found "
-          f"(whole image on the same: {neutral_happy_accuracy(probs[found], labels[found]):.3f})")
+    print(
+        f"accuracy, Haar face box (fer)  : {neutral_happy_accuracy(haar, labels[found]):.3f} "
+        f"on the {found.sum()} photos with a face found "
+        f"(whole image on the same: {neutral_happy_accuracy(probs[found], labels[found]):.3f})"
+    )
 
     reference = tflite_probs(images)
     if reference is None:
@@ -76,8 +79,10 @@ def main(argv=None):
     else:
         diff = np.abs(probs - reference)
         agree = np.mean(probs.argmax(1) == reference.argmax(1))
-        print(f"vs fer's quantised tflite      : top-1 agreement {agree:.4f}, max |prob diff| {diff.max():.4f}, "
-              f"mean {diff.mean():.5f}")
+        print(
+            f"vs fer's quantised tflite      : top-1 agreement {agree:.4f}, max |prob diff| {diff.max():.4f}, "
+            f"mean {diff.mean():.5f}"
+        )
 
 
 if __name__ == "__main__":

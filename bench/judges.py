@@ -8,6 +8,7 @@ Run from the project root:  python bench/judges.py [--limit N] [--resamples 2000
    95% stratified bootstrap interval.
 Photos are parsed once (FaceMesh, as the parse stage's default); about 1 minute per 1,000 photos on two cores.
 """
+
 import argparse
 import csv
 import os
@@ -20,12 +21,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from stages.lib.boxes import mask_bbox  # noqa: E402
 from stages.lib.codec import decode_image  # noqa: E402
 from stages.lib.geometry import SCORES, auc, expression_features, expression_score  # noqa: E402
 from stages.lib.identity import SAME_PERSON, IdentityEmbedder  # noqa: E402
 from stages.lib.labels import canonical_emotion  # noqa: E402
 from stages.lib.parsing.facemesh import FaceMeshParser, quiet_stderr  # noqa: E402
-from stages.lib.boxes import mask_bbox  # noqa: E402
 
 PHOTOS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "facial_expressions")
 PERSON = re.compile(r"^(?P<person>.+)_\d{4}\.jpg$")
@@ -68,7 +69,7 @@ def identity_calibration(rows, parsed, seed=0):
         m = PERSON.match(name)
         if m and p is not None:
             by_person[m.group("person")].append(embedder.embed(p[0], p[1]))
-    same = [float(np.linalg.norm(a - b)) for es in by_person.values() for i, a in enumerate(es) for b in es[i + 1:]]
+    same = [float(np.linalg.norm(a - b)) for es in by_person.values() for i, a in enumerate(es) for b in es[i + 1 :]]
     rng = np.random.default_rng(seed)
     people = list(by_person.values())
     n_diff = min(20000, max(len(same), 1000))
@@ -79,8 +80,10 @@ def identity_calibration(rows, parsed, seed=0):
         diff.append(float(np.linalg.norm(a - b)))
     same, diff = np.array(same), np.array(diff)
     q = [5, 25, 50, 75, 95]
-    print(f"\nidentity: {sum(len(v) for v in by_person.values())} named photos of {len(by_person)} people; "
-          f"{len(same)} same-person pairs, {len(diff)} random different-person pairs")
+    print(
+        f"\nidentity: {sum(len(v) for v in by_person.values())} named photos of {len(by_person)} people; "
+        f"{len(same)} same-person pairs, {len(diff)} random different-person pairs"
+    )
     print("| pairs | n | p5 | p25 | median | p75 | p95 | share below 0.6 |")
     print("|---|---|---|---|---|---|---|---|")
     for label, d in (("same person, other photo", same), ("different people", diff)):

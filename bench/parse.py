@@ -11,6 +11,7 @@ Parts:
   detection rate.
 - memory: peak RSS of `python -m stages.parse` (FaceMesh) on 500 and on 2,070 photos, each in a fresh process.
 """
+
 import argparse
 import json
 import os
@@ -58,7 +59,7 @@ def bench_bisenet(tmp, n_images, batch, repeats):
 
     # Bare forward: the same photos, already decoded, resized and normalised, timed around the network call only.
     inputs = [parser.prepare(decode_image(p.read_bytes()))[0] for p in paths]
-    tensors = [parser.to_tensor(np.stack(inputs[i:i + batch])) for i in range(0, len(inputs), batch)]
+    tensors = [parser.to_tensor(np.stack(inputs[i : i + batch])) for i in range(0, len(inputs), batch)]
     parser.forward(tensors[0][:1])  # warm-up, outside both timings
 
     def bare_run():
@@ -68,8 +69,9 @@ def bench_bisenet(tmp, n_images, batch, repeats):
         return len(inputs) / (time.perf_counter() - t0)
 
     def parse_run(i):
-        stats, _ = parse_table(images, os.path.join(tmp, f"parsed_bisenet{i}"), parser, batch_rows=batch,
-                               progress=open(os.devnull, "w"))
+        stats, _ = parse_table(
+            images, os.path.join(tmp, f"parsed_bisenet{i}"), parser, batch_rows=batch, progress=open(os.devnull, "w")
+        )
         return stats
 
     # Other processes share the cores, so the two are measured alternately and each keeps its best run.
@@ -80,11 +82,13 @@ def bench_bisenet(tmp, n_images, batch, repeats):
     bare = max(bares)
     stats = max(parses, key=lambda s: s["images_per_s"])
     ratio = stats["images_per_s"] / bare
-    print(f"bisenet@512 cpu, {len(paths)} photos, batch {batch}, 1 torch thread: bare forward {bare:.3f} img/s, "
-          f"parse {stats['images_per_s']:.3f} img/s, ratio {ratio:.3f} (need >= 0.85); best of {repeats} alternated runs, "
-          f"all bare {[round(b, 3) for b in bares]}, all parse {[p['images_per_s'] for p in parses]}")
-    return {"bare_images_per_s": round(bare, 3), "parse_images_per_s": stats["images_per_s"],
-            "ratio": round(ratio, 3)}
+    print(
+        f"bisenet@512 cpu, {len(paths)} photos, batch {batch}, 1 torch thread: bare forward {bare:.3f} img/s, "
+        f"parse {stats['images_per_s']:.3f} img/s, ratio {ratio:.3f} (need >= 0.85); "
+        f"best of {repeats} alternated runs, "
+        f"all bare {[round(b, 3) for b in bares]}, all parse {[p['images_per_s'] for p in parses]}"
+    )
+    return {"bare_images_per_s": round(bare, 3), "parse_images_per_s": stats["images_per_s"], "ratio": round(ratio, 3)}
 
 
 def run_stage_child(args):
@@ -102,9 +106,26 @@ def stage_in_child(tmp, images, name):
         f.write("parse: {backend: facemesh, weights: '', size: 512, batch: 16, device: cpu, min_detect_size: 192}\n")
     out = os.path.join(tmp, name)
     env = dict(os.environ, FACECUR_PARAMS=params, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, __file__, "--child", "--images", images, "--out", out + "_parsed",
-                           "--metrics", out + ".json", "--plot", out + ".png"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--images",
+            images,
+            "--out",
+            out + "_parsed",
+            "--metrics",
+            out + ".json",
+            "--plot",
+            out + ".png",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rss = json.loads(done.stdout.strip().splitlines()[-1])["max_rss_mb"]
     with open(out + ".json") as f:
         return json.load(f), rss
@@ -118,21 +139,27 @@ def bench_facemesh_and_memory(tmp, parts):
         results["max_rss_mb_500"] = round(rss500, 1)
     stats, rss_all = stage_in_child(tmp, build_table(os.path.join(tmp, "images_all"), all_paths), "fm_all")
     results["max_rss_mb_all"] = round(rss_all, 1)
-    results.update({k: stats[k] for k in ("images", "faces_found", "detection_rate", "images_per_s",
-                                          "share_outside_model")})
-    print(f"facemesh, {stats['images']} facial_expressions photos: {stats['images_per_s']} img/s, "
-          f"{stats['share_outside_model']:.1%} of the time outside MediaPipe, "
-          f"detection rate {stats['detection_rate']:.4f} ({stats['faces_found']}/{stats['images']})")
+    results.update(
+        {k: stats[k] for k in ("images", "faces_found", "detection_rate", "images_per_s", "share_outside_model")}
+    )
+    print(
+        f"facemesh, {stats['images']} facial_expressions photos: {stats['images_per_s']} img/s, "
+        f"{stats['share_outside_model']:.1%} of the time outside MediaPipe, "
+        f"detection rate {stats['detection_rate']:.4f} ({stats['faces_found']}/{stats['images']})"
+    )
     if "memory" in parts:
-        print(f"peak RSS of the stage: {results['max_rss_mb_500']:.0f} MB for 500 photos, "
-              f"{results['max_rss_mb_all']:.0f} MB for {stats['images']} (limit 1536 MB)")
+        print(
+            f"peak RSS of the stage: {results['max_rss_mb_500']:.0f} MB for 500 photos, "
+            f"{results['max_rss_mb_all']:.0f} MB for {stats['images']} (limit 1536 MB)"
+        )
     return results
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", nargs="+", default=["bisenet", "facemesh", "memory"],
-                    choices=["bisenet", "facemesh", "memory"])
+    ap.add_argument(
+        "--parts", nargs="+", default=["bisenet", "facemesh", "memory"], choices=["bisenet", "facemesh", "memory"]
+    )
     ap.add_argument("--bisenet-images", type=int, default=16)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)

@@ -32,6 +32,7 @@ from params.yaml): ngf/ndf/n_blocks/n_layers are our values, and the number of d
 identity-initialised head) and the expression-classifier loss have no counterpart here, so bench/train.py times
 our `generator: resnet` path with lambda_expression 0 against it.
 """
+
 import random
 import re
 
@@ -49,14 +50,19 @@ INIT_STD = 0.02
 
 def generator_notation(ngf, n_blocks, n_down, out_channels=3):
     """The appendix's description of the ResNet generator, e.g. c7s1-16,d32,R32,R32,u16,c7s1-3."""
-    widths = [ngf * 2 ** i for i in range(n_down + 1)]
-    return ([f"c7s1-{ngf}"] + [f"d{w}" for w in widths[1:]] + [f"R{widths[-1]}"] * n_blocks
-            + [f"u{w}" for w in reversed(widths[:-1])] + [f"c7s1-{out_channels}"])
+    widths = [ngf * 2**i for i in range(n_down + 1)]
+    return (
+        [f"c7s1-{ngf}"]
+        + [f"d{w}" for w in widths[1:]]
+        + [f"R{widths[-1]}"] * n_blocks
+        + [f"u{w}" for w in reversed(widths[:-1])]
+        + [f"c7s1-{out_channels}"]
+    )
 
 
 def discriminator_notation(ndf, n_layers):
     """The PatchGAN as Ck tokens (stride 2) with the stride-1 one last, e.g. C16,C32,C64s1 for n_layers 2."""
-    widths = [ndf * min(2 ** i, 8) for i in range(n_layers + 1)]
+    widths = [ndf * min(2**i, 8) for i in range(n_layers + 1)]
     return [f"C{w}" for w in widths[:-1]] + [f"C{widths[-1]}s1"]
 
 
@@ -161,11 +167,25 @@ class ImagePool:
 class ReferenceCycleGAN:
     """G_A: A -> B, G_B: B -> A; D_A judges domain B, D_B judges domain A (the published naming)."""
 
-    def __init__(self, *, ngf, ndf, n_blocks, n_layers, n_down, lr, beta1, lambda_A, lambda_B, lambda_identity,
-                 pool_size, device, seed=0):
+    def __init__(
+        self,
+        *,
+        ngf,
+        ndf,
+        n_blocks,
+        n_layers,
+        n_down,
+        lr,
+        beta1,
+        lambda_A,
+        lambda_B,
+        lambda_identity,
+        pool_size,
+        device,
+        seed=0,
+    ):
         init = torch.Generator().manual_seed(seed)
-        self.G_A, self.G_B = (normal_init(ReferenceGenerator(ngf, n_blocks, n_down), init).to(device)
-                              for _ in range(2))
+        self.G_A, self.G_B = (normal_init(ReferenceGenerator(ngf, n_blocks, n_down), init).to(device) for _ in range(2))
         self.D_A, self.D_B = (normal_init(ReferenceDiscriminator(ndf, n_layers), init).to(device) for _ in range(2))
         self.lambda_A, self.lambda_B, self.lambda_identity = lambda_A, lambda_B, lambda_identity
         self.pool_fake_A, self.pool_fake_B = ImagePool(pool_size, seed + 1), ImagePool(pool_size, seed + 2)
@@ -239,7 +259,7 @@ class UnalignedPngs(torch.utils.data.Dataset):
             size = img.shape[0]
             padded = np.pad(img, ((self.pad, self.pad), (self.pad, self.pad), (0, 0)), mode="reflect")
             y, x = self.rng.integers(0, 2 * self.pad + 1, 2)
-            img = padded[y:y + size, x:x + size]
+            img = padded[y : y + size, x : x + size]
         if self.flip and self.rng.random() < 0.5:
             img = img[:, ::-1]
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) / 127.5 - 1.0

@@ -24,6 +24,7 @@ Rounds of `--steps` steps alternate between the two paths (so load from other pr
 median step time of each is reported (wall, and CPU time of this process, which other jobs on a shared machine
 disturb less), and ratio = ours / reference (lower is better; the goal on GPU is <= 0.5).
 """
+
 import argparse
 import dataclasses
 import os
@@ -70,10 +71,21 @@ def like_for_like_config(params, roi):
 def reference_for(cfg, device, seed=0):
     """The reference built from our config's sizes and loss weights (lambda_A = lambda_B = lambda_cycle; our
     lambda_identity is already relative to lambda_cycle, as the published one is)."""
-    return ReferenceCycleGAN(ngf=cfg.ngf, ndf=cfg.ndf, n_blocks=cfg.n_blocks, n_layers=cfg.n_layers,
-                             n_down=cfg.n_down, lr=cfg.lr, beta1=cfg.beta1, lambda_A=cfg.lambda_cycle,
-                             lambda_B=cfg.lambda_cycle, lambda_identity=cfg.lambda_identity,
-                             pool_size=cfg.pool_size, device=device, seed=seed)
+    return ReferenceCycleGAN(
+        ngf=cfg.ngf,
+        ndf=cfg.ndf,
+        n_blocks=cfg.n_blocks,
+        n_layers=cfg.n_layers,
+        n_down=cfg.n_down,
+        lr=cfg.lr,
+        beta1=cfg.beta1,
+        lambda_A=cfg.lambda_cycle,
+        lambda_B=cfg.lambda_cycle,
+        lambda_identity=cfg.lambda_identity,
+        pool_size=cfg.pool_size,
+        device=device,
+        seed=seed,
+    )
 
 
 # Ours names a discriminator after the domain it judges, the published code after the generator it answers.
@@ -101,8 +113,10 @@ def check_reference(cfg, batches):
         count_a, count_b = sum(p.numel() for p in a), sum(p.numel() for p in b)
         same_shapes = [p.shape for p in a] == [p.shape for p in b]
         layer_for_layer &= same_shapes
-        lines.append(f"{mine} (ours) {count_a:,} parameters, {theirs} (reference) {count_b:,}; "
-                     f"{len(a)} vs {len(b)} tensors, {'same' if same_shapes else 'different'} shapes in order")
+        lines.append(
+            f"{mine} (ours) {count_a:,} parameters, {theirs} (reference) {count_b:,}; "
+            f"{len(a)} vs {len(b)} tensors, {'same' if same_shapes else 'different'} shapes in order"
+        )
         assert count_a == count_b, f"{mine}/{theirs}: {count_a} != {count_b} parameters"
     if not layer_for_layer:
         lines.append("not layer for layer: parameter counts only")
@@ -113,8 +127,9 @@ def check_reference(cfg, batches):
         for mine, theirs in NET_PAIRS:
             y_ours, y_ref = ours.nets[mine](x), getattr(ref, theirs)(x)
             diff = (y_ours - y_ref).abs().max().item()
-            lines.append(f"forward {mine} vs {theirs}, same weights, output {tuple(y_ours.shape)}: "
-                         f"max |diff| {diff:.2e}")
+            lines.append(
+                f"forward {mine} vs {theirs}, same weights, output {tuple(y_ours.shape)}: max |diff| {diff:.2e}"
+            )
             assert diff <= 1e-5, f"{mine}/{theirs} forward differs by {diff}"
     # Training from the same weights on the same batches, with the config's identity weight and, where that is 0,
     # the paper's 0.5 too, so that the identity term is compared as well.
@@ -133,10 +148,14 @@ def _check_steps(cfg, batches):
     lines = [f"training steps with lambda_identity {cfg.lambda_identity}, losses ours / reference:"]
     for i, (real_A, real_B) in enumerate(batches):
         mine, theirs = ours.step(real_A, real_B), ref.step(real_A, real_B)
-        pairs = {"G": (mine["G"], theirs["G"]), "D judging A": (mine["D_A"], theirs["D_B"]),
-                 "D judging B": (mine["D_B"], theirs["D_A"])}
-        lines.append(f"  step {i + 1}: " + ", ".join(f"{k} {float(a):.6f} / {float(b):.6f}"
-                                                    for k, (a, b) in pairs.items()))
+        pairs = {
+            "G": (mine["G"], theirs["G"]),
+            "D judging A": (mine["D_A"], theirs["D_B"]),
+            "D judging B": (mine["D_B"], theirs["D_A"]),
+        }
+        lines.append(
+            f"  step {i + 1}: " + ", ".join(f"{k} {float(a):.6f} / {float(b):.6f}" for k, (a, b) in pairs.items())
+        )
         for k, (a, b) in pairs.items():
             assert abs(float(a) - float(b)) <= 1e-4 * max(1.0, abs(float(b))), f"step {i + 1} {k}: {a} vs {b}"
     with torch.no_grad():
@@ -165,8 +184,11 @@ def main():
     ap.add_argument("--precision", default="", choices=["", "bf16", "fp32"], help="default: train.precision")
     ap.add_argument("--workers", type=int, default=0, help="reference DataLoader workers")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--check", action="store_true",
-                    help="check that the reference matches our resnet path (parameters, forward, 3 steps), then exit")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="check that the reference matches our resnet path (parameters, forward, 3 steps), then exit",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -182,10 +204,12 @@ def main():
     (pngs_a, pngs_b), source = load_pngs(args.manifest, cfg.size, args.n_synthetic)
     decode = lambda pngs: np.stack([to_rgb(decode_png(p))[..., :3].transpose(2, 0, 1) for p in pngs])
     crops_a, crops_b = decode(pngs_a), decode(pngs_b)
-    print(f"roi={cfg.roi} size={cfg.size} batch={cfg.batch} ngf={cfg.ngf} ndf={cfg.ndf} n_blocks={cfg.n_blocks} "
-          f"n_layers={cfg.n_layers} n_down={cfg.n_down} lambda_cycle={cfg.lambda_cycle} "
-          f"lambda_identity={cfg.lambda_identity} pool={cfg.pool_size} data={source}; "
-          f"ours: generator={cfg.generator} upsample={cfg.upsample} lambda_expression={cfg.lambda_expression}")
+    print(
+        f"roi={cfg.roi} size={cfg.size} batch={cfg.batch} ngf={cfg.ngf} ndf={cfg.ndf} n_blocks={cfg.n_blocks} "
+        f"n_layers={cfg.n_layers} n_down={cfg.n_down} lambda_cycle={cfg.lambda_cycle} "
+        f"lambda_identity={cfg.lambda_identity} pool={cfg.pool_size} data={source}; "
+        f"ours: generator={cfg.generator} upsample={cfg.upsample} lambda_expression={cfg.lambda_expression}"
+    )
 
     if args.check:
         cpu_cfg = dataclasses.replace(cfg, device="cpu", precision="fp32", compile=False)
@@ -200,8 +224,14 @@ def main():
     data.plan_epoch(torch.Generator().manual_seed(0))
     ref = reference_for(cfg, device)
     dataset = UnalignedPngs(pngs_a, pngs_b, data.pad, cfg.flip)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch, shuffle=True, drop_last=True,
-                                         num_workers=args.workers, persistent_workers=args.workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+    )
 
     state = {"ours_step": 0, "ref_iter": iter(loader)}
 
@@ -241,13 +271,17 @@ def main():
         ref_t += timed(ref_step, args.steps)
     median = lambda ts, k: 1000 * statistics.median(t[k] for t in ts)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} thread(s)"
-    print(f"device={name} ours: precision={'bf16' if ours.autocast['enabled'] else 'fp32'} "
-          f"channels_last={ours.channels_last} compile={cfg.compile}; reference: fp32, NCHW, plain Adam")
+    print(
+        f"device={name} ours: precision={'bf16' if ours.autocast['enabled'] else 'fp32'} "
+        f"channels_last={ours.channels_last} compile={cfg.compile}; reference: fp32, NCHW, plain Adam"
+    )
     print(f"{'':10} {'wall ms/step':>13} {'cpu ms/step':>12}   (medians of {len(ours_t)} steps)")
     for label, ts in (("ours", ours_t), ("reference", ref_t)):
         print(f"{label:10} {median(ts, 0):13.1f} {median(ts, 1):12.1f}")
-    print(f"ratio ours/reference: wall {median(ours_t, 0) / median(ref_t, 0):.3f}, "
-          f"cpu {median(ours_t, 1) / median(ref_t, 1):.3f}")
+    print(
+        f"ratio ours/reference: wall {median(ours_t, 0) / median(ref_t, 0):.3f}, "
+        f"cpu {median(ours_t, 1) / median(ref_t, 1):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ applied, prints the summarize_eval table and writes metrics to --out and the eva
 (git-ignored: they show the shared photos). On two cores each ROI trains in 5-9 minutes, the whole run about
 28 minutes (bench/README.md).
 """
+
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from evaluate_real import ROOT, main as run_main  # noqa: E402
+from evaluate_real import ROOT  # noqa: E402
+from evaluate_real import main as run_main
 
 # On top of params.yaml (residual generators, no identity loss, grown paste masks). 64-pixel ROIs with the recipe's
 # two downsamplings (16x16 bottleneck) and a discriminator that sees the whole crop (n_layers 3: 70x70), as the

@@ -6,6 +6,7 @@ Run from the project root (about a minute on 2 CPU cores):
 Landmarks are found once per image; the two label maps come from the same landmarks, so the difference is the check
 alone. Limits: params.yaml parse.visibility_limits; the rule: params.yaml filter_masks (both read only).
 """
+
 import argparse
 import sys
 import time
@@ -45,8 +46,10 @@ def bench_demo(parser, limits, n, size, seed):
     print(f"  {'defect':16s} {'count':>5s} {'landmarks only':>15s} {'visibility on':>14s}")
     for defect, (share, count) in after.items():
         print(f"  {defect:16s} {count:5d} {before[defect][0]:15.3f} {share:14.3f}")
-    print(f"  render + FaceMesh {t1 - t0:.1f} s; drawing {1000 * (t2 - t1) / n:.2f} ms/img without the check, "
-          f"{1000 * (t3 - t2) / n:.2f} ms/img with it")
+    print(
+        f"  render + FaceMesh {t1 - t0:.1f} s; drawing {1000 * (t2 - t1) / n:.2f} ms/img without the check, "
+        f"{1000 * (t3 - t2) / n:.2f} ms/img with it"
+    )
 
 
 def bench_real(parser, limits, n):
@@ -62,8 +65,10 @@ def bench_real(parser, limits, n):
     landmarks = find_landmarks(parser, images)
     before = rejected(parser, images, landmarks, None)
     after = rejected(parser, images, landmarks, limits)
-    print(f"real photos (facial_expressions, {len(images)} drawn with seed 0): share rejected "
-          f"{before.mean():.3f} landmarks only, {after.mean():.3f} visibility on")
+    print(
+        f"real photos (facial_expressions, {len(images)} drawn with seed 0): share rejected "
+        f"{before.mean():.3f} landmarks only, {after.mean():.3f} visibility on"
+    )
     newly = [paths[i].name for i, b, a in zip(chosen, before, after) if a and not b]
     print(f"  newly rejected ({len(newly)}): {' '.join(newly)}")
 

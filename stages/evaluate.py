@@ -21,6 +21,7 @@ Writes  eval/<roi>/metrics.json   for the translator, the oracle (oracle_*: real
         plots/evaluate/<roi>.png  original | ROI | generated ROI | composite for the lowest-id test faces
 The faces and their parts are read by stages/lib/eval_faces.py; the numbers are defined in stages/lib/evaluation.py.
 """
+
 import os
 import sys
 
@@ -58,10 +59,16 @@ def read_params(params) -> dict:
     )
     batch = P.number(params, "evaluate.batch", int, lo=1, hi=4096, default=64)
     workers = P.number(params, "evaluate.workers", int, lo=0, hi=1024, default=0) or os.cpu_count() or 1
-    p = {"source": source, "target": target, "config": config, "batch": batch,
-         "identity": P.flag(params, "evaluate.identity", default=True),
-         "geometry": P.flag(params, "evaluate.geometry", default=True), "workers": workers,
-         "device": P.device(params, "evaluate.device")}
+    p = {
+        "source": source,
+        "target": target,
+        "config": config,
+        "batch": batch,
+        "identity": P.flag(params, "evaluate.identity", default=True),
+        "geometry": P.flag(params, "evaluate.geometry", default=True),
+        "workers": workers,
+        "device": P.device(params, "evaluate.device"),
+    }
     P.check_unknown(params, ["evaluate"])
     return p
 
@@ -69,13 +76,16 @@ def read_params(params) -> dict:
 def geometry_judge(roi: str, groups: dict):
     """The landmark judge and its cut, fitted on the real train faces of both domains (never on test faces)."""
     judge = GeometryJudge(roi)
-    scores = {d: judge.scores(tqdm(images_of(groups["train", d]), desc=f"geometry cut: train {d}", unit="face",
-                                   leave=False)) for d in ("A", "B")}
+    scores = {
+        d: judge.scores(tqdm(images_of(groups["train", d]), desc=f"geometry cut: train {d}", unit="face", leave=False))
+        for d in ("A", "B")
+    }
     try:
         cut = fit_threshold(scores["A"], scores["B"])
     except ValueError:
-        raise StageError("the geometry judge found no face among the train faces of one domain; "
-                         "set evaluate.geometry: false") from None
+        raise StageError(
+            "the geometry judge found no face among the train faces of one domain; set evaluate.geometry: false"
+        ) from None
     return judge, cut
 
 
@@ -84,30 +94,48 @@ def evaluate(edit: str):
     torch.set_num_threads(min(4, torch.get_num_threads()))
     P.seed_everything(p["config"].seed)
     parts, rows_a, rows_b, geometry_roi, groups = read_manifests(edit)
-    generators = [read_generator(paths.generator_file(r), r, p["device"], decode_png(rows[0]["crop"]).shape[0])
-                  for r, rows in zip(parts, rows_a)]
+    generators = [
+        read_generator(paths.generator_file(r), r, p["device"], decode_png(rows[0]["crop"]).shape[0])
+        for r, rows in zip(parts, rows_a)
+    ]
     curator, classify = curator_classifier(paths.CURATOR, p["source"], p["target"], p["device"])
     faces = read_faces(rows_a[0], curator.input == "grey_masks", more_rows=rows_a[1:])
-    generated = per_face([translate(g, [f.parts[k].crop for f in faces], p["device"], p["batch"])
-                          for k, g in enumerate(generators)], parts)
+    generated = per_face(
+        [translate(g, [f.parts[k].crop for f in faces], p["device"], p["batch"]) for k, g in enumerate(generators)],
+        parts,
+    )
     real_b = per_face([[decode_png(x["crop"]) for x in rows] for rows in rows_b], parts)
-    judges = Judges(judge=load_judge(device=p["device"]), curator=classify, identity=p["identity"],
-                    identity_workers=p["workers"])
+    judges = Judges(
+        judge=load_judge(device=p["device"]), curator=classify, identity=p["identity"], identity_workers=p["workers"]
+    )
     if p["geometry"]:
         judges.geometry, judges.geometry_cut = geometry_judge(geometry_roi, groups)
-    print(f"evaluate@{edit}: {len(faces)} test faces ({p['source']}), {len(real_b)} real {p['target']} crops, "
-          f"color_match={p['config'].color_match}, blend={p['config'].blend}, device={p['device']}", file=sys.stderr)
-    metrics, picks = evaluate_faces(faces, generated, judges, p["source"], p["target"], real_b, p["config"],
-                                    real_target_faces=target_faces(rows_b[0]))
+    print(
+        f"evaluate@{edit}: {len(faces)} test faces ({p['source']}), {len(real_b)} real {p['target']} crops, "
+        f"color_match={p['config'].color_match}, blend={p['config'].blend}, device={p['device']}",
+        file=sys.stderr,
+    )
+    metrics, picks = evaluate_faces(
+        faces,
+        generated,
+        judges,
+        p["source"],
+        p["target"],
+        real_b,
+        p["config"],
+        real_target_faces=target_faces(rows_b[0]),
+    )
     write_json_atomic(metrics, os.path.join(paths.eval_dir(edit), "metrics.json"))
     log_with_intervals(metrics, paths.live_dir("evaluate", edit))
     # Pictures live under plots/ so that eval/ holds only metrics (dvc metrics reads every file of a listed folder).
     sample_sheet(picks, os.path.join(paths.plots_dir("evaluate"), f"{edit}.png"))
     ci = metrics["transfer_gain_ci"]
-    print(f"evaluate@{edit}: transfer_gain={metrics['transfer_gain']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
-          f"(oracle {metrics.get('oracle_transfer_gain')}), identity_kept_rate={metrics['identity_kept_rate']}, "
-          f"geometry_gain={metrics['geometry_gain']}, outside_changed_px={metrics['outside_changed_px']}",
-          file=sys.stderr)
+    print(
+        f"evaluate@{edit}: transfer_gain={metrics['transfer_gain']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
+        f"(oracle {metrics.get('oracle_transfer_gain')}), identity_kept_rate={metrics['identity_kept_rate']}, "
+        f"geometry_gain={metrics['geometry_gain']}, outside_changed_px={metrics['outside_changed_px']}",
+        file=sys.stderr,
+    )
 
 
 def main(argv):

@@ -16,6 +16,7 @@ Writes  data/rois/<roi>.parquet   one row per kept id of filter_emotion (kept + 
 Geometry (boxes, crops, alphas, and the paste that inverts them) lives in stages/lib/rois.py; the manifest's schema
 and rows in stages/lib/roi_manifest.py.
 """
+
 import os
 
 import cv2
@@ -35,10 +36,15 @@ SHEET_THUMB = 128
 
 def read_params(params) -> dict:
     names = P.get(params, "rois.names")
-    if not isinstance(names, list) or not names or len(set(names)) != len(names) \
-            or not all(n in ROI_NAMES for n in names):
-        raise StageError(f"params: rois.names={names!r} must be a non-empty list of distinct ROIs from "
-                         f"{', '.join(ROI_NAMES)}")
+    if (
+        not isinstance(names, list)
+        or not names
+        or len(set(names)) != len(names)
+        or not all(n in ROI_NAMES for n in names)
+    ):
+        raise StageError(
+            f"params: rois.names={names!r} must be a non-empty list of distinct ROIs from {', '.join(ROI_NAMES)}"
+        )
     source, target = P.emotions(params)
     cfg = {
         "names": names,
@@ -56,8 +62,11 @@ def read_params(params) -> dict:
 def sheet_tiles(image, box, crop, alpha, domain):
     """original (with the box drawn) | crop | alpha, each as an RGB thumbnail."""
     scale = SHEET_THUMB / max(image.shape[:2])
-    thumb = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
-                       interpolation=cv2.INTER_AREA)
+    thumb = cv2.resize(
+        image,
+        (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+        interpolation=cv2.INTER_AREA,
+    )
     x, y, w, h = (int(round(v * scale)) for v in box)
     colour = (255, 60, 0) if domain == "A" else (0, 160, 255)
     cv2.rectangle(thumb, (x, y), (x + w - 1, y + h - 1), colour, 2)
@@ -79,8 +88,18 @@ def face_rows(row, parsed, cfg, sheets) -> dict:
             out[r] = rejected_row(row["id"], r, row, domains, rej.reason)
             continue
         sheets[r].offer(domain, row["id"], lambda g=got: sheet_tiles(image, g["bbox"], g["crop"], g["alpha"], domain))
-        out[r] = {"id": row["id"], "roi": r, "split": row["split"], "domain": domain, "label": row["label"],
-                  "kept": True, "reason": "", **got, "crop": encode_png(got["crop"]), "alpha": encode_png(got["alpha"])}
+        out[r] = {
+            "id": row["id"],
+            "roi": r,
+            "split": row["split"],
+            "domain": domain,
+            "label": row["label"],
+            "kept": True,
+            "reason": "",
+            **got,
+            "crop": encode_png(got["crop"]),
+            "alpha": encode_png(got["alpha"]),
+        }
     return out
 
 
@@ -88,8 +107,10 @@ def extract(cfg, ids, parsed, batches):
     """Stream the images, writing every ROI row; returns the tally and the sheets."""
     names = cfg["names"]
     tally, sheets, seen = Tally(names), {r: LowestIds(cfg["sheet_per_domain"]) for r in names}, set()
-    with FolderWriter(paths.ROIS, names, SCHEMA) as manifests, \
-            tqdm(total=len(ids), desc="extract_rois", unit="face") as bar:
+    with (
+        FolderWriter(paths.ROIS, names, SCHEMA) as manifests,
+        tqdm(total=len(ids), desc="extract_rois", unit="face") as bar,
+    ):
         for rows in batches:
             out = {r: [] for r in names}
             for row in rows:
@@ -137,8 +158,11 @@ def main():
     metrics = tally.metrics(cfg["size"], len(ids))
     write_json_atomic(metrics, paths.metrics_file("extract_rois"))
     write_sheets(sheets, cfg)
-    summary = ", ".join(f"{r} {m['kept']}/{len(ids)} (A {sum(m['counts']['A'].values())}, "
-                        f"B {sum(m['counts']['B'].values())}, padded {m['padded']})" for r, m in metrics["rois"].items())
+    summary = ", ".join(
+        f"{r} {m['kept']}/{len(ids)} (A {sum(m['counts']['A'].values())}, "
+        f"B {sum(m['counts']['B'].values())}, padded {m['padded']})"
+        for r, m in metrics["rois"].items()
+    )
     print(f"extract_rois: kept {summary}")
 
 

@@ -17,6 +17,7 @@ given label below min_confidence -> low_confidence; otherwise kept. With classif
 flags are the curator's out-of-fold ones from train_curator; with classifier=judge the pretrained mini-Xception reads
 the face crops here and cleanlab runs on its probabilities (it never saw these faces, so they are out-of-sample too).
 """
+
 import glob
 import os
 from collections import Counter
@@ -31,8 +32,16 @@ from .lib.boxes import face_box, face_crop
 from .lib.codec import decode_png, to_grey
 from .lib.contact_sheet import contact_sheet
 from .lib.errors import StageError, run_stage
-from .lib.label_issues import (ISSUE_FILTERS, REASONS, class_index, curator_classes, curator_verdicts, decide,
-                               find_issues, judge_to_classes)
+from .lib.label_issues import (
+    ISSUE_FILTERS,
+    REASONS,
+    class_index,
+    curator_classes,
+    curator_verdicts,
+    decide,
+    find_issues,
+    judge_to_classes,
+)
 from .lib.labels import FER_ORDER
 from .lib.tables import kept_ids, load_faces, write_bytes_atomic, write_json_atomic, write_table_atomic
 
@@ -45,13 +54,19 @@ def read_params(params):
     if classifier == "judge":
         for emotion in (source, target):
             if emotion not in FER_ORDER:
-                raise StageError(f"params: filter_emotion.classifier=judge cannot read {emotion!r} (the judge knows "
-                                 f"{', '.join(FER_ORDER)}); use classifier=curator")
+                raise StageError(
+                    f"params: filter_emotion.classifier=judge cannot read {emotion!r} (the judge knows "
+                    f"{', '.join(FER_ORDER)}); use classifier=curator"
+                )
     P.known("filter_emotion.device")  # classifier=judge only
-    p = {"source": source, "target": target, "classifier": classifier,
-         "min_confidence": P.number(params, "filter_emotion.min_confidence", float, lo=0.0, hi=1.0),
-         "sheet_max": P.number(params, "filter_emotion.sheet_max", int, lo=0, default=32),
-         "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS)}
+    p = {
+        "source": source,
+        "target": target,
+        "classifier": classifier,
+        "min_confidence": P.number(params, "filter_emotion.min_confidence", float, lo=0.0, hi=1.0),
+        "sheet_max": P.number(params, "filter_emotion.sheet_max", int, lo=0, default=32),
+        "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS),
+    }
     P.check_unknown(params, ["filter_emotion"])
     return p
 
@@ -72,43 +87,52 @@ def judge_verdicts(ids, source, target, device, issue_filter):
     faces = load_faces(ids, ["label", "image"], ["face_bbox"])
     labels = [faces[i]["label"] for i in ids]
     classes = curator_classes(source, target, labels)
-    probs = judge_to_classes(judge_probs(load_judge(device=device), grey_face_squares(ids, faces, "judge crops")),
-                             classes)
+    probs = judge_to_classes(
+        judge_probs(load_judge(device=device), grey_face_squares(ids, faces, "judge crops")), classes
+    )
     return labels, classes, probs, find_issues(class_index(labels, classes), probs, issue_filter)
 
 
 def result_table(ids, labels, classes, probs, issues, kept, reasons, given_prob, p) -> pa.Table:
     domain = {p["source"]: "A", p["target"]: "B"}
-    return pa.table({
-        "id": pa.array(ids, pa.string()),
-        "kept": pa.array(kept, pa.bool_()),
-        "reason": pa.array(reasons, pa.string()),
-        "label": pa.array(labels, pa.string()),
-        "domain": pa.array([domain[lab] if k else None for lab, k in zip(labels, kept)], pa.string()),
-        "classifier": pa.array([p["classifier"]] * len(ids), pa.string()),
-        "p_source": pa.array(probs[:, 0], pa.float32()),
-        "p_target": pa.array(probs[:, 1], pa.float32()),
-        "given_prob": pa.array(given_prob, pa.float32()),
-        "predicted": pa.array([classes[k] for k in probs.argmax(axis=1)] if len(ids) else [], pa.string()),
-        "label_issue": pa.array(issues, pa.bool_()),
-    })
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "kept": pa.array(kept, pa.bool_()),
+            "reason": pa.array(reasons, pa.string()),
+            "label": pa.array(labels, pa.string()),
+            "domain": pa.array([domain[lab] if k else None for lab, k in zip(labels, kept)], pa.string()),
+            "classifier": pa.array([p["classifier"]] * len(ids), pa.string()),
+            "p_source": pa.array(probs[:, 0], pa.float32()),
+            "p_target": pa.array(probs[:, 1], pa.float32()),
+            "given_prob": pa.array(given_prob, pa.float32()),
+            "predicted": pa.array([classes[k] for k in probs.argmax(axis=1)] if len(ids) else [], pa.string()),
+            "label_issue": pa.array(issues, pa.bool_()),
+        }
+    )
 
 
 def summarise(table: pa.Table, classifier) -> dict:
     kept = table.column("kept").to_pylist()
     reasons = [r for r, k in zip(table.column("reason").to_pylist(), kept) if not k]
     n = len(kept)
-    return {"input": n, "kept": sum(kept), "rejected": n - sum(kept), "classifier": classifier,
-            "kept_fraction": round(sum(kept) / n, 4) if n else 0.0,
-            "by_reason": {r: reasons.count(r) for r in REASONS},
-            "kept_per_domain": dict(sorted(Counter(d for d in table.column("domain").to_pylist() if d).items()))}
+    return {
+        "input": n,
+        "kept": sum(kept),
+        "rejected": n - sum(kept),
+        "classifier": classifier,
+        "kept_fraction": round(sum(kept) / n, 4) if n else 0.0,
+        "by_reason": {r: reasons.count(r) for r in REASONS},
+        "kept_per_domain": dict(sorted(Counter(d for d in table.column("domain").to_pylist() if d).items())),
+    }
 
 
 def write_confusion(table: pa.Table, classes, path):
     """Given class vs the classifier's argmax class, one row per input face, for DVC's `confusion` template."""
     given = [classes[k] for k in class_index(table.column("label").to_pylist(), classes)]
-    rows = pa.table({"id": table.column("id"), "given": pa.array(given, pa.string()),
-                     "predicted": table.column("predicted")})
+    rows = pa.table(
+        {"id": table.column("id"), "given": pa.array(given, pa.string()), "predicted": table.column("predicted")}
+    )
     sink = pa.BufferOutputStream()
     pacsv.write_csv(rows, sink)
     write_bytes_atomic(sink.getvalue().to_pybytes(), path)
@@ -116,15 +140,18 @@ def write_confusion(table: pa.Table, classes, path):
 
 def removed_sheets(table: pa.Table, sheet_max, plots=PLOTS):
     rows = [r for r in table.select(["id", "reason", "label", "p_source", "p_target"]).to_pylist() if r["reason"]]
-    picks = {reason: sorted((r for r in rows if r["reason"] == reason), key=lambda r: r["id"])[:sheet_max]
-             for reason in REASONS}
+    picks = {
+        reason: sorted((r for r in rows if r["reason"] == reason), key=lambda r: r["id"])[:sheet_max]
+        for reason in REASONS
+    }
     wanted = [r["id"] for members in picks.values() for r in members]
     faces = load_faces(wanted, ["image"], ["face_bbox"])
     for reason, members in picks.items():
         if members:
             captions = [f"{r['label'][:7]} s{r['p_source']:.2f} t{r['p_target']:.2f}" for r in members]
-            contact_sheet(grey_face_squares([r["id"] for r in members], faces), captions,
-                          os.path.join(plots, f"{reason}.png"))
+            contact_sheet(
+                grey_face_squares([r["id"] for r in members], faces), captions, os.path.join(plots, f"{reason}.png")
+            )
 
 
 def main():
@@ -145,8 +172,10 @@ def main():
         os.unlink(stale)
     write_confusion(table, classes, os.path.join(paths.plots_dir("confusion"), "filter_emotion.csv"))
     removed_sheets(table, p["sheet_max"])
-    print(f"filter_emotion ({p['classifier']}): kept {metrics['kept']}/{metrics['input']} "
-          f"{metrics['kept_per_domain']}; removed {metrics['by_reason']}")
+    print(
+        f"filter_emotion ({p['classifier']}): kept {metrics['kept']}/{metrics['input']} "
+        f"{metrics['kept_per_domain']}; removed {metrics['by_reason']}"
+    )
 
 
 if __name__ == "__main__":

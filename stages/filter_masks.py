@@ -8,6 +8,7 @@ Writes  data/filtered/filter_masks.parquet  id, kept, reason, eyes_px, brows_px,
         metrics/filter_masks.json            input, kept, rejected, kept_fraction, by_reason, by_check
         plots/filter_masks/<check>.png       one contact sheet per single check (no_face, eyes_small, ...)
 """
+
 import glob
 import os
 from collections import Counter
@@ -56,9 +57,11 @@ def decide(ids, face, counts, ref_size, min_px, errors=None) -> pa.Table:
         if error:  # "corrupt_image: <detail>" from parse
             kept[i], reasons[i] = False, error.split(":", 1)[0]
     order = np.argsort(np.asarray(ids, dtype=object), kind="stable")  # rows sorted by id: same table every run
-    cols = {"id": pa.array([ids[i] for i in order], pa.string()),
-            "kept": pa.array(kept[order], pa.bool_()),
-            "reason": pa.array([reasons[i] for i in order], pa.string())}
+    cols = {
+        "id": pa.array([ids[i] for i in order], pa.string()),
+        "kept": pa.array(kept[order], pa.bool_()),
+        "reason": pa.array([reasons[i] for i in order], pa.string()),
+    }
     for j, region in enumerate(CHECKED_REGIONS):
         cols[f"{region}_px"] = pa.array(got[order, j], pa.int64())
         cols[f"{region}_min"] = pa.array(np.round(need[order, j], 3), pa.float64())
@@ -70,10 +73,14 @@ def summarise(table: pa.Table) -> dict:
     kept = table.column("kept").to_pylist()
     reasons = [r for r, k in zip(table.column("reason").to_pylist(), kept) if not k]
     n = len(kept)
-    return {"input": n, "kept": sum(kept), "rejected": n - sum(kept),
-            "kept_fraction": round(sum(kept) / n, 4) if n else 0.0,
-            "by_reason": dict(sorted(Counter(reasons).items())),
-            "by_check": dict(sorted(Counter(c for r in reasons for c in split_reasons(r)).items()))}
+    return {
+        "input": n,
+        "kept": sum(kept),
+        "rejected": n - sum(kept),
+        "kept_fraction": round(sum(kept) / n, 4) if n else 0.0,
+        "by_reason": dict(sorted(Counter(reasons).items())),
+        "by_check": dict(sorted(Counter(c for r in reasons for c in split_reasons(r)).items())),
+    }
 
 
 def write_sheets(table: pa.Table, sheet_max: int, plots=paths.plots_dir("filter_masks")):
@@ -110,8 +117,10 @@ def main():
     metrics = summarise(table)
     write_json_atomic(metrics, paths.metrics_file("filter_masks"))
     write_sheets(table, sheet_max)
-    print(f"filter_masks: kept {metrics['kept']}/{metrics['input']} ({metrics['kept_fraction']:.1%}); "
-          f"rejected by check {metrics['by_check']}")
+    print(
+        f"filter_masks: kept {metrics['kept']}/{metrics['input']} ({metrics['kept_fraction']:.1%}); "
+        f"rejected by check {metrics['by_check']}"
+    )
 
 
 if __name__ == "__main__":

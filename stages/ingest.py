@@ -8,6 +8,7 @@ Every input row ends as one output row: kept, or rejected with a `reason`
 human `detail`.
 The demo source also writes its ground truth to `data/demo_truth.parquet`, for tests only.
 """
+
 import os
 import tempfile
 from collections import Counter, defaultdict
@@ -21,8 +22,17 @@ from tqdm import tqdm
 from .lib import params as P
 from .lib import paths, sources, tables
 from .lib.errors import StageError, run_stage
-from .lib.image_table import (CONTENT_FREE, SCHEMA, TRUTH_SCHEMA, apply_settled, count_keys, ingest_metrics,
-                              ingest_record, settle_copies, truth_row)
+from .lib.image_table import (
+    CONTENT_FREE,
+    SCHEMA,
+    TRUTH_SCHEMA,
+    apply_settled,
+    count_keys,
+    ingest_metrics,
+    ingest_record,
+    settle_copies,
+    truth_row,
+)
 from .lib.tables import ShardWriter, write_json_atomic, write_table_atomic
 
 CHUNK = 256
@@ -41,16 +51,27 @@ def read_params(p):
         "duplicate_labels": P.choice(p, "ingest.duplicate_labels", ["reject", "first"], default="reject"),
     }
     # Each source reads its own keys; all of them are valid whichever source is chosen.
-    P.known("ingest.demo.n", "ingest.demo.side", "ingest.demo.seed", "ingest.csv", "ingest.image_column",
-            "ingest.label_column")
+    P.known(
+        "ingest.demo.n",
+        "ingest.demo.side",
+        "ingest.demo.seed",
+        "ingest.csv",
+        "ingest.image_column",
+        "ingest.label_column",
+    )
     P.check_unknown(p, ["ingest"])
     if cfg["source"] == "demo":
-        cfg["demo"] = dict(n=P.number(p, "ingest.demo.n", int, lo=1), size=P.number(p, "ingest.demo.side", int, lo=32),
-                           seed=P.number(p, "ingest.demo.seed", int, lo=0))
+        cfg["demo"] = dict(
+            n=P.number(p, "ingest.demo.n", int, lo=1),
+            size=P.number(p, "ingest.demo.side", int, lo=32),
+            seed=P.number(p, "ingest.demo.seed", int, lo=0),
+        )
     if cfg["source"] == "labelled_folder":
-        cfg["labelled"] = dict(csv_path=P.get(p, "ingest.csv", "") or "",
-                               image_column=P.text(p, "ingest.image_column"),
-                               label_column=P.text(p, "ingest.label_column"))
+        cfg["labelled"] = dict(
+            csv_path=P.get(p, "ingest.csv", "") or "",
+            image_column=P.text(p, "ingest.image_column"),
+            label_column=P.text(p, "ingest.label_column"),
+        )
     return cfg
 
 
@@ -68,11 +89,20 @@ def decode_all(cfg, records, rows_path):
     ({content id: [(position, source_key, label, reason)]}) and the demo's ground truth by position."""
     copies, truths = defaultdict(list), {}
     total = cfg["demo"]["n"] if cfg["source"] == "demo" else None
-    work = partial(ingest_record, source=cfg["source"], min_size=cfg["min_size"], test_fraction=cfg["test_fraction"],
-                   max_file_bytes=cfg["max_file_bytes"], max_pixels=cfg["max_pixels"])
+    work = partial(
+        ingest_record,
+        source=cfg["source"],
+        min_size=cfg["min_size"],
+        test_fraction=cfg["test_fraction"],
+        max_file_bytes=cfg["max_file_bytes"],
+        max_pixels=cfg["max_pixels"],
+    )
     position = 0
-    with ShardWriter(rows_path, SCHEMA, cfg["shard_bytes"]) as rows_out, \
-            ThreadPoolExecutor(os.cpu_count() or 2) as pool, tqdm(total=total, desc="ingest", unit="img") as bar:
+    with (
+        ShardWriter(rows_path, SCHEMA, cfg["shard_bytes"]) as rows_out,
+        ThreadPoolExecutor(os.cpu_count() or 2) as pool,
+        tqdm(total=total, desc="ingest", unit="img") as bar,
+    ):
         while chunk := list(islice(records, CHUNK)):
             rows = list(pool.map(work, chunk))
             for row, record in zip(rows, chunk):

@@ -8,6 +8,7 @@ FACECUR_PARAMS names another params file. Paths can be overridden for experiment
 Writes: data/parsed/part-*.parquet, metrics/parse.json, plots/parse/contact_sheet.png.
 A kept image with no face is a row with face_found=false; kept images in = rows out.
 """
+
 import argparse
 import contextlib
 import sys
@@ -46,8 +47,11 @@ def main(argv=None):
         stats["device"] = str(parser.device)
     write_json_atomic(stats, args.metrics)
     save_png_atomic(sheet, args.plot)
-    print(f"parse[{cfg['backend']}]: {stats['faces_found']}/{stats['images']} faces found "
-          f"({stats['images_per_s']} images/s) -> {args.out}", file=sys.stderr)
+    print(
+        f"parse[{cfg['backend']}]: {stats['faces_found']}/{stats['images']} faces found "
+        f"({stats['images_per_s']} images/s) -> {args.out}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Columns are ROIs. Rows put what a researcher decides with first: the CNN judge's
 and identity kept; KID and the pixel numbers come last. `plots/evaluate/summary.png` (a DVC plot, so
 `dvc plots diff` compares runs) draws the gains with their 95% intervals.
 """
+
 import argparse
 import glob
 import json
@@ -21,21 +22,36 @@ from .lib.tables import save_png_atomic, write_bytes_atomic
 
 PLOT = os.path.join(plots_dir("evaluate"), "summary.png")
 # (row, metric): a metric with a `<metric>_ci` is printed as "value [lo, hi]".
-ROWS = [("n", "n_test"), ("transfer gain", "transfer_gain"), ("oracle", "oracle_transfer_gain"),
-           ("share of oracle", "transfer_share"), ("control", "control_transfer_gain"),
-           ("target p gain", "target_prob_gain"), ("geometry gain", "geometry_gain"),
-           ("oracle geometry", "oracle_geometry_gain"), ("identity kept", "identity_kept_rate"),
-           ("different faces 'same'", "identity_different_faces_kept_rate"),
-           ("judge-label agreement", "judge_label_agreement"), ("transfer rate", "transfer_rate"),
-           ("baseline", "baseline_rate"), ("curator rate", "curator_transfer_rate"),
-           ("curator baseline", "curator_baseline_rate"), ("KID", "kid_roi"), ("KID control", "control_kid_roi"),
-           ("outside px", "outside_changed_px")]
+ROWS = [
+    ("n", "n_test"),
+    ("transfer gain", "transfer_gain"),
+    ("oracle", "oracle_transfer_gain"),
+    ("share of oracle", "transfer_share"),
+    ("control", "control_transfer_gain"),
+    ("target p gain", "target_prob_gain"),
+    ("geometry gain", "geometry_gain"),
+    ("oracle geometry", "oracle_geometry_gain"),
+    ("identity kept", "identity_kept_rate"),
+    ("different faces 'same'", "identity_different_faces_kept_rate"),
+    ("judge-label agreement", "judge_label_agreement"),
+    ("transfer rate", "transfer_rate"),
+    ("baseline", "baseline_rate"),
+    ("curator rate", "curator_transfer_rate"),
+    ("curator baseline", "curator_baseline_rate"),
+    ("KID", "kid_roi"),
+    ("KID control", "control_kid_roi"),
+    ("outside px", "outside_changed_px"),
+]
 # What the picture draws, per ROI: (label, metric, colour).
-BARS = [("transfer gain", "transfer_gain", "#1f77b4"), ("oracle transfer gain", "oracle_transfer_gain", "#aec7e8"),
-        ("control transfer gain", "control_transfer_gain", "#7f7f7f"),
-        ("target p gain", "target_prob_gain", "#2ca02c"), ("geometry gain", "geometry_gain", "#ff7f0e"),
-        ("oracle geometry gain", "oracle_geometry_gain", "#ffbb78"),
-        ("identity kept", "identity_kept_rate", "#9467bd")]
+BARS = [
+    ("transfer gain", "transfer_gain", "#1f77b4"),
+    ("oracle transfer gain", "oracle_transfer_gain", "#aec7e8"),
+    ("control transfer gain", "control_transfer_gain", "#7f7f7f"),
+    ("target p gain", "target_prob_gain", "#2ca02c"),
+    ("geometry gain", "geometry_gain", "#ff7f0e"),
+    ("oracle geometry gain", "oracle_geometry_gain", "#ffbb78"),
+    ("identity kept", "identity_kept_rate", "#9467bd"),
+]
 
 
 def _number(value) -> str:
@@ -77,6 +93,7 @@ def summary_table(folder="eval") -> str:
 def summary_plot(folder=PATHS["eval"], path=PLOT):
     """Grouped bars with 95% error bars, one group per ROI; returns the path."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np

@@ -6,12 +6,13 @@ Reads `data/rois/<roi>.parquet` (kept rows of split=train) and the `train:` and 
 `models/cyclegan/<roi>/checkpoint.pt`, dvclive curves and sample grids in `dvclive/<roi>/`, and
 `metrics/train_<roi>.json`. A rerun after an interruption resumes from the last finished epoch.
 """
+
 import sys
 
 from stages.lib import params
 from stages.lib.cyclegan import read_config
-from stages.lib.training import Paths, train_roi
 from stages.lib.errors import StageError, run_stage
+from stages.lib.training import Paths, train_roi
 
 
 def main(argv):

@@ -17,6 +17,7 @@ Writes  data/filtered/curator_oof.parquet  one row per kept id: id, label (inges
 
 The classifier lives in its own stage so that changing filter_emotion's params reruns only filter_emotion.
 """
+
 import os
 import time
 from collections import Counter
@@ -27,8 +28,16 @@ import torch
 from .lib import params as P
 from .lib import paths
 from .lib.codec import decode_png, to_grey
-from .lib.curator import CuratorConfig, cross_fit, face_inputs, final_seed, judge_features, predict, save_curator, \
-    train_net
+from .lib.curator import (
+    CuratorConfig,
+    cross_fit,
+    face_inputs,
+    final_seed,
+    judge_features,
+    predict,
+    save_curator,
+    train_net,
+)
 from .lib.errors import StageError, run_stage
 from .lib.label_issues import ISSUE_FILTERS, class_index, curator_classes, find_issues, oof_table
 from .lib.live import open_live
@@ -37,17 +46,23 @@ from .lib.tables import kept_ids, load_faces, write_json_atomic, write_table_ato
 
 def read_params(params):
     source, target = P.emotions(params)
-    cfg = CuratorConfig(folds=P.number(params, "curator.folds", int, lo=2, hi=20),
-                        epochs=P.number(params, "curator.epochs", int, lo=1, hi=500),
-                        batch=P.number(params, "curator.batch", int, lo=2, hi=4096),
-                        lr=P.number(params, "curator.lr", float, lo=1e-6, hi=1.0),
-                        seed=P.number(params, "curator.seed", int, lo=0))
-    p = {"source": source, "target": target, "cfg": cfg,
-         "input": P.choice(params, "curator.input", ["grey", "grey_masks"]),
-         "backbone": P.choice(params, "curator.backbone", ["judge", "scratch"]),
-         "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS),
-         "size": P.number(params, "curator.side", int, lo=16, hi=256),
-         "device": P.device(params, "curator.device")}
+    cfg = CuratorConfig(
+        folds=P.number(params, "curator.folds", int, lo=2, hi=20),
+        epochs=P.number(params, "curator.epochs", int, lo=1, hi=500),
+        batch=P.number(params, "curator.batch", int, lo=2, hi=4096),
+        lr=P.number(params, "curator.lr", float, lo=1e-6, hi=1.0),
+        seed=P.number(params, "curator.seed", int, lo=0),
+    )
+    p = {
+        "source": source,
+        "target": target,
+        "cfg": cfg,
+        "input": P.choice(params, "curator.input", ["grey", "grey_masks"]),
+        "backbone": P.choice(params, "curator.backbone", ["judge", "scratch"]),
+        "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS),
+        "size": P.number(params, "curator.side", int, lo=16, hi=256),
+        "device": P.device(params, "curator.device"),
+    }
     P.check_unknown(params, ["curator", "emotions"])
     return p
 
@@ -57,26 +72,35 @@ def read_faces(ids, with_masks: bool):
     faces = load_faces(ids, ["label", "split", "image"], ["face_bbox"] + (["label_map"] if with_masks else []))
     missing = [i for i in ids if faces.get(i, {}).get("image") is None]
     if missing:
-        raise StageError(f"{paths.IMAGES} lacks image bytes for {len(missing)} kept ids (e.g. {missing[0]}); "
-                         f"rerun ingest")
+        raise StageError(
+            f"{paths.IMAGES} lacks image bytes for {len(missing)} kept ids (e.g. {missing[0]}); rerun ingest"
+        )
     rows = [faces[i] for i in ids]
     maps = None
     if with_masks:
         maps = [decode_png(r["label_map"]) if r.get("label_map") else None for r in rows]
-    return ([to_grey(decode_png(r["image"])) for r in rows], [r["label"] for r in rows], [r["split"] for r in rows],
-            [r.get("face_bbox") for r in rows], maps)
+    return (
+        [to_grey(decode_png(r["image"])) for r in rows],
+        [r["label"] for r in rows],
+        [r["split"] for r in rows],
+        [r.get("face_bbox") for r in rows],
+        maps,
+    )
 
 
 def summarise(classes, y, probs, issues, source, target) -> dict:
     pred = probs.argmax(axis=1)
     st = y < 2  # classes[0] is the source, classes[1] the target
     binary = (probs[st, 1] > probs[st, 0]).astype(int) == y[st]
-    return {"rows": int(len(y)), "classes": classes,
-            "rows_per_class": {c: int((y == k).sum()) for k, c in enumerate(classes)},
-            "oof_accuracy": round(float((pred == y).mean()), 4) if len(y) else 0.0,
-            f"oof_accuracy_{source}_vs_{target}": round(float(binary.mean()), 4) if st.any() else 0.0,
-            "label_issues": int(issues.sum()),
-            "label_issues_per_class": {c: int((issues & (y == k)).sum()) for k, c in enumerate(classes)}}
+    return {
+        "rows": int(len(y)),
+        "classes": classes,
+        "rows_per_class": {c: int((y == k).sum()) for k, c in enumerate(classes)},
+        "oof_accuracy": round(float((pred == y).mean()), 4) if len(y) else 0.0,
+        f"oof_accuracy_{source}_vs_{target}": round(float(binary.mean()), 4) if st.any() else 0.0,
+        "label_issues": int(issues.sum()),
+        "label_issues_per_class": {c: int((issues & (y == k)).sum()) for k, c in enumerate(classes)},
+    }
 
 
 def fit_final(x, y, is_test, classes, p) -> dict:
@@ -87,13 +111,26 @@ def fit_final(x, y, is_test, classes, p) -> dict:
     if train.sum() < 2:
         raise StageError(f"train_curator needs train-split faces for the final curator, got {int(train.sum())}")
     net = train_net(x[train], y[train], len(classes), p["cfg"], p["device"], seed=final_seed(p["cfg"]))
-    save_curator(paths.CURATOR, net, {"backbone": p["backbone"], "input": p["input"], "size": p["size"], "classes": classes,
-                              "source": p["source"], "target": p["target"]})
+    save_curator(
+        paths.CURATOR,
+        net,
+        {
+            "backbone": p["backbone"],
+            "input": p["input"],
+            "size": p["size"],
+            "classes": classes,
+            "source": p["source"],
+            "target": p["target"],
+        },
+    )
     accuracy = None
     if is_test.any():
         accuracy = round(float((predict(net, x[is_test], p["device"]).argmax(axis=1) == y[is_test]).mean()), 4)
-    return {"final_train_rows": int(train.sum()), "final_test_rows": int(is_test.sum()),
-            "final_test_accuracy": accuracy}
+    return {
+        "final_train_rows": int(train.sum()),
+        "final_test_rows": int(is_test.sum()),
+        "final_test_accuracy": accuracy,
+    }
 
 
 def log_scalars(metrics: dict):
@@ -113,15 +150,19 @@ def main():
     torch.use_deterministic_algorithms(True)
     ids = kept_ids(paths.FILTER_MASKS, "filter_masks")
     if len(ids) < 2 * p["cfg"].folds:
-        raise StageError(f"train_curator needs at least {2 * p['cfg'].folds} faces kept by filter_masks for "
-                         f"curator.folds={p['cfg'].folds}, got {len(ids)}")
+        raise StageError(
+            f"train_curator needs at least {2 * p['cfg'].folds} faces kept by filter_masks for "
+            f"curator.folds={p['cfg'].folds}, got {len(ids)}"
+        )
     greys, labels, splits, bboxes, maps = read_faces(ids, p["input"] == "grey_masks")
     classes = curator_classes(p["source"], p["target"], labels)
     y = class_index(labels, classes)
     counts = Counter(classes[k] for k in y)
     if counts[p["source"]] < 2 or counts[p["target"]] < 2:
-        raise StageError(f"train_curator needs >= 2 faces of each of {p['source']} and {p['target']}, "
-                         f"got {dict(counts)}; check emotions.source/target against the ingested labels")
+        raise StageError(
+            f"train_curator needs >= 2 faces of each of {p['source']} and {p['target']}, "
+            f"got {dict(counts)}; check emotions.source/target against the ingested labels"
+        )
     t0 = time.perf_counter()
     if p["backbone"] == "judge":
         x = judge_features(greys, bboxes, p["device"], label_maps=maps)
@@ -132,15 +173,18 @@ def main():
     final = fit_final(x, y, np.array([s == "test" for s in splits]), classes, p)
     t_final = time.perf_counter()
     issues = find_issues(y, probs, p["issue_filter"])
-    write_table_atomic(oof_table(ids, labels, classes, y, folds, probs, issues, p["source"], p["target"]),
-                       paths.CURATOR_OOF)
+    write_table_atomic(
+        oof_table(ids, labels, classes, y, folds, probs, issues, p["source"], p["target"]), paths.CURATOR_OOF
+    )
     metrics = {**summarise(classes, y, probs, issues, p["source"], p["target"]), **final}
     write_json_atomic(metrics, paths.metrics_file("train_curator"))
     log_scalars(metrics)
     key = f"oof_accuracy_{p['source']}_vs_{p['target']}"
-    print(f"train_curator: {len(ids)} faces, classes {classes}, out-of-fold accuracy {metrics['oof_accuracy']:.3f} "
-          f"({key} {metrics[key]:.3f}), {metrics['label_issues']} label issues, {time.perf_counter() - t0:.1f}s "
-          f"(features and cross-fit {t_fit - t0:.1f}s, final fit {t_final - t_fit:.1f}s)")
+    print(
+        f"train_curator: {len(ids)} faces, classes {classes}, out-of-fold accuracy {metrics['oof_accuracy']:.3f} "
+        f"({key} {metrics[key]:.3f}), {metrics['label_issues']} label issues, {time.perf_counter() - t0:.1f}s "
+        f"(features and cross-fit {t_fit - t0:.1f}s, final fit {t_final - t_fit:.1f}s)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """stages/lib/boxes.py: mask boxes, face boxes and square face crops."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Contact sheets: grid geometry, determinism, and the tinted region overlay."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -8,8 +9,9 @@ from stages.lib.contact_sheet import contact_sheet, overlay_regions, render_shee
 
 def test_grid_geometry_and_byte_identical_rerun(tmp_path):
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (40, 30), np.uint8) for _ in range(5)] + [rng.integers(0, 255, (20, 50, 3),
-                                                                                           np.uint8)]
+    images = [rng.integers(0, 255, (40, 30), np.uint8) for _ in range(5)] + [
+        rng.integers(0, 255, (20, 50, 3), np.uint8)
+    ]
     captions = [f"face {i} with a caption far too long for the cell" for i in range(6)]
     a = contact_sheet(images, captions, str(tmp_path / "a.png"), cols=4, thumb=32)
     b = contact_sheet(images, captions, str(tmp_path / "b.png"), cols=4, thumb=32)

@@ -1,14 +1,25 @@
 """Curator pieces on synthetic inputs: classes, folds, cleanlab flags, the filter_emotion rules, and the saved final
 curator (save, load, classify new images)."""
+
 import numpy as np
 import pytest
 import torch
 
-from stages.lib.label_issues import decide, judge_to_classes
-from stages.lib.curator import (CuratorConfig, cross_fit, curator_probs, face_inputs, final_seed, fold_of,
-                                judge_features, load_curator, predict, save_curator, train_net)
-from stages.lib.label_issues import class_index, curator_classes, find_issues
+from stages.lib.curator import (
+    CuratorConfig,
+    cross_fit,
+    curator_probs,
+    face_inputs,
+    final_seed,
+    fold_of,
+    judge_features,
+    load_curator,
+    predict,
+    save_curator,
+    train_net,
+)
 from stages.lib.errors import StageError
+from stages.lib.label_issues import class_index, curator_classes, decide, find_issues, judge_to_classes
 
 
 def test_classes_merge_other_emotions():
@@ -68,6 +79,7 @@ def test_judge_probs_fold_into_classes():
 
 # ---- the saved final curator --------------------------------------------------------------------------------------
 
+
 def toy_faces(n=12, side=40, seed=0):
     """Grey images with a face box and a label map each; class 1 has a bright band where a smile would be."""
     rng = np.random.default_rng(seed)
@@ -83,16 +95,25 @@ def toy_faces(n=12, side=40, seed=0):
 def test_saved_curator_gives_the_trained_nets_probabilities(tmp_path, backbone, input_):
     images, boxes, maps, y = toy_faces()
     use_maps = maps if input_ == "grey_masks" else None
-    x = judge_features(images, boxes, label_maps=use_maps) if backbone == "judge" else \
-        face_inputs(images, boxes, 16, use_maps)
+    x = (
+        judge_features(images, boxes, label_maps=use_maps)
+        if backbone == "judge"
+        else face_inputs(images, boxes, 16, use_maps)
+    )
     cfg = CuratorConfig(epochs=2, batch=4)
     net = train_net(x, y, 2, cfg, "cpu", seed=final_seed(cfg))
     path = tmp_path / "curator" / "curator.pt"
-    save_curator(str(path), net, dict(backbone=backbone, input=input_, size=16, classes=["neutral", "happy"],
-                                      source="neutral", target="happy"))
+    save_curator(
+        str(path),
+        net,
+        dict(backbone=backbone, input=input_, size=16, classes=["neutral", "happy"], source="neutral", target="happy"),
+    )
     assert sorted(p.name for p in path.parent.iterdir()) == ["curator.pt"]  # no temp file left behind
-    save_curator(str(tmp_path / "again.pt"), net, dict(backbone=backbone, input=input_, size=16,
-                                                       classes=["neutral", "happy"], source="neutral", target="happy"))
+    save_curator(
+        str(tmp_path / "again.pt"),
+        net,
+        dict(backbone=backbone, input=input_, size=16, classes=["neutral", "happy"], source="neutral", target="happy"),
+    )
     assert (tmp_path / "again.pt").read_bytes() == path.read_bytes()  # same net, same bytes: DVC sees no change
     torch.load(path, weights_only=True)  # plain types only
     curator = load_curator(str(path), "cpu")
@@ -111,8 +132,11 @@ def test_final_seed_is_not_a_fold_seed():
 
 def test_missing_or_damaged_curator_is_one_line(tmp_path):
     path = tmp_path / "models" / "curator" / "curator.pt"
-    with pytest.raises(StageError, match=r"^curator model .*curator\.pt not found; train it with "
-                                         r"`dvc repro train_curator`$"):
+    with pytest.raises(
+        StageError,
+        match=r"^curator model .*curator\.pt not found; train it with "
+        r"`dvc repro train_curator`$",
+    ):
         load_curator(str(path), "cpu")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a torch file")
@@ -124,8 +148,18 @@ def test_missing_or_damaged_curator_is_one_line(tmp_path):
 def test_a_grey_masks_curator_needs_label_maps(tmp_path):
     images, boxes, maps, y = toy_faces(n=4)
     net = train_net(face_inputs(images, boxes, 16, maps), y, 2, CuratorConfig(epochs=1, batch=4), "cpu", seed=0)
-    save_curator(str(tmp_path / "c.pt"), net, dict(backbone="scratch", input="grey_masks", size=16,
-                                                   classes=["neutral", "happy"], source="neutral", target="happy"))
+    save_curator(
+        str(tmp_path / "c.pt"),
+        net,
+        dict(
+            backbone="scratch",
+            input="grey_masks",
+            size=16,
+            classes=["neutral", "happy"],
+            source="neutral",
+            target="happy",
+        ),
+    )
     with pytest.raises(StageError, match="grey_masks"):
         curator_probs(load_curator(str(tmp_path / "c.pt")), images, boxes)
 

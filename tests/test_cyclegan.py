@@ -1,4 +1,5 @@
 """Training: params validation, data loading, device augmentation, LR schedule, determinism, resume, learning."""
+
 import copy
 import io
 import os
@@ -15,15 +16,28 @@ import yaml
 
 from stages.lib import params as P
 from stages.lib.cyclegan import DeviceData, load_domains, lr_factor, param_keys, read_config
-from stages.lib.training import Paths, train_roi
 from stages.lib.errors import StageError
+from stages.lib.training import Paths, train_roi
 from tests.helpers.synthetic_rois import write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 16
-TINY = dict(epochs={"mouth": 3}, epochs_decay={"mouth": 1}, batch={"mouth": 4}, ngf=2, ndf=2, pool_size=4, device="cpu",
-            seed=0, n_blocks={"mouth": 1}, n_layers={"mouth": 1}, n_down={"mouth": 2}, generator="residual",
-            lambda_identity={"mouth": 0.5}, lambda_expression={"mouth": 0.0})
+TINY = dict(
+    epochs={"mouth": 3},
+    epochs_decay={"mouth": 1},
+    batch={"mouth": 4},
+    ngf=2,
+    ndf=2,
+    pool_size=4,
+    device="cpu",
+    seed=0,
+    n_blocks={"mouth": 1},
+    n_layers={"mouth": 1},
+    n_down={"mouth": 2},
+    generator="residual",
+    lambda_identity={"mouth": 0.5},
+    lambda_expression={"mouth": 0.0},
+)
 
 
 def tiny_params(**train):
@@ -42,8 +56,13 @@ def manifest(tmp_path_factory):
 def run(tmp_path, manifest, params=None, name="run", after_step=None):
     cfg = read_config(params or tiny_params(), "mouth")
     out = tmp_path / name
-    paths = Paths("mouth", manifest=str(manifest), model_dir=str(out / "model"), live_dir=str(out / "live"),
-                  metrics=str(out / "metrics.json"))
+    paths = Paths(
+        "mouth",
+        manifest=str(manifest),
+        model_dir=str(out / "model"),
+        live_dir=str(out / "live"),
+        metrics=str(out / "metrics.json"),
+    )
     metrics = train_roi(cfg, paths, after_step=after_step)
     return metrics, torch.load(paths.generator, weights_only=True), paths
 
@@ -55,14 +74,17 @@ def same_weights(a, b):
 # ---------------------------------------------------------------------------------------------- params and data
 
 
-@pytest.mark.parametrize("key, value, words", [
-    ("precision", "fp16", "train.precision"),
-    ("epochs_decay", {"mouth": 9}, "train.epochs_decay.mouth"),
-    ("batch", {"mouth": 0}, "train.batch.mouth"),
-    ("flip", "yes", "train.flip"),
-    ("n_layers", {"mouth": 4}, "train.n_layers.mouth"),
-    ("n_down", {"mouth": 0}, "train.n_down.mouth"),
-])
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("precision", "fp16", "train.precision"),
+        ("epochs_decay", {"mouth": 9}, "train.epochs_decay.mouth"),
+        ("batch", {"mouth": 0}, "train.batch.mouth"),
+        ("flip", "yes", "train.flip"),
+        ("n_layers", {"mouth": 4}, "train.n_layers.mouth"),
+        ("n_down", {"mouth": 0}, "train.n_down.mouth"),
+    ],
+)
 def test_bad_params_name_the_key(key, value, words):
     with pytest.raises(StageError, match=words.replace(".", r"\.")):
         read_config(tiny_params(**{key: value}), "mouth")
@@ -119,11 +141,18 @@ def test_missing_manifest_and_empty_domain_are_one_line_errors(tmp_path):
 def test_cli_errors_are_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "stages.train", "mouth"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.train", "mouth"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: train mouth: manifest data/rois/mouth.parquet not found; run `dvc repro extract_rois` first"]
+        "error: train mouth: manifest data/rois/mouth.parquet not found; run `dvc repro extract_rois` first"
+    ]
 
 
 def test_device_batches_gather_flip_and_scale(manifest):
@@ -157,7 +186,7 @@ def test_jitter_shifts_within_the_padding(manifest):
     src = torch.from_numpy(a[order[0, j]]).float() / 127.5 - 1
     # inside the image the crop is the source moved by (dy, dx)
     y0, y1, x0, x1 = max(0, -dy), SIZE - max(0, dy), max(0, -dx), SIZE - max(0, dx)
-    assert torch.allclose(real_a[j][:, y0:y1, x0:x1], src[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx])
+    assert torch.allclose(real_a[j][:, y0:y1, x0:x1], src[:, y0 + dy : y1 + dy, x0 + dx : x1 + dx])
 
 
 def test_lr_constant_then_linear_to_zero():
@@ -180,14 +209,23 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path, manifest):
     cfg = g1["config"]
     assert (cfg["ngf"], cfg["n_blocks"], cfg["size"]) == (2, 1, SIZE)
     # outputs: metrics, dvclive curves per epoch and one sample grid per epoch
-    assert m1["steps"] == 9 and set(m1["final"]) == {"G", "G_adv", "D_A", "D_B", "cycle", "identity", "expression",
-                                                      "mask_area"}
+    assert m1["steps"] == 9 and set(m1["final"]) == {
+        "G",
+        "G_adv",
+        "D_A",
+        "D_B",
+        "cycle",
+        "identity",
+        "expression",
+        "mask_area",
+    }
     live = Path(paths.live_dir)
     assert len((live / "plots/metrics/loss/cycle.tsv").read_text().splitlines()) == 1 + 3
     assert (live / "plots/metrics/lr.tsv").exists() and (live / "metrics.json").exists()
     grids = sorted((live / "plots/images").rglob("*.png"))
     assert [g.name for g in grids] == ["samples.png"]  # the latest epoch's; every epoch's is in the checkpoint
     from PIL import Image
+
     assert Image.open(grids[0]).size == (6 * SIZE + 4, 4 * SIZE)
     ckpt = torch.load(Path(paths.checkpoint), weights_only=True)
     assert len(ckpt["grids"]) == 3
@@ -266,15 +304,16 @@ def test_cycle_loss_falls(tmp_path):
     params = tiny_params(epochs={"mouth": 8}, epochs_decay={"mouth": 4}, ngf=4, ndf=4, batch={"mouth": 4})
     metrics, _, paths = run(tmp_path, manifest, params)
     assert metrics["cycle_last_epoch"] < 0.7 * metrics["cycle_first_epoch"]
-    cycle = [float(line.split("\t")[-1]) for line in
-             Path(paths.live_dir, "plots/metrics/loss/cycle.tsv").read_text().splitlines()[1:]]
+    cycle = [
+        float(line.split("\t")[-1])
+        for line in Path(paths.live_dir, "plots/metrics/loss/cycle.tsv").read_text().splitlines()[1:]
+    ]
     assert len(cycle) == 8 and cycle[-1] == pytest.approx(metrics["cycle_last_epoch"])
 
 
 def test_gpu_path_options_agree_with_the_plain_step(manifest):
     """The CUDA-only switches (channels_last, bf16 autocast) exercised on CPU: same losses, up to bf16 rounding."""
     from stages.lib.cyclegan import CycleGAN
-
     from stages.lib.expression import fit_expression
 
     cfg = read_config(tiny_params(lambda_expression={"mouth": 1.0}), "mouth")
@@ -317,12 +356,15 @@ def test_expression_classifier_is_fitted_on_kept_train_crops_only(tmp_path, mani
     monkeypatch.setattr(training, "fit_expression", spy)
     params = tiny_params(lambda_expression={"mouth": 1.0})
     metrics, _, _ = run(tmp_path, manifest, params)
-    (got_a, got_b), = seen
+    ((got_a, got_b),) = seen
     train_a, train_b, _ = load_domains(str(manifest), read_config(params, "mouth"))
     assert np.array_equal(got_a, train_a) and np.array_equal(got_b, train_b)
     frame = read_frame(str(manifest), columns=["split", "crop", "kept"])
-    others = [decode_png(c).transpose(2, 0, 1) for c, s, k in zip(frame.crop, frame.split, frame.kept)
-              if c is not None and (s != "train" or not k)]
+    others = [
+        decode_png(c).transpose(2, 0, 1)
+        for c, s, k in zip(frame.crop, frame.split, frame.kept)
+        if c is not None and (s != "train" or not k)
+    ]
     assert others and not any((got == crop).all(axis=(1, 2, 3)).any() for crop in others for got in (got_a, got_b))
     # flat lines vs open smiles: the held-out fifth of the train crops is told apart
     assert metrics["expression_n_holdout"] > 0 and metrics["expression_holdout_accuracy"] >= 0.9

@@ -2,6 +2,7 @@
 
 Run: pytest tests/test_demo_faces.py   (about 10 s on one core; the judge test needs models/judge/mini_xception.pt)
 """
+
 import collections
 import os
 
@@ -29,8 +30,9 @@ def sample():
 @pytest.fixture(scope="module")
 def facemesh():
     mp = pytest.importorskip("mediapipe")
-    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                           min_detection_confidence=0.5)
+    mesh = mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
+    )
     yield mesh
     mesh.close()
 
@@ -146,8 +148,13 @@ def test_judge_reads_neutral_and_happy(sample):
     from stages.lib.boxes import face_crop
     from stages.lib.judge import judge_probs, load_judge
 
-    faces = [s for s in sample if s.truth["defect"] == "none" and not s.truth["label_noise"]
-             and s.truth["true_emotion"] in ("neutral", "happy")]
+    faces = [
+        s
+        for s in sample
+        if s.truth["defect"] == "none"
+        and not s.truth["label_noise"]
+        and s.truth["true_emotion"] in ("neutral", "happy")
+    ]
     probs = judge_probs(load_judge(JUDGE_WEIGHTS), [face_crop(s.image, s.truth["face_bbox"]) for s in faces])
     right = [(p[HAPPY] > p[NEUTRAL]) == (s.truth["true_emotion"] == "happy") for s, p in zip(faces, probs)]
     assert len(faces) >= 40

@@ -1,4 +1,5 @@
 """dvc.yaml must list every project module a stage runs, or DVC serves stale results when one changes."""
+
 import ast
 
 import yaml

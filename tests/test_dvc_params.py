@@ -5,6 +5,7 @@ depth (they are file metadata under deps and outs, but the exclusion is recursiv
 treeverse/dvc#10296). A param named `size` was therefore invisible to it: changing `rois.size.mouth` from 32 to 40
 made `dvc repro` restore the 32-px crops from the run-cache and record 40 in dvc.lock. No param may carry such a name.
 """
+
 import copy
 
 import yaml

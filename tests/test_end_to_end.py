@@ -2,6 +2,7 @@
 
 It then checks every stage's outputs, and the contract with ../shared/tools/check_contract.py.
 """
+
 import json
 import os
 import shutil
@@ -20,8 +21,13 @@ TINY = {
     "curator": {"folds": 3},
     # identity off as on the demo, geometry off: test_evaluate runs the stage with both on
     "evaluate": {"resamples": 200, "geometry": False},
-    "train": {"epochs": {"eyes": 1, "mouth": 1, "face": 1}, "epochs_decay": {"eyes": 0, "mouth": 0, "face": 0},
-              "ngf": 4, "ndf": 4, "n_blocks": {"eyes": 1, "mouth": 1, "face": 1}},
+    "train": {
+        "epochs": {"eyes": 1, "mouth": 1, "face": 1},
+        "epochs_decay": {"eyes": 0, "mouth": 0, "face": 0},
+        "ngf": 4,
+        "ndf": 4,
+        "n_blocks": {"eyes": 1, "mouth": 1, "face": 1},
+    },
 }
 
 
@@ -34,8 +40,9 @@ def readme_main_command():
 
 def copy_project(dest):
     """Tracked and untracked-but-not-ignored files, as a fresh clone would have them, in a new git repo."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.splitlines()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     for name in files:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -89,8 +96,12 @@ def test_every_stage_wrote_its_outputs(demo_run):
 
 def test_outputs_keep_the_contract(demo_run, shared_data):
     project, _ = demo_run
-    proc = subprocess.run([sys.executable, str(shared_data.parent / "tools" / "check_contract.py"), "data"],
-                          cwd=project, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(shared_data.parent / "tools" / "check_contract.py"), "data"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -109,17 +120,27 @@ def test_attention_mask_does_not_collapse_on_the_demo(demo_run, tmp_path):
 
     from stages.lib.codec import decode_png
     from stages.lib.cyclegan import read_config
-    from stages.lib.training import Paths, train_roi
     from stages.lib.networks import load_generator
+    from stages.lib.training import Paths, train_roi
 
     project, params = demo_run
-    attention = {"generator": "attention", "epochs": {"mouth": 4}, "lambda_mask": 1.0,
-                 "lambda_expression": {"mouth": 0.0}, "device": "cpu"}
+    attention = {
+        "generator": "attention",
+        "epochs": {"mouth": 4},
+        "lambda_mask": 1.0,
+        "lambda_expression": {"mouth": 0.0},
+        "device": "cpu",
+    }
 
     def train(name, **guard):
         cfg = read_config(merge(params, {"train": {**attention, **guard}}), "mouth")
-        paths = Paths("mouth", manifest=str(project / "data/rois/mouth.parquet"), model_dir=str(tmp_path / name),
-                      live_dir=str(tmp_path / name / "live"), metrics=str(tmp_path / name / "metrics.json"))
+        paths = Paths(
+            "mouth",
+            manifest=str(project / "data/rois/mouth.parquet"),
+            model_dir=str(tmp_path / name),
+            live_dir=str(tmp_path / name / "live"),
+            metrics=str(tmp_path / name / "metrics.json"),
+        )
         metrics = train_roi(cfg, paths)
         history = torch.load(paths.checkpoint, weights_only=True)["history"]
         return cfg, metrics, [record["mask_area"] for record in history], paths

@@ -1,4 +1,5 @@
 """What the OS refuses ends as one line naming the cause and the path, never a traceback."""
+
 import errno
 
 import pytest
@@ -6,16 +7,26 @@ import pytest
 from stages.lib.errors import StageError, run_stage
 
 
-@pytest.mark.parametrize("err, needle", [
-    (OSError(errno.ENOSPC, "No space left on device", "data/rois/mouth.parquet"),
-     "No space left on device: data/rois/mouth.parquet"),
-    (PermissionError(errno.EACCES, "Permission denied", "data/filtered"), "Permission denied: data/filtered"),
-    (OSError(errno.EROFS, "Read-only file system", "metrics/parse.json"), "Read-only file system: metrics/parse.json"),
-    (OSError(errno.EMFILE, "Too many open files"), "Too many open files"),
-    (OSError("Failed to write data/rois/mouth.parquet: No space left on device\nDetail: ..."),
-     "Failed to write data/rois/mouth.parquet: No space left on device"),  # pyarrow's, without errno
-    (MemoryError(), "out of memory"),
-])
+@pytest.mark.parametrize(
+    "err, needle",
+    [
+        (
+            OSError(errno.ENOSPC, "No space left on device", "data/rois/mouth.parquet"),
+            "No space left on device: data/rois/mouth.parquet",
+        ),
+        (PermissionError(errno.EACCES, "Permission denied", "data/filtered"), "Permission denied: data/filtered"),
+        (
+            OSError(errno.EROFS, "Read-only file system", "metrics/parse.json"),
+            "Read-only file system: metrics/parse.json",
+        ),
+        (OSError(errno.EMFILE, "Too many open files"), "Too many open files"),
+        (
+            OSError("Failed to write data/rois/mouth.parquet: No space left on device\nDetail: ..."),
+            "Failed to write data/rois/mouth.parquet: No space left on device",
+        ),  # pyarrow's, without errno
+        (MemoryError(), "out of memory"),
+    ],
+)
 def test_os_failures_are_one_line(capsys, err, needle):
     def main():
         raise err

@@ -1,5 +1,6 @@
 """evaluate: the overlay evaluation on real photos with tiny fake generators (identity, brightening, an untrained
 ResNet in the real weights format) and a tiny real curator, its metric definitions, and its one-line errors."""
+
 import json
 import re
 from dataclasses import replace
@@ -12,12 +13,12 @@ from PIL import Image
 
 from stages import evaluate as stage
 from stages.lib import paths
+from stages.lib.boxes import face_crop
 from stages.lib.codec import content_id, decode_png, encode_png, to_grey
 from stages.lib.curator import CuratorConfig, final_seed, judge_features, save_curator, train_net
 from stages.lib.errors import StageError, run_stage
 from stages.lib.eval_faces import Face, Part, sample_sheet, translate
 from stages.lib.evaluation import EvalConfig, Judges, _hits, evaluate_faces
-from stages.lib.boxes import face_crop
 from stages.lib.judge import load_judge
 from stages.lib.labels import FER_ORDER
 from stages.lib.networks import ResnetGenerator, generator_file, init_weights
@@ -29,15 +30,48 @@ from tests.test_rois import PHOTOS, load_reference
 
 SIDE, SIZE = 128, 32
 # The headline numbers every run must report with an interval (stages/lib/evaluation.py defines them).
-WITH_CI = {"transfer_rate", "transfer_gain", "target_prob_gain", "identity_kept_rate", "geometry_gain",
-           "oracle_transfer_gain", "oracle_geometry_gain", "transfer_share", "control_transfer_gain",
-           "control_identity_kept_rate"}
-METRIC_KEYS = WITH_CI | {f"{k}_ci" for k in WITH_CI} | {
-    "n_test", "n_real_target", "baseline_rate", "transfer_rate_binary", "baseline_rate_binary",
-    "curator_transfer_rate", "curator_baseline_rate", "outside_changed_px", "control_outside_changed_px",
-    "psnr_image", "psnr_roi", "ssim_image", "ssim_roi", "kid_roi", "control_kid_roi", "brightness_shift",
-    "brightness_shift_raw", "identity_embedded", "identity_different_faces_kept_rate", "geometry_detected",
-    "geometry_cut", "geometry_baseline_rate", "judge_label_agreement", "judge_label_agreement_ci"}
+WITH_CI = {
+    "transfer_rate",
+    "transfer_gain",
+    "target_prob_gain",
+    "identity_kept_rate",
+    "geometry_gain",
+    "oracle_transfer_gain",
+    "oracle_geometry_gain",
+    "transfer_share",
+    "control_transfer_gain",
+    "control_identity_kept_rate",
+}
+METRIC_KEYS = (
+    WITH_CI
+    | {f"{k}_ci" for k in WITH_CI}
+    | {
+        "n_test",
+        "n_real_target",
+        "baseline_rate",
+        "transfer_rate_binary",
+        "baseline_rate_binary",
+        "curator_transfer_rate",
+        "curator_baseline_rate",
+        "outside_changed_px",
+        "control_outside_changed_px",
+        "psnr_image",
+        "psnr_roi",
+        "ssim_image",
+        "ssim_roi",
+        "kid_roi",
+        "control_kid_roi",
+        "brightness_shift",
+        "brightness_shift_raw",
+        "identity_embedded",
+        "identity_different_faces_kept_rate",
+        "geometry_detected",
+        "geometry_cut",
+        "geometry_baseline_rate",
+        "judge_label_agreement",
+        "judge_label_agreement_ci",
+    }
+)
 
 
 class Brighten(torch.nn.Module):
@@ -54,8 +88,17 @@ def photo_faces(shared_data, roi="mouth", names=PHOTOS[:5], side=SIDE, size=SIZE
         bbox = roi_box(labels, roi, 0.35)
         ys, xs = np.nonzero(np.isin(labels, (1, 2, 3, 4, 5, 10, 11, 12, 13)))
         face_bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
-        faces.append(Face(id=name, image=image, face_bbox=face_bbox, bbox=bbox, crop=crop_roi(image, bbox, size),
-                          alpha=roi_alpha(labels, roi, bbox, size, 0.15), label_map=labels))
+        faces.append(
+            Face(
+                id=name,
+                image=image,
+                face_bbox=face_bbox,
+                bbox=bbox,
+                crop=crop_roi(image, bbox, size),
+                alpha=roi_alpha(labels, roi, bbox, size, 0.15),
+                label_map=labels,
+            )
+        )
     return faces
 
 
@@ -72,11 +115,13 @@ def faces(shared_data):
 
 # ---- the evaluation on real photos ------------------------------------------------------------------------------
 
+
 def test_identity_generator_gives_back_the_photo(faces, judge):
     generated = translate(torch.nn.Identity(), [f.crop for f in faces], "cpu")
     assert all(np.array_equal(g, f.crop) for g, f in zip(generated, faces))
-    metrics, _ = evaluate_faces(faces, generated, judge, "neutral", "happy", [f.crop for f in faces],
-                                EvalConfig(color_match="none"))
+    metrics, _ = evaluate_faces(
+        faces, generated, judge, "neutral", "happy", [f.crop for f in faces], EvalConfig(color_match="none")
+    )
     assert METRIC_KEYS <= set(metrics)
     assert metrics["outside_changed_px"] == 0
     lo, hi = metrics["transfer_gain_ci"]
@@ -105,16 +150,18 @@ def test_colour_matching_lowers_the_brightness_shift_of_a_brightening_generator(
 def test_kid_grows_when_the_generated_crops_drift_from_the_real_ones(faces, judge):
     real = [f.crop for f in faces]
     config = EvalConfig(color_match="none")
-    same, _ = evaluate_faces(faces, translate(torch.nn.Identity(), real, "cpu"), judge, "neutral", "happy", real,
-                             config)
+    same, _ = evaluate_faces(
+        faces, translate(torch.nn.Identity(), real, "cpu"), judge, "neutral", "happy", real, config
+    )
     drifted, _ = evaluate_faces(faces, translate(Brighten(), real, "cpu"), judge, "neutral", "happy", real, config)
     assert drifted["kid_roi"] > same["kid_roi"] + 0.01
 
 
 def test_poisson_blend_keeps_outside_pixels_and_the_lighting(faces, judge):
     generated = translate(Brighten(), [f.crop for f in faces], "cpu")
-    metrics, _ = evaluate_faces(faces, generated, judge, "neutral", "happy", [],
-                                EvalConfig(color_match="none", blend="poisson"))
+    metrics, _ = evaluate_faces(
+        faces, generated, judge, "neutral", "happy", [], EvalConfig(color_match="none", blend="poisson")
+    )
     assert metrics["outside_changed_px"] == 0
     assert metrics["brightness_shift"] < 0.5 * 20
 
@@ -131,8 +178,15 @@ def test_curator_rates_come_from_the_callable(shared_data, judge):
         return np.stack([1 - happy, happy], axis=1), ["neutral", "happy"]
 
     generated = translate(lambda x: torch.ones_like(x), [f.crop for f in faces], "cpu")  # paint the face white
-    metrics, _ = evaluate_faces(faces, generated, Judges(judge.judge, curator=bright_is_happy), "neutral", "happy",
-                                [], EvalConfig(color_match="none"))
+    metrics, _ = evaluate_faces(
+        faces,
+        generated,
+        Judges(judge.judge, curator=bright_is_happy),
+        "neutral",
+        "happy",
+        [],
+        EvalConfig(color_match="none"),
+    )
     assert metrics["curator_baseline_rate"] == 0.0 and metrics["curator_transfer_rate"] == 1.0
     # originals and composites both get the original's label map (the paste changes pixels only inside the ROI)
     assert len(seen_maps) == 2 and all(m is f.label_map for maps in seen_maps for m, f in zip(maps, faces))
@@ -141,7 +195,7 @@ def test_curator_rates_come_from_the_callable(shared_data, judge):
 def test_rates_distinguish_argmax_from_source_vs_target():
     probs = np.zeros((4, len(FER_ORDER)))
     src, tgt, sad = FER_ORDER.index("neutral"), FER_ORDER.index("happy"), FER_ORDER.index("sad")
-    probs[0, [tgt, src]] = 0.7, 0.3       # happy wins outright
+    probs[0, [tgt, src]] = 0.7, 0.3  # happy wins outright
     probs[1, [sad, tgt, src]] = 0.5, 0.3, 0.2  # beats neutral, but the argmax is sad
     probs[2, [src, tgt]] = 0.6, 0.4
     probs[3, [sad, src]] = 0.9, 0.1
@@ -162,13 +216,14 @@ def test_sample_sheet_has_four_columns_per_face(faces, judge, tmp_path):
 
 # ---- the stage, in a scratch project -----------------------------------------------------------------------------
 
+
 def write_tables(root, shared_data, n_a=5, n_b=2, roi="mouth", without=()):
     """data/images, data/parsed and data/rois/<roi>.parquet in the contract's columns, from the real photos: the
     first n_a photos are domain-A test faces, the next n_b domain-B test faces, the last two one train face of each
     domain (the geometry judge fits its cut on them), plus a rejected row. `without`: photos left out (no such
     region)."""
     images, parsed, rois = [], [], []
-    names = PHOTOS[:n_a + n_b] + PHOTOS[-2:]
+    names = PHOTOS[: n_a + n_b] + PHOTOS[-2:]
     for i, name in enumerate(names):
         if name in without:
             continue
@@ -177,13 +232,32 @@ def write_tables(root, shared_data, n_a=5, n_b=2, roi="mouth", without=()):
         fid = content_id(png)
         split = "test" if i < n_a + n_b else "train"
         domain = "A" if i < n_a or i == len(names) - 2 else "B"
-        images.append({"id": fid, "split": split, "label": "neutral" if domain == "A" else "happy", "image": png,
-                       "kept": True, "reason": ""})
-        parsed.append({"id": fid, "face_found": True, "face_bbox": face.face_bbox,
-                       "label_map": encode_png(face.label_map)})
-        rois.append({"id": fid, "roi": roi, "split": split, "domain": domain, "kept": True,
-                     "reason": "", "bbox": list(face.bbox), "crop": encode_png(face.crop),
-                     "alpha": encode_png(face.alpha)})
+        images.append(
+            {
+                "id": fid,
+                "split": split,
+                "label": "neutral" if domain == "A" else "happy",
+                "image": png,
+                "kept": True,
+                "reason": "",
+            }
+        )
+        parsed.append(
+            {"id": fid, "face_found": True, "face_bbox": face.face_bbox, "label_map": encode_png(face.label_map)}
+        )
+        rois.append(
+            {
+                "id": fid,
+                "roi": roi,
+                "split": split,
+                "domain": domain,
+                "kept": True,
+                "reason": "",
+                "bbox": list(face.bbox),
+                "crop": encode_png(face.crop),
+                "alpha": encode_png(face.alpha),
+            }
+        )
     rois.append(dict(rois[0], id="rejected-row", kept=False, reason="roi_small", bbox=None, crop=None, alpha=None))
     write_table_atomic(pa.Table.from_pylist(images), str(root / "data/images/part-00000.parquet"))
     write_table_atomic(pa.Table.from_pylist(parsed), str(root / "data/parsed/part-00000.parquet"))
@@ -204,19 +278,27 @@ def write_curator(root, shared_data, source="neutral", target="happy"):
     trained on all nine photos labelled as write_tables labels them (first five source, rest target)."""
     faces = [photo_faces(shared_data, "mouth", [name])[0] for name in PHOTOS]
     y = np.array([0] * 5 + [1] * (len(faces) - 5))
-    x = judge_features([to_grey(f.image) for f in faces], [f.face_bbox for f in faces],
-                       label_maps=[f.label_map for f in faces])
+    x = judge_features(
+        [to_grey(f.image) for f in faces], [f.face_bbox for f in faces], label_maps=[f.label_map for f in faces]
+    )
     cfg = CuratorConfig(epochs=5, batch=4)
     net = train_net(x, y, 2, cfg, "cpu", seed=final_seed(cfg))
-    save_curator(str(root / paths.CURATOR), net, dict(backbone="judge", input="grey_masks", size=48,
-                                                      classes=[source, target], source=source, target=target))
+    save_curator(
+        str(root / paths.CURATOR),
+        net,
+        dict(backbone="judge", input="grey_masks", size=48, classes=[source, target], source=source, target=target),
+    )
 
 
 def scratch(tmp_path, shared_data, overrides=None, **tables):
     # its own models/: the judge linked from the project, a generator and a curator of our own
-    root = scratch_project(tmp_path / "proj", {"evaluate": {"device": "cpu", "kid_subsets": 5, "resamples": 200,
-                                                            "identity": True, "workers": 1},
-                                              **(overrides or {})})
+    root = scratch_project(
+        tmp_path / "proj",
+        {
+            "evaluate": {"device": "cpu", "kid_subsets": 5, "resamples": 200, "identity": True, "workers": 1},
+            **(overrides or {}),
+        },
+    )
     write_tables(root, shared_data, **tables)
     return root
 
@@ -254,8 +336,10 @@ def test_missing_weights_is_one_line_naming_the_roi(tmp_path, shared_data, monke
         run_stage(stage.main, ["mouth"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: evaluate@mouth: generator weights models/cyclegan/mouth/generator_AB.pt "
-                              "not found") and "dvc repro train@mouth" in err[-1]
+    assert (
+        err[-1].startswith("error: evaluate@mouth: generator weights models/cyclegan/mouth/generator_AB.pt not found")
+        and "dvc repro train@mouth" in err[-1]
+    )
     (root / "models/cyclegan/mouth").mkdir(parents=True)
     (root / "models/cyclegan/mouth/generator_AB.pt").write_bytes(b"not a torch file")
     with pytest.raises(StageError, match=r"^evaluate@mouth: generator weights .* are unreadable"):
@@ -270,8 +354,10 @@ def test_missing_or_mismatched_curator_is_one_line(tmp_path, shared_data, monkey
         run_stage(stage.main, ["mouth"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == ("error: evaluate@mouth: curator model models/curator/curator.pt not found; "
-                       "train it with `dvc repro train_curator`")
+    assert err[-1] == (
+        "error: evaluate@mouth: curator model models/curator/curator.pt not found; "
+        "train it with `dvc repro train_curator`"
+    )
     write_curator(root, shared_data, source="neutral", target="sad")
     with pytest.raises(StageError, match=r"trained for neutral->sad, the params ask for neutral->happy"):
         stage.main(["mouth"])
@@ -304,8 +390,11 @@ def test_summary_table_and_plot_list_every_roi_with_intervals(tmp_path):
 
     for roi, gain in (("mouth", 0.5), ("eyes", 0.25)):
         (tmp_path / roi).mkdir()
-        (tmp_path / roi / "metrics.json").write_text(json.dumps(
-            {"n_test": 40, "transfer_gain": gain, "transfer_gain_ci": [gain - 0.1, gain + 0.1], "kid_roi": None}))
+        (tmp_path / roi / "metrics.json").write_text(
+            json.dumps(
+                {"n_test": 40, "transfer_gain": gain, "transfer_gain_ci": [gain - 0.1, gain + 0.1], "kid_roi": None}
+            )
+        )
     lines = summary_table(str(tmp_path)).splitlines()
     assert lines[0] == "| metric | eyes | mouth |" and len(lines) == 2 + len(ROWS)
     assert "| transfer gain (`transfer_gain`) | 0.25 [0.15, 0.35] | 0.5 [0.4, 0.6] |" in lines
@@ -320,6 +409,7 @@ def test_summary_table_and_plot_list_every_roi_with_intervals(tmp_path):
 
 
 # ---- identity, the geometry judge, the oracle ---------------------------------------------------------------------
+
 
 def test_swapping_in_another_persons_face_loses_the_identity(shared_data, judge):
     # The face ROI of each CelebA-HQ photo replaced by the next photo's face (another person): dlib must see a new
@@ -376,9 +466,9 @@ def test_geometry_features_follow_the_landmarks():
 
     rng = np.random.default_rng(0)
     pts = rng.uniform(100, 200, (478, 2))
-    pts[33], pts[263] = (100, 100), (200, 100)   # outer eye corners: inter-ocular distance 100, eye line level
-    pts[13], pts[14] = (150, 180), (150, 184)    # lips' centre at y 182
-    pts[61], pts[291] = (120, 182), (180, 182)   # corners level with it, 60 apart
+    pts[33], pts[263] = (100, 100), (200, 100)  # outer eye corners: inter-ocular distance 100, eye line level
+    pts[13], pts[14] = (150, 180), (150, 184)  # lips' centre at y 182
+    pts[61], pts[291] = (120, 182), (180, 182)  # corners level with it, 60 apart
     flat = expression_features(pts)
     assert flat["mouth_width"] == pytest.approx(0.6) and flat["corner_lift"] == pytest.approx(0.0)
     smile = pts.copy()
@@ -403,8 +493,9 @@ def test_an_edit_of_several_rois_pastes_each_part_and_nothing_else(shared_data, 
             assert inside.any() and (out[inside] >= 240).all()
         assert outside_changed_px(face.image, out, *face.support()) == 0
         assert outside_changed_px(face.image, out, face.alpha, face.bbox) > 0  # the eyes lie outside the mouth's
-    metrics, picks = evaluate_faces(both, white, judge, "neutral", "happy", [f.own_crops() for f in both],
-                                    EvalConfig(resamples=100, n_samples=2))
+    metrics, picks = evaluate_faces(
+        both, white, judge, "neutral", "happy", [f.own_crops() for f in both], EvalConfig(resamples=100, n_samples=2)
+    )
     assert metrics["n_test"] == 2 and metrics["outside_changed_px"] == 0 and metrics["kid_roi"] is None
     assert metrics["control_outside_changed_px"] == 0 and len(picks.rows[0][1]) == 2
 

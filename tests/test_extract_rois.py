@@ -1,4 +1,5 @@
 """extract_rois end to end on small tables built from the real CelebA-HQ photos and their BiSeNet maps."""
+
 import json
 import subprocess
 import sys
@@ -41,13 +42,33 @@ def build_inputs(project, shared_data):
         png = encode_png(image)
         image_id = content_id(png)
         truth[image_id] = dict(name=name, image=image, labels=labels, label=label, split=split)
-        images.append(dict(id=image_id, source="test", source_key=name, split=split, label=label,
-                           width=image.shape[1], height=image.shape[0], channels=1 if image.ndim == 2 else 3,
-                           image=png, kept=True, reason=""))
+        images.append(
+            dict(
+                id=image_id,
+                source="test",
+                source_key=name,
+                split=split,
+                label=label,
+                width=image.shape[1],
+                height=image.shape[0],
+                channels=1 if image.ndim == 2 else 3,
+                image=png,
+                kept=True,
+                reason="",
+            )
+        )
         if name != "2116":
-            parsed.append(dict(id=image_id, backend="reference", parse_size=SIDE, face_found=True,
-                               face_bbox=[0, 0, SIDE, SIDE], label_map=encode_png(labels),
-                               class_counts=np.bincount(labels.ravel(), minlength=19).tolist()))
+            parsed.append(
+                dict(
+                    id=image_id,
+                    backend="reference",
+                    parse_size=SIDE,
+                    face_found=True,
+                    face_bbox=[0, 0, SIDE, SIDE],
+                    label_map=encode_png(labels),
+                    class_counts=np.bincount(labels.ravel(), minlength=19).tolist(),
+                )
+            )
         filt.append(dict(id=image_id, kept=name != "2125", reason="" if name != "2125" else "judge_disagrees"))
     write_table_atomic(pa.Table.from_pylist(images), str(project / "data/images/part-00000.parquet"))
     write_table_atomic(pa.Table.from_pylist(parsed), str(project / "data/parsed/part-00000.parquet"))
@@ -58,12 +79,19 @@ def build_inputs(project, shared_data):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, shared_data):
     # the params the assertions below rely on, stated here so tuning params.yaml can't break the test
-    project = scratch_project(tmp_path_factory.mktemp("extract_rois"), {
-        "emotions": {"source": "neutral", "target": "happy"},
-        "rois": {"names": ROIS, "side": {"eyes": 64, "mouth": 64, "face": 128}},
-        "extract_rois": {"margin": {"eyes": 0.25, "mouth": 0.35, "face": 0.15}, "feather": 0.15,
-                         "grow": {"eyes": 0.0, "mouth": 0.4, "face": 0.0},
-                         "sheet_per_domain": 4}})
+    project = scratch_project(
+        tmp_path_factory.mktemp("extract_rois"),
+        {
+            "emotions": {"source": "neutral", "target": "happy"},
+            "rois": {"names": ROIS, "side": {"eyes": 64, "mouth": 64, "face": 128}},
+            "extract_rois": {
+                "margin": {"eyes": 0.25, "mouth": 0.35, "face": 0.15},
+                "feather": 0.15,
+                "grow": {"eyes": 0.0, "mouth": 0.4, "face": 0.0},
+                "sheet_per_domain": 4,
+            },
+        },
+    )
     truth = build_inputs(project, shared_data)
     first = run_stage(project, "extract_rois")
     manifests = {r: pd.read_parquet(project / "data/rois" / f"{r}.parquet") for r in ROIS}
@@ -129,8 +157,9 @@ def test_off_edge_face_is_padded_and_pastes_back(run):
     back = cv2.resize(alpha, box[2:], interpolation=cv2.INTER_LINEAR)
     x, y, w, h = box
     untouched = np.ones(t["image"].shape[:2], bool)
-    untouched[max(y, 0):y + h, max(x, 0):x + w] = back[-min(y, 0):, -min(x, 0):][:t["image"].shape[0] - max(y, 0),
-                                                                                 :t["image"].shape[1] - max(x, 0)] == 0
+    untouched[max(y, 0) : y + h, max(x, 0) : x + w] = (
+        back[-min(y, 0) :, -min(x, 0) :][: t["image"].shape[0] - max(y, 0), : t["image"].shape[1] - max(x, 0)] == 0
+    )
     assert np.array_equal(out[untouched], t["image"][untouched])
     assert np.abs(out.astype(int) - t["image"].astype(int)).mean() < 3
 

@@ -1,5 +1,6 @@
 """filter_masks, train_curator and filter_emotion run for real on a small demo (ingest -> parse first) in a scratch
 project, and are scored against the generator's ground truth (data/demo_truth.parquet, read here only)."""
+
 import json
 import subprocess
 import sys
@@ -12,8 +13,10 @@ from stages.lib.curator import curator_probs, load_curator
 from stages.train_curator import read_faces
 from tests.helpers.stage_runner import run_stage, scratch_project
 
-DEMO = {"ingest": {"source": "demo", "demo": {"n": 300, "side": 256, "seed": 0}},
-        "curator": {"backbone": "judge", "input": "grey_masks", "folds": 5, "epochs": 30, "lr": 0.003}}
+DEMO = {
+    "ingest": {"source": "demo", "demo": {"n": 300, "side": 256, "seed": 0}},
+    "curator": {"backbone": "judge", "input": "grey_masks", "folds": 5, "epochs": 30, "lr": 0.003},
+}
 CHAIN = ("ingest", "parse", "filter_masks", "train_curator", "filter_emotion")
 
 
@@ -41,8 +44,12 @@ def test_every_row_is_kept_or_rejected_with_a_reason(demo, shared_data):
     assert metrics["kept"] + metrics["rejected"] == metrics["input"] == len(fm)
     fem = json.loads((demo / "metrics" / "filter_emotion.json").read_text())
     assert fem["kept"] + sum(fem["by_reason"].values()) == fem["input"] == len(fe)
-    contract = subprocess.run([sys.executable, str(shared_data.parent / "tools" / "check_contract.py"), "data"],
-                              cwd=demo, capture_output=True, text=True)
+    contract = subprocess.run(
+        [sys.executable, str(shared_data.parent / "tools" / "check_contract.py"), "data"],
+        cwd=demo,
+        capture_output=True,
+        text=True,
+    )
     assert contract.returncode == 0, contract.stdout
     assert (demo / "plots" / "filter_masks" / "no_face.png").is_file()
     confusion = (demo / "plots" / "confusion" / "filter_emotion.csv").read_text().splitlines()

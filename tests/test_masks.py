@@ -1,4 +1,5 @@
 """The visibility rule on real parsing maps (../shared/data/parsing_reference) and on hand-made counts."""
+
 import glob
 import os
 
@@ -7,9 +8,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from stages.lib.masks import argwhere_region_counts, counts_matrix, region_counts, split_reasons, visibility_reasons
 from stages.lib.parsing.labelmap import class_counts
-from stages.lib.masks import (argwhere_region_counts, counts_matrix, region_counts,
-                              split_reasons, visibility_reasons)
 
 MIN_PX = {"eyes": 200, "brows": 200, "lips": 200}
 
@@ -74,8 +74,14 @@ def test_a_parse_error_is_the_reject_reason(reference_maps):
     from stages.filter_masks import decide
 
     counts = [class_counts(m) for m in reference_maps.values()][:2]
-    table = decide(["b", "a"], [True, False], counts, 512, {"eyes": 200, "brows": 200, "lips": 200},
-                   errors=["", "corrupt_image: truncated"]).to_pylist()
+    table = decide(
+        ["b", "a"],
+        [True, False],
+        counts,
+        512,
+        {"eyes": 200, "brows": 200, "lips": 200},
+        errors=["", "corrupt_image: truncated"],
+    ).to_pylist()
     by_id = {row["id"]: row for row in table}
     assert by_id["a"]["kept"] is False and by_id["a"]["reason"] == "corrupt_image"
     assert by_id["b"]["reason"] != "corrupt_image"

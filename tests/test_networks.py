@@ -2,8 +2,14 @@ import pytest
 import torch
 
 from stages.lib.errors import StageError
-from stages.lib.networks import (FakePool, PatchDiscriminator, ResnetGenerator, generator_file, init_weights,
-                                 load_generator)
+from stages.lib.networks import (
+    FakePool,
+    PatchDiscriminator,
+    ResnetGenerator,
+    generator_file,
+    init_weights,
+    load_generator,
+)
 
 
 def test_generator_keeps_shape_and_range():
@@ -23,7 +29,7 @@ def test_generator_with_one_downsampling_keeps_a_larger_bottleneck(tmp_path):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert g(x).shape == x.shape
     strided = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
-    assert len(strided) == 1 and g.net[:4 + 3](x).shape[-1] == 16  # c7s1 block, one down block: 16x16
+    assert len(strided) == 1 and g.net[: 4 + 3](x).shape[-1] == 16  # c7s1 block, one down block: 16x16
     # the saved config rebuilds the same net; a file without n_down is read as the recipe's two
     path = tmp_path / "g.pt"
     torch.save(generator_file(g.config, g.state_dict()), path)
@@ -78,8 +84,10 @@ def test_fake_pool_fills_then_swaps_half():
         returned_old = out != new
         swapped += int(returned_old.sum())
         # a swapped-out image came from the pool, and the new one took its place
-        assert all(v.item() in set(pool.images.flatten().tolist()) | set(range(4)) | set(range(100, 150))
-                   for v in out[returned_old])
+        assert all(
+            v.item() in set(pool.images.flatten().tolist()) | set(range(4)) | set(range(100, 150))
+            for v in out[returned_old]
+        )
         assert pool.count == 4
     assert 30 < swapped < 70  # about half of 100
     zero = FakePool(0, torch.Generator())
@@ -125,8 +133,9 @@ def test_the_pool_returns_a_batch_of_fakes_or_stored_images_for_any_sizes(pool_s
 
 @pytest.mark.parametrize("kind", ["residual", "attention"])
 def test_identity_initialised_generators_return_their_input_at_step_0(kind, tmp_path):
-    g = init_weights(ResnetGenerator(ngf=4, n_blocks=1, n_down=1, kind=kind),
-                     generator=torch.Generator().manual_seed(0))
+    g = init_weights(
+        ResnetGenerator(ngf=4, n_blocks=1, n_down=1, kind=kind), generator=torch.Generator().manual_seed(0)
+    )
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     assert torch.equal(g(x), x)
     out, mask = g.edit(x)
@@ -155,8 +164,10 @@ def test_unknown_generator_kind_is_a_one_line_error():
 
 
 def test_resize_upsampling_has_no_transposed_convolution_and_reloads(tmp_path):
-    g = init_weights(ResnetGenerator(ngf=4, n_blocks=1, n_down=2, kind="residual", upsample="resize"),
-                     generator=torch.Generator().manual_seed(0))
+    g = init_weights(
+        ResnetGenerator(ngf=4, n_blocks=1, n_down=2, kind="residual", upsample="resize"),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
     assert sum(isinstance(m, torch.nn.Upsample) for m in g.modules()) == 2
     x = torch.rand(2, 3, 32, 32) * 2 - 1

@@ -1,6 +1,7 @@
 """Tests never import bench/: bench scripts are measurements that may change or need data and time a test has not
 got, so what tests share lives in tests/helpers (which bench may import). Run: pytest tests/test_no_bench_imports.py
 """
+
 import ast
 
 from tests.conftest import ROOT
@@ -28,7 +29,9 @@ def test_no_test_or_helper_imports_bench():
 
 
 def test_every_form_of_a_bench_import_is_caught():
-    source = ("import bench\nimport os, bench.judge\nfrom bench import judge\n"
-              "def f():\n    from bench.judge import HAPPY\n"
-              "import benchmark\nfrom tests.helpers import bench_like\nfrom . import bench_x\n")
+    source = (
+        "import bench\nimport os, bench.judge\nfrom bench import judge\n"
+        "def f():\n    from bench.judge import HAPPY\n"
+        "import benchmark\nfrom tests.helpers import bench_like\nfrom . import bench_x\n"
+    )
     assert bench_imports(source) == [(1, "bench"), (2, "bench.judge"), (3, "bench"), (5, "bench.judge")]

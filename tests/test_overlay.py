@@ -1,12 +1,20 @@
 """Overlay and quality metrics on real photos: nothing outside the mask moves, colour matching undoes a brightening
 generator, Poisson cloning keeps the photo's lighting, and PSNR/SSIM/KID agree with their definitions."""
+
 import numpy as np
 import pytest
 
 from stages.lib.errors import StageError
-from stages.lib.overlay import (brightness_shift, color_match, color_match_context, color_match_histogram,
-                                color_match_mean_std,
-                                composite, luminance, outside_changed_px)
+from stages.lib.overlay import (
+    brightness_shift,
+    color_match,
+    color_match_context,
+    color_match_histogram,
+    color_match_mean_std,
+    composite,
+    luminance,
+    outside_changed_px,
+)
 from stages.lib.quality import PSNR_MAX, kid, mmd2_unbiased, polynomial_kernel, psnr, ssim_map
 from stages.lib.rois import crop_roi, paste_weights, roi_alpha, roi_box
 from tests.test_rois import load_reference
@@ -126,11 +134,12 @@ def test_unknown_methods_are_one_line_errors(shared_data):
 
 # ---- PSNR and SSIM --------------------------------------------------------------------------------------------
 
+
 def test_psnr_follows_its_definition():
     a = np.full((10, 10), 100, np.uint8)
     b = a.copy()
     b[0, :] = 110  # MSE = 10 rows^-1 * 100 = 10
-    assert psnr(a, b) == pytest.approx(10 * np.log10(255 ** 2 / 10.0))
+    assert psnr(a, b) == pytest.approx(10 * np.log10(255**2 / 10.0))
     assert psnr(a, a) == PSNR_MAX
     region = np.zeros((10, 10), bool)
     region[5:] = True
@@ -143,7 +152,7 @@ def test_ssim_is_one_for_equal_images_and_follows_the_luminance_term_for_flat_on
     # Flat images: variances and covariance are 0, so SSIM is the luminance term alone.
     a, b = np.full((20, 20), 80, np.uint8), np.full((20, 20), 120, np.uint8)
     c1 = (0.01 * 255) ** 2
-    assert ssim_map(a, b) == pytest.approx(np.full((20, 20), (2 * 80 * 120 + c1) / (80 ** 2 + 120 ** 2 + c1)))
+    assert ssim_map(a, b) == pytest.approx(np.full((20, 20), (2 * 80 * 120 + c1) / (80**2 + 120**2 + c1)))
 
 
 def test_ssim_falls_with_noise_and_is_symmetric(shared_data):
@@ -156,6 +165,7 @@ def test_ssim_falls_with_noise_and_is_symmetric(shared_data):
 
 
 # ---- KID ------------------------------------------------------------------------------------------------------
+
 
 def test_unbiased_mmd_matches_the_pairwise_sums():
     rng = np.random.default_rng(0)

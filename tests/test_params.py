@@ -1,5 +1,6 @@
 """Strict params: a misspelled or unknown key, a bad number, or keys that do not fit together is one line naming
 the key, at the first stage that reads it, never silently ignored."""
+
 import pytest
 
 from stages import evaluate, extract_rois, filter_emotion, filter_masks, ingest, train_curator
@@ -10,9 +11,13 @@ from stages.lib.parsing import read_params as parse_params
 from tests.helpers.stage_runner import default_params, merge
 
 READERS = {
-    "ingest": ingest.read_params, "parse": parse_params, "filter_masks": filter_masks.read_params,
-    "curator": train_curator.read_params, "filter_emotion": filter_emotion.read_params,
-    "extract_rois": extract_rois.read_params, "train": lambda p: read_config(p, "mouth"),
+    "ingest": ingest.read_params,
+    "parse": parse_params,
+    "filter_masks": filter_masks.read_params,
+    "curator": train_curator.read_params,
+    "filter_emotion": filter_emotion.read_params,
+    "extract_rois": extract_rois.read_params,
+    "train": lambda p: read_config(p, "mouth"),
     "evaluate": evaluate.read_params,
 }
 
@@ -28,18 +33,24 @@ def test_the_committed_params_are_all_known(block):
     READERS[block](default_params())
 
 
-@pytest.mark.parametrize("block, overrides, message", [
-    ("parse", {"parse": {"visibilty": False}}, "unknown key parse.visibilty; did you mean parse.visibility?"),
-    ("train", {"train": {"lrr": 0.1}}, "unknown key train.lrr; did you mean train.lr?"),
-    ("ingest", {"ingest": {"min_sise": 20}}, "unknown key ingest.min_sise; did you mean ingest.min_size?"),
-    ("filter_masks", {"filter_masks": {"sheet_mx": 3}},
-     "unknown key filter_masks.sheet_mx; did you mean filter_masks.sheet_max?"),
-    ("train", {"train": {"epochs": {"face": 2, "moth": 3}}}, "unknown key train.epochs.moth"),
-    ("evaluate", {"evalute": {"seed": 1}}, "unknown block 'evalute'; did you mean evaluate?"),
-    ("train", {"train": {"lr": 0}}, "train.lr=0 must be a number"),
-    ("train", {"train": {"lr": "fast"}}, "train.lr='fast' is text, not a number"),
-    ("extract_rois", {"rois": {"side": {"mouth": 33}}}, "rois.side.mouth=33 must be divisible by 2"),
-])
+@pytest.mark.parametrize(
+    "block, overrides, message",
+    [
+        ("parse", {"parse": {"visibilty": False}}, "unknown key parse.visibilty; did you mean parse.visibility?"),
+        ("train", {"train": {"lrr": 0.1}}, "unknown key train.lrr; did you mean train.lr?"),
+        ("ingest", {"ingest": {"min_sise": 20}}, "unknown key ingest.min_sise; did you mean ingest.min_size?"),
+        (
+            "filter_masks",
+            {"filter_masks": {"sheet_mx": 3}},
+            "unknown key filter_masks.sheet_mx; did you mean filter_masks.sheet_max?",
+        ),
+        ("train", {"train": {"epochs": {"face": 2, "moth": 3}}}, "unknown key train.epochs.moth"),
+        ("evaluate", {"evalute": {"seed": 1}}, "unknown block 'evalute'; did you mean evaluate?"),
+        ("train", {"train": {"lr": 0}}, "train.lr=0 must be a number"),
+        ("train", {"train": {"lr": "fast"}}, "train.lr='fast' is text, not a number"),
+        ("extract_rois", {"rois": {"side": {"mouth": 33}}}, "rois.side.mouth=33 must be divisible by 2"),
+    ],
+)
 def test_bad_params_are_one_line_naming_the_key(block, overrides, message):
     with pytest.raises(StageError) as err:
         READERS[block](merge(default_params(), overrides))

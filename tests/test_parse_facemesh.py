@@ -1,4 +1,5 @@
 """FaceMesh backend: quality against the BiSeNet reference masks, side convention, sizes, greyscale, no-face."""
+
 import numpy as np
 import pytest
 from PIL import Image

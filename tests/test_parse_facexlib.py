@@ -1,4 +1,5 @@
 """facexlib backends on checkpoints of the real architectures saved with random weights (no download needed)."""
+
 import numpy as np
 import pytest
 import torch
@@ -65,12 +66,14 @@ def test_batch_equals_one_by_one(checkpoints):
 def test_parsenet_order_is_remapped_to_canonical(checkpoints, monkeypatch):
     parser = fx.FacexlibParser("parsenet", checkpoints["parsenet"], 64, "cpu")
     assert parser.prepare(faces(1)[0])[0].shape == (64, 64, 3)
+
     # Drive the real infer path with logits that put ParseNet class k in row-block k.
     def fake_forward(x):
         logits = torch.zeros(x.shape[0], 19, 19, 4)
         for k in range(19):
             logits[:, k, k, :] = 1.0
         return logits
+
     monkeypatch.setattr(parser, "forward", fake_forward)
     (label_map,) = parser.infer([np.zeros((64, 64, 3), np.uint8)])
     for k, name in enumerate(fx.PARSENET_CLASSES):
@@ -84,9 +87,9 @@ def test_parsenet_order_is_remapped_to_canonical(checkpoints, monkeypatch):
 
 def face_like_map(side):
     m = np.zeros((side, side), np.uint8)
-    m[side // 8: -side // 8, side // 8: -side // 8] = 1
-    m[side // 3, side // 4: side // 2] = 4
-    m[2 * side // 3, side // 3: 2 * side // 3] = 12
+    m[side // 8 : -side // 8, side // 8 : -side // 8] = 1
+    m[side // 3, side // 4 : side // 2] = 4
+    m[2 * side // 3, side // 3 : 2 * side // 3] = 12
     return m
 
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from stages.lib.parsing.facemesh import walk_contours
 from stages.lib.boxes import mask_bbox
+from stages.lib.parsing.facemesh import walk_contours
 from stages.lib.parsing.labelmap import class_counts, colourise, iou, reference_ious
 
 
@@ -34,13 +34,13 @@ def test_iou_and_bbox():
 def test_reference_ious_unions_sides_and_skips_absent_regions():
     ref = np.zeros((8, 8), np.uint8)
     pred = np.zeros((8, 8), np.uint8)
-    ref[1, 1:4] = 2      # reference calls both brows "left"
+    ref[1, 1:4] = 2  # reference calls both brows "left"
     pred[1, 1:3] = 2
     pred[1, 3] = 3
     ref[6, 2:5] = 12
     ious = reference_ious(pred, ref)
     assert ious["brows"] == 1.0
-    assert ious["eyes"] is None          # reference has no eye pixels: not judged
+    assert ious["eyes"] is None  # reference has no eye pixels: not judged
     assert ious["lips"] == 0.0
 
 

@@ -1,4 +1,5 @@
 """`python -m stages.parse` end to end on small images tables: rows in = rows out, determinism, errors, contract."""
+
 import json
 import os
 import subprocess
@@ -17,8 +18,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def stage_args(tmp, out):
-    return ["--images", str(tmp / "data" / "images"), "--out", str(tmp / "data" / out),
-            "--metrics", str(tmp / f"{out}.json"), "--plot", str(tmp / f"{out}.png")]
+    return [
+        "--images",
+        str(tmp / "data" / "images"),
+        "--out",
+        str(tmp / "data" / out),
+        "--metrics",
+        str(tmp / f"{out}.json"),
+        "--plot",
+        str(tmp / f"{out}.png"),
+    ]
 
 
 def run_in_process(tmp, params, out, monkeypatch):
@@ -42,7 +51,13 @@ def run_stage(tmp, params, out="parsed"):
     params_file.write_text("parse: " + json.dumps(params) + "\n")
     env = dict(os.environ, FACECUR_PARAMS=str(params_file), OMP_NUM_THREADS="1")
     return subprocess.run(
-        [sys.executable, "-m", "stages.parse"] + stage_args(tmp, out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "stages.parse"] + stage_args(tmp, out),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +67,25 @@ def table(shared_data, tmp_path_factory):
     colour = np.asarray(Image.open(ref[1]).convert("RGB").resize((300, 260)))  # not 512, not square
     grey = np.asarray(Image.open(ref[2]).convert("L").resize((350, 350)))
     rng = np.random.default_rng(0)
-    items = [("colour", colour), ("grey", grey), ("blank", np.full((128, 96), 200, np.uint8)),
-             ("noise", rng.integers(0, 255, (100, 140, 3), dtype=np.uint8)),
-             ("broken", None, "corrupt_image")]
+    items = [
+        ("colour", colour),
+        ("grey", grey),
+        ("blank", np.full((128, 96), 200, np.uint8)),
+        ("noise", rng.integers(0, 255, (100, 140, 3), dtype=np.uint8)),
+        ("broken", None, "corrupt_image"),
+    ]
     write_images_table(tmp / "data" / "images", items)
     return tmp
 
 
-FACEMESH = {"backend": "facemesh", "weights": "", "input_side": 512, "batch": 2, "device": "cpu",
-            "min_detect_size": 192}
+FACEMESH = {
+    "backend": "facemesh",
+    "weights": "",
+    "input_side": 512,
+    "batch": 2,
+    "device": "cpu",
+    "min_detect_size": 192,
+}
 
 
 def test_facemesh_stage_every_kept_row_out_once(table):

@@ -3,12 +3,12 @@ filter_masks' rule then rejects on the demo (per recorded defect) and on real ph
 
 Run: pytest tests/test_parse_visibility.py   (about 30 s on one core: 300 demo faces and 150 photos through FaceMesh)
 """
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from stages.lib.parsing.visibility import (BACKGROUND, SKIN, VisibilityThresholds, eye_opening, hidden_features,
-                                           measure)
+from stages.lib.parsing.visibility import BACKGROUND, SKIN, VisibilityThresholds, eye_opening, hidden_features, measure
 from tests.helpers.visibility_rates import HIDDEN_DEFECTS, find_landmarks, rates_by_defect, rejected
 
 pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype:UserWarning")
@@ -28,8 +28,9 @@ def parser():
 
 # ------------------------------------------------------------------------------------------ measures, crafted input
 
+
 def disc(shape, cx, cy, rx, ry):
-    ys, xs = np.mgrid[:shape[0], :shape[1]]
+    ys, xs = np.mgrid[: shape[0], : shape[1]]
     return ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1
 
 
@@ -78,6 +79,7 @@ def test_eye_opening_is_lid_gap_over_width():
 
 # ---------------------------------------------------------------------- occluders painted over a real photo's face
 
+
 @pytest.fixture(scope="module")
 def real_face(parser, shared_data):
     """A reference photo, its landmarks in pixels and its landmark-only label map."""
@@ -101,7 +103,7 @@ def test_a_bar_over_real_eyes_hides_them(real_face):
     eyes = np.isin(label_map, (4, 5))
     rows = np.flatnonzero(eyes.any(axis=1))
     covered = image.copy()
-    covered[rows[0] - 15:rows[-1] + 15, :] = (20, 22, 25)  # the same landmarks, as FaceMesh would still place them
+    covered[rows[0] - 15 : rows[-1] + 15, :] = (20, 22, 25)  # the same landmarks, as FaceMesh would still place them
     hidden = hidden_features(covered, pixels, label_map, LIMITS)
     assert hidden.get(4) == BACKGROUND and hidden.get(5) == BACKGROUND
 
@@ -112,7 +114,7 @@ def test_a_skin_coloured_hand_over_a_real_mouth_hides_it(real_face):
     rows, cols = np.flatnonzero(mouth.any(axis=1)), np.flatnonzero(mouth.any(axis=0))
     covered = image.copy()
     tone = np.median(image[label_map == SKIN], axis=0).astype(np.uint8)
-    covered[rows[0] - 20:rows[-1] + 20, cols[0] - 30:cols[-1] + 30] = tone
+    covered[rows[0] - 20 : rows[-1] + 20, cols[0] - 30 : cols[-1] + 30] = tone
     hidden = hidden_features(covered, pixels, label_map, LIMITS)
     assert all(hidden.get(c) == BACKGROUND for c in (11, 12, 13)) and 4 not in hidden
 
@@ -127,6 +129,7 @@ def test_closed_lids_become_skin(real_face):
 
 
 # ------------------------------------------------------------------------------ what filter_masks rejects, measured
+
 
 @pytest.fixture(scope="module")
 def demo(parser):

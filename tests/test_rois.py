@@ -1,11 +1,20 @@
 """ROI geometry: boxes from real label maps, crops, alphas, and the paste that inverts the crop (incl. off-image)."""
+
 import cv2
 import numpy as np
 import pytest
 
 from stages.lib.errors import StageError
-from stages.lib.rois import (ROI_CLASSES, box_leaves_image, crop_roi, paste_roi, paste_weights, region_mask,
-                             roi_alpha, roi_box)
+from stages.lib.rois import (
+    ROI_CLASSES,
+    box_leaves_image,
+    crop_roi,
+    paste_roi,
+    paste_weights,
+    region_mask,
+    roi_alpha,
+    roi_box,
+)
 
 PHOTOS = ["1", "1112", "1309", "1319", "1321", "1333", "2095", "2116", "2125"]
 
@@ -24,13 +33,15 @@ def textured(h, w, channels=3, seed=0):
     """A smooth but non-trivial image, so resampling errors are small and mistakes in geometry are large."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     rng = np.random.default_rng(seed)
-    planes = [127 + 100 * np.sin(xx / rng.uniform(6, 12) + c) * np.cos(yy / rng.uniform(6, 12) - c)
-              for c in range(channels)]
+    planes = [
+        127 + 100 * np.sin(xx / rng.uniform(6, 12) + c) * np.cos(yy / rng.uniform(6, 12) - c) for c in range(channels)
+    ]
     img = np.stack(planes, axis=-1) if channels == 3 else planes[0]
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
 # ---- boxes -----------------------------------------------------------------------------------------------------
+
 
 def test_boxes_are_square_contain_the_region_and_keep_its_aspect(shared_data):
     for name in PHOTOS:
@@ -91,6 +102,7 @@ def test_grow_dilates_the_region_by_a_fraction_of_its_width_for_box_and_alpha():
 
 # ---- crop --------------------------------------------------------------------------------------------------------
 
+
 def test_crop_inside_at_scale_one_is_the_pixels():
     img = textured(60, 80)
     assert np.array_equal(crop_roi(img, (10, 5, 30, 30), 30), img[5:35, 10:40])
@@ -120,6 +132,7 @@ def test_crop_rejects_bad_boxes():
 
 
 # ---- alpha -------------------------------------------------------------------------------------------------------
+
 
 def test_alpha_is_opaque_on_the_region_and_feathers_outward(shared_data):
     _, labels = load_reference(shared_data, "1112")
@@ -162,10 +175,16 @@ def test_alpha_is_zero_where_the_box_leaves_the_image():
 
 EDGE_BOXES = {
     "inside": (20, 15, 40, 40),
-    "left": (-12, 20, 40, 40), "right": (70, 20, 40, 40), "top": (25, -15, 40, 40), "bottom": (25, 50, 40, 40),
-    "top_left": (-10, -10, 40, 40), "top_right": (75, -8, 40, 40),
-    "bottom_left": (-9, 55, 40, 40), "bottom_right": (80, 60, 40, 40),
-    "covers_all": (-20, -20, 140, 120), "fully_outside": (200, 5, 40, 40),
+    "left": (-12, 20, 40, 40),
+    "right": (70, 20, 40, 40),
+    "top": (25, -15, 40, 40),
+    "bottom": (25, 50, 40, 40),
+    "top_left": (-10, -10, 40, 40),
+    "top_right": (75, -8, 40, 40),
+    "bottom_left": (-9, 55, 40, 40),
+    "bottom_right": (80, 60, 40, 40),
+    "covers_all": (-20, -20, 140, 120),
+    "fully_outside": (200, 5, 40, 40),
 }
 
 
@@ -179,7 +198,7 @@ def test_round_trip_reproduces_the_box_and_touches_nothing_else(name, size):
     full = np.full((size, size), 255, np.uint8)
     out = paste_roi(img, crop, box, full)
     inside = np.zeros(img.shape[:2], bool)
-    inside[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)] = True
+    inside[max(y, 0) : max(y + h, 0), max(x, 0) : max(x + w, 0)] = True
     assert np.array_equal(out[~inside], img[~inside])
     if size == w:
         assert np.array_equal(out, img)  # no resampling, so the round trip is exact
@@ -208,12 +227,12 @@ def test_paste_changes_zero_pixels_outside_the_alpha_support(name):
     allowed = np.zeros(img.shape[:2], bool)
     r0, r1 = int(np.floor(y + (4 - 1) * sy)), int(np.ceil(y + (20 + 1) * sy))
     c0, c1 = int(np.floor(x + (10 - 1) * sx)), int(np.ceil(x + (30 + 1) * sx))
-    allowed[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)] = True
+    allowed[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = True
     assert not changed[~allowed].any()
     core = np.zeros_like(allowed)
     r0, r1 = int(np.ceil(y + 5 * sy)), int(np.floor(y + 19 * sy))
     c0, c1 = int(np.ceil(x + 11 * sx)), int(np.floor(x + 29 * sx))
-    core[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)] = True
+    core[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = True
     assert changed[core].all()  # where alpha is 1 the new content did land
 
 

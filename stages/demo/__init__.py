@@ -19,6 +19,7 @@ Modules: plan (what each sample is), render (the stream), portrait (a whole face
 features (eyes, brows, nose, mouth, cheeks), defects (occluders, sunglasses), look (the random person and
 expression), canvas (the face-unit canvas everything is painted on), photo (backdrop, non-faces, camera finish).
 """
+
 from .plan import BLOCK, DEFECTS, demo_plan
 from .render import DemoSample, demo_sample, render_demo
 

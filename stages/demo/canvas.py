@@ -1,5 +1,6 @@
 """The canvas a demo face is painted on (an RGB image whose pixels also have face-unit coordinates, so shapes are
 painted as soft masks), the face-unit positions of the features, and the curve helpers the painters share."""
+
 import math
 
 import cv2
@@ -23,7 +24,7 @@ class Canvas:
         self.cx, self.cy = center
         self.scale = scale
         self.cos, self.sin = math.cos(roll), math.sin(roll)
-        ys, xs = np.mgrid[0:self.h, 0:self.w].astype(np.float32)
+        ys, xs = np.mgrid[0 : self.h, 0 : self.w].astype(np.float32)
         dx, dy = xs - self.cx, ys - self.cy
         self.u = (self.cos * dx + self.sin * dy) / scale
         self.v = (-self.sin * dx + self.cos * dy) / scale
@@ -121,7 +122,7 @@ def curve(f, x0, x1, n=24):
 
 def bezier(p0, p1, p2, n=16):
     t = np.linspace(0, 1, n)[:, None]
-    return (1 - t) ** 2 * np.asarray(p0) + 2 * (1 - t) * t * np.asarray(p1) + t ** 2 * np.asarray(p2)
+    return (1 - t) ** 2 * np.asarray(p0) + 2 * (1 - t) * t * np.asarray(p1) + t**2 * np.asarray(p2)
 
 
 def mix(a, b, t):

@@ -3,6 +3,7 @@
 Closed eyes, tiny and cut-off faces are drawn by the portrait itself (expression and placement); non-faces and
 duplicates are chosen by the plan.
 """
+
 from .canvas import EYE_X, MOUTH_Y
 
 
@@ -11,8 +12,10 @@ def paint_defect(canvas, look, defect, rng):
         if rng.random() < 0.5:
             _paint_hand(canvas, look, rng)
         else:
-            bar = canvas.polygon([(-0.75, MOUTH_Y - 0.25), (0.75, MOUTH_Y - 0.25), (0.75, MOUTH_Y + 0.3),
-                                  (-0.75, MOUTH_Y + 0.3)], blur_px=0.5)
+            bar = canvas.polygon(
+                [(-0.75, MOUTH_Y - 0.25), (0.75, MOUTH_Y - 0.25), (0.75, MOUTH_Y + 0.3), (-0.75, MOUTH_Y + 0.3)],
+                blur_px=0.5,
+            )
             canvas.paint(bar, rng.uniform(0, 80, 3))
     elif defect == "eyes_occluded":
         bar = canvas.polygon([(-0.85, -0.22), (0.85, -0.22), (0.85, 0.18), (-0.85, 0.18)], blur_px=0.5)

@@ -1,4 +1,5 @@
 """The parts of a face painted on a `Canvas`: eyes (open or closed), brows, nose, mouth, cheeks and folds."""
+
 import numpy as np
 
 from .canvas import BROW_Y, EYE_HALF_W, EYE_X, MOUTH_Y, NOSE_TIP_Y, NOSTRIL_Y, bezier, curve
@@ -16,16 +17,18 @@ def paint_eyes(canvas, look, expr):
 
 def _lid_curves(cx, side, up, low):
     """Upper and lower lid as functions of x: arcs that meet at the eye corners, the upper one peaking inward."""
+
     def t(x):
         return np.clip((x - cx) / EYE_HALF_W, -1, 1)
 
     def upper(x):
         tt = t(x)
-        return -up * (1 - tt ** 2) * (1 - 0.15 * side * tt)
+        return -up * (1 - tt**2) * (1 - 0.15 * side * tt)
 
     def lower(x):
         tt = t(x)
-        return low * (1 - tt ** 2) * (1 + 0.1 * side * tt)
+        return low * (1 - tt**2) * (1 + 0.1 * side * tt)
+
     return upper, lower
 
 
@@ -40,8 +43,10 @@ def _open_eye(canvas, look, expr, cx, side):
     ix, iy = cx + look.gaze[0], look.gaze[1] - 0.005
     iris = canvas.ellipse(ix, iy, 0.085, 0.085) * white
     canvas.paint(iris, look.iris)
-    canvas.shade(canvas.ellipse(ix, iy, 0.085, 0.085, soft_px=3) * white * (1 - canvas.ellipse(ix, iy, 0.06, 0.06,
-                                                                                                 soft_px=3)), 0.7)
+    canvas.shade(
+        canvas.ellipse(ix, iy, 0.085, 0.085, soft_px=3) * white * (1 - canvas.ellipse(ix, iy, 0.06, 0.06, soft_px=3)),
+        0.7,
+    )
     canvas.paint(canvas.ellipse(ix, iy, 0.037, 0.037) * white, (12, 10, 10))
     canvas.paint(canvas.ellipse(ix + 0.025, iy - 0.03, 0.014, 0.014) * white, (250, 250, 250), 0.9)
     lash = curve(upper, x0 - 0.02, x1 + 0.02)
@@ -84,15 +89,19 @@ def paint_brows(canvas, look, expr):
 def paint_nose(canvas, look):
     w = look.nose_w
     lit = 1 if look.light[0] > 0 else -1  # the bridge's far side from the light is in shadow
-    bridge = canvas.polygon([(-lit * 0.09, 0.02), (-lit * 0.05, 0.02), (-lit * 0.1 * w, 0.5), (-lit * 0.16 * w, 0.5)],
-                            blur_px=2.5)
+    bridge = canvas.polygon(
+        [(-lit * 0.09, 0.02), (-lit * 0.05, 0.02), (-lit * 0.1 * w, 0.5), (-lit * 0.16 * w, 0.5)], blur_px=2.5
+    )
     canvas.shade(bridge, 0.82)
     canvas.shade(canvas.blob(0, NOSE_TIP_Y - 0.04, 0.07 * w, 0.06), 1.12)  # highlight on the tip
-    canvas.shade(canvas.blob(0, NOSTRIL_Y + 0.07, 0.16 * w, 0.03), 0.8)   # shadow under the nose
+    canvas.shade(canvas.blob(0, NOSTRIL_Y + 0.07, 0.16 * w, 0.03), 0.8)  # shadow under the nose
     for side in (-1, 1):
-        ala = curve(lambda x: NOSTRIL_Y - 0.09 * np.sqrt(np.clip(1 - ((x - side * 0.13 * w) / (0.07 * w)) ** 2, 0,
-                                                                      1)),
-                     side * 0.2 * w, side * 0.09 * w, 12)
+        ala = curve(
+            lambda x: NOSTRIL_Y - 0.09 * np.sqrt(np.clip(1 - ((x - side * 0.13 * w) / (0.07 * w)) ** 2, 0, 1)),
+            side * 0.2 * w,
+            side * 0.09 * w,
+            12,
+        )
         canvas.shade(canvas.stroke(ala, 0.022, blur_px=0.8), 0.62)
         canvas.paint(canvas.ellipse(side * 0.075 * w, NOSTRIL_Y, 0.045 * w, 0.022, soft_px=1.5), (45, 28, 25), 0.85)
 
@@ -105,21 +114,21 @@ def paint_mouth(canvas, look, expr):
 
     def profile(x):
         t = np.clip(x / w, -1, 1)
-        return np.sqrt(1 - t ** 2) if expr.round_mouth else (1 - t ** 2) ** 0.9
+        return np.sqrt(1 - t**2) if expr.round_mouth else (1 - t**2) ** 0.9
 
     def cupid(x):
         t = np.clip(np.abs(x) / w, 0, 1)
-        return 1.0 - 0.35 * np.exp(-(t / 0.12) ** 2)  # a dip at the middle of the upper lip
+        return 1.0 - 0.35 * np.exp(-((t / 0.12) ** 2))  # a dip at the middle of the upper lip
 
     inner_up = lambda x: line(x) - expr.open_up * profile(x)
     inner_low = lambda x: line(x) + expr.open_down * profile(x)
     outer_up = lambda x: inner_up(x) - 0.075 * full * profile(x) ** 0.5 * cupid(x) - 0.01
     outer_low = lambda x: inner_low(x) + 0.095 * full * profile(x) ** 0.6
     canvas.shade(canvas.blob(0, MOUTH_Y + 0.2 + expr.open_down, 0.18, 0.05), 0.85)  # shadow under the lower lip
-    canvas.paint(canvas.polygon(np.concatenate([curve(outer_up, -w, w), curve(inner_up, w, -w)]), 0.5),
-                 look.lips * 0.82)
-    canvas.paint(canvas.polygon(np.concatenate([curve(inner_low, -w, w), curve(outer_low, w, -w)]), 0.5),
-                 look.lips)
+    canvas.paint(
+        canvas.polygon(np.concatenate([curve(outer_up, -w, w), curve(inner_up, w, -w)]), 0.5), look.lips * 0.82
+    )
+    canvas.paint(canvas.polygon(np.concatenate([curve(inner_low, -w, w), curve(outer_low, w, -w)]), 0.5), look.lips)
     canvas.shade(canvas.blob(0, MOUTH_Y + expr.open_down + 0.045 * full, 0.12, 0.02), 1.15)  # lower-lip gloss
     if expr.open_up + expr.open_down > 0.02:
         gap = np.concatenate([curve(inner_up, -w * 0.98, w * 0.98), curve(inner_low, w * 0.98, -w * 0.98)])

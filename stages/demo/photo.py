@@ -1,8 +1,10 @@
 """The photo around a face: the blurred backdrop, the pictures with no face in them, and the camera's finish."""
+
 import math
 
 import cv2
 import numpy as np
+
 
 def background(rng, size):
     """A smooth two-colour gradient with a few soft blobs, like an out-of-focus room or studio backdrop.
@@ -44,8 +46,14 @@ def draw_non_face(rng, size):
                 cv2.fillPoly(img, [pts], colour, cv2.LINE_AA)
             else:
                 c = tuple(int(v) for v in rng.integers(0, size, 2))
-                cv2.rectangle(img, c, (c[0] + int(rng.integers(10, 80)), c[1] + int(rng.integers(10, 80))), colour,
-                              -1, cv2.LINE_AA)
+                cv2.rectangle(
+                    img,
+                    c,
+                    (c[0] + int(rng.integers(10, 80)), c[1] + int(rng.integers(10, 80))),
+                    colour,
+                    -1,
+                    cv2.LINE_AA,
+                )
         rgb = img.astype(np.float32)
     return finish(rgb, rng)
 

@@ -3,18 +3,36 @@
 Emotions, label noise and defects are dealt from a shuffled deck per block of `BLOCK` samples, so the rates are exact
 on whole blocks and close on any prefix; slot i depends only on (i, seed).
 """
+
 from dataclasses import dataclass
 
 import numpy as np
 
-DEFECTS = ("none", "mouth_occluded", "eyes_occluded", "sunglasses", "eyes_closed", "too_small", "cut_off",
-           "non_face", "duplicate")
+DEFECTS = (
+    "none",
+    "mouth_occluded",
+    "eyes_occluded",
+    "sunglasses",
+    "eyes_closed",
+    "too_small",
+    "cut_off",
+    "non_face",
+    "duplicate",
+)
 
 # One deck per block of BLOCK samples. Counts are per block.
 BLOCK = 300
 EMOTION_DECK = {"neutral": 126, "happy": 126, "sad": 24, "surprise": 24}
-DEFECT_DECK = {"mouth_occluded": 12, "eyes_occluded": 9, "sunglasses": 9, "eyes_closed": 9, "too_small": 9,
-               "cut_off": 9, "non_face": 5, "duplicate": 1}
+DEFECT_DECK = {
+    "mouth_occluded": 12,
+    "eyes_occluded": 9,
+    "sunglasses": 9,
+    "eyes_closed": 9,
+    "too_small": 9,
+    "cut_off": 9,
+    "non_face": 5,
+    "duplicate": 1,
+}
 # Label noise is put on defect-free faces only, so that each reject has exactly one cause to score.
 NOISE_HAPPY_AS_NEUTRAL = 22
 NOISE_NEUTRAL_AS_HAPPY = 8
@@ -41,8 +59,9 @@ def _block_plan(seed: int, block: int) -> list:
         defects[0], defects[k] = defects[k], defects[0]
     labels, noise = list(emotions), [False] * BLOCK
     clean = [j for j in rng.permutation(BLOCK) if defects[j] == "none"]
-    flips = ([j for j in clean if emotions[j] == "happy"][:NOISE_HAPPY_AS_NEUTRAL]
-             + [j for j in clean if emotions[j] == "neutral"][:NOISE_NEUTRAL_AS_HAPPY])
+    flips = [j for j in clean if emotions[j] == "happy"][:NOISE_HAPPY_AS_NEUTRAL] + [
+        j for j in clean if emotions[j] == "neutral"
+    ][:NOISE_NEUTRAL_AS_HAPPY]
     for j in flips:
         labels[j] = "neutral" if emotions[j] == "happy" else "happy"
         noise[j] = True
@@ -77,8 +96,12 @@ def demo_plan(n: int = 600, seed: int = 0) -> list:
 
 
 def slot_truth(slot: Slot) -> dict:
-    return {"true_emotion": None if slot.defect == "non_face" else slot.emotion, "label_noise": slot.label_noise,
-            "defect": slot.defect, "duplicate_of": None}
+    return {
+        "true_emotion": None if slot.defect == "non_face" else slot.emotion,
+        "label_noise": slot.label_noise,
+        "defect": slot.defect,
+        "duplicate_of": None,
+    }
 
 
 def duplicate_source(seed: int, index: int) -> int:

@@ -1,4 +1,5 @@
 """A whole demo portrait: the person placed in the frame, body, head and hair, the face's features, the defect."""
+
 import math
 
 import numpy as np
@@ -63,7 +64,7 @@ def _head_outline(look, n=64):
     """Closed outline of the face: a round cranium on top, a superellipse jaw below the cheekbones."""
     w = look.face_w
     top = [(w * math.cos(t), CRANIUM_TOP * math.sin(t)) for t in np.linspace(0, math.pi, n // 2)]
-    jaw = [(w * (1 - t ** look.jaw) ** (1 / look.jaw), CHIN_Y * t) for t in np.linspace(0, 1, n // 2)]
+    jaw = [(w * (1 - t**look.jaw) ** (1 / look.jaw), CHIN_Y * t) for t in np.linspace(0, 1, n // 2)]
     left_jaw = [(-x, y) for x, y in jaw]
     # from the right cheek over the top to the left cheek, down the left jaw to the chin, back up the right jaw
     return np.array(top + left_jaw + jaw[::-1])
@@ -74,8 +75,10 @@ def _paint_body(canvas, look):
     if look.long_hair:  # hair falling behind the head down to the shoulders
         back = canvas.ellipse(0, -0.3, look.face_w * 1.3, 2.1, soft_px=2.0) * canvas.edge(canvas.v - 1.7, 3.0)
         canvas.paint(back, _hair_colour(canvas, look) * 0.8)
-    canvas.paint(canvas.polygon([(-2.6, 3.6), (-2.2, 2.25), (-0.6, 1.95), (0.6, 1.95), (2.2, 2.25), (2.6, 3.6)],
-                                blur_px=1.0), look.cloth)
+    canvas.paint(
+        canvas.polygon([(-2.6, 3.6), (-2.2, 2.25), (-0.6, 1.95), (0.6, 1.95), (2.2, 2.25), (2.6, 3.6)], blur_px=1.0),
+        look.cloth,
+    )
     neck = canvas.polygon([(-0.5, 0.6), (0.5, 0.6), (0.55, 2.15), (0, 2.3), (-0.55, 2.15)])
     canvas.paint(neck, _skin_shading(canvas, look, y0=1.4, rx=0.6, ry=1.2) * 0.8)
     canvas.shade(canvas.blob(0, 1.7, 0.6, 0.2) * neck, 0.65)  # the chin's shadow on the neck
@@ -123,8 +126,9 @@ def _paint_fringe(canvas, look, rng):
 
 def _face_box(canvas, size):
     """The face box in pixels (x, y, w, h), clipped to the image; None when the face is entirely outside it."""
-    corners = canvas.to_px([(-BOX_HALF_W, BOX_TOP), (BOX_HALF_W, BOX_TOP), (BOX_HALF_W, BOX_BOTTOM),
-                            (-BOX_HALF_W, BOX_BOTTOM)])
+    corners = canvas.to_px(
+        [(-BOX_HALF_W, BOX_TOP), (BOX_HALF_W, BOX_TOP), (BOX_HALF_W, BOX_BOTTOM), (-BOX_HALF_W, BOX_BOTTOM)]
+    )
     x0, y0 = np.clip(corners.min(0), 0, size)
     x1, y1 = np.clip(corners.max(0), 0, size)
     if x1 - x0 < 1 or y1 - y0 < 1:

@@ -1,4 +1,5 @@
 """The demo stream: sample i drawn from its planned slot, a portrait or a non-face, a few of them grey."""
+
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -15,8 +16,8 @@ GREY_FRACTION = 0.05  # a few single-channel images, as real datasets mix them
 @dataclass(frozen=True)
 class DemoSample:
     image: np.ndarray  # uint8 HxWx3 RGB, or HxW grey for a few
-    label: str         # the label given to the pipeline (may be noisy), canonical spelling
-    truth: dict        # true_emotion (None for non-faces), label_noise, defect, face_bbox (x, y, w, h) or None,
+    label: str  # the label given to the pipeline (may be noisy), canonical spelling
+    truth: dict  # true_emotion (None for non-faces), label_noise, defect, face_bbox (x, y, w, h) or None,
     #                    duplicate_of (the index of the original, for duplicates; else None)
 
 

@@ -7,6 +7,7 @@ the same conventions.
     box = mask_bbox(label_map > 0)                 # [x, y, w, h] of the True pixels, or None
     square = face_crop(image, face_box(image, box))  # the judge's and the curator's face square
 """
+
 import math
 
 import numpy as np

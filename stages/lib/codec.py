@@ -1,4 +1,5 @@
 """Image bytes in and out: content ids, safe decoding, deterministic PNG encoding."""
+
 import hashlib
 import io
 import re

@@ -102,7 +102,7 @@ class LowestIds:
             return
         picks.append((item_id, make()))
         picks.sort(key=lambda p: p[0])
-        del picks[self.per_group:]
+        del picks[self.per_group :]
 
     def get(self, group) -> list:
         """[(id, built), ...] of `group`, lowest id first."""

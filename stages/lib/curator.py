@@ -20,6 +20,7 @@ Use (the train_curator stage does this; classes, labels and label issues live in
 The minor emotions are merged into one `other` class: they are too few (9-60 per class in the real photos) for a
 net to learn each one from scratch in a few epochs.
 """
+
 import os
 from dataclasses import dataclass
 
@@ -30,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .boxes import face_crop
 from .codec import to_grey
 from .errors import StageError
-from .boxes import face_crop
 from .labels import REGIONS
 from .tables import save_torch_atomic
 
@@ -47,8 +48,10 @@ def _grey_input(grey_crop: np.ndarray, size: int) -> np.ndarray:
 
 
 def _mask_inputs(map_crop: np.ndarray, size: int) -> np.ndarray:
-    chans = [cv2.resize(np.isin(map_crop, REGIONS[r]).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-             for r in MASK_REGIONS]
+    chans = [
+        cv2.resize(np.isin(map_crop, REGIONS[r]).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+        for r in MASK_REGIONS
+    ]
     return np.stack(chans)
 
 
@@ -77,9 +80,15 @@ class CuratorNet(nn.Module):
         super().__init__()
         layers, cin = [], in_channels
         for cout in (width, 2 * width, 4 * width):
-            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                       nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             cin = cout
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(0.3)
@@ -103,8 +112,9 @@ class FeatureHead(nn.Module):
 
     def __init__(self, in_features: int, n_classes: int, hidden: int = 64):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(0.3),
-                                 nn.Linear(hidden, n_classes))
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(0.3), nn.Linear(hidden, n_classes)
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -128,8 +138,14 @@ def judge_features(images, bboxes, device="cpu", margin=CROP_MARGIN, label_maps=
     mirrored = features(model, [np.ascontiguousarray(c[:, ::-1]) for c in crops])
     if label_maps is not None:
         empty = np.zeros((len(MASK_REGIONS), MASK_GRID, MASK_GRID), np.float32)
-        grids = np.stack([_mask_inputs(face_crop(m, b if b is not None else (0, 0, m.shape[1], m.shape[0]), margin),
-                                       MASK_GRID) if m is not None else empty for m, b in zip(label_maps, bboxes)])
+        grids = np.stack(
+            [
+                _mask_inputs(face_crop(m, b if b is not None else (0, 0, m.shape[1], m.shape[0]), margin), MASK_GRID)
+                if m is not None
+                else empty
+                for m, b in zip(label_maps, bboxes)
+            ]
+        )
         plain = np.concatenate([plain, grids.reshape(len(grids), -1)], axis=1)
         mirrored = np.concatenate([mirrored, grids[..., ::-1].reshape(len(grids), -1)], axis=1)
     return np.stack([plain, mirrored], axis=1).astype(np.float32)
@@ -146,7 +162,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     pad = 3
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     dy, dx = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=gen))
-    return padded[:, :, dy:dy + x.shape[2], dx:dx + x.shape[3]]
+    return padded[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
 
 
 def train_net(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: CuratorConfig, device, seed: int) -> CuratorNet:
@@ -165,7 +181,7 @@ def train_net(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: CuratorConfig, 
     for _ in range(cfg.epochs):
         order = torch.randperm(len(y), generator=gen)
         for start in range(0, len(y), cfg.batch):
-            idx = order[start:start + cfg.batch]
+            idx = order[start : start + cfg.batch]
             if len(idx) < 2:
                 continue  # BatchNorm needs two samples
             xb = _augment(xs[idx], gen).to(device)
@@ -182,7 +198,7 @@ def predict(net: CuratorNet, x: np.ndarray, device, batch=512) -> np.ndarray:
     out = []
     with torch.no_grad():
         for start in range(0, len(x), batch):
-            xb = torch.from_numpy(x[start:start + batch]).to(device)
+            xb = torch.from_numpy(x[start : start + batch]).to(device)
             if xb.ndim == 3:  # feature pairs: the face and its mirror image
                 p = torch.softmax(net(xb[:, 0]), 1) + torch.softmax(net(xb[:, 1]), 1)
             else:
@@ -208,7 +224,8 @@ def fold_of(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 
 def cross_fit(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: CuratorConfig, device="cpu"):
-    """Out-of-fold probabilities (N, n_classes) and each row's fold: each fold is predicted by a net that never saw it."""
+    """Out-of-fold probabilities (N, n_classes) and each row's fold: each fold is predicted by a net that never saw
+    it."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     folds = fold_of(y, cfg.folds, cfg.seed)
     probs = np.zeros((len(y), n_classes), np.float32)
@@ -239,15 +256,20 @@ def save_curator(path, net: nn.Module, meta: dict):
         shape = {"arch": "feature_head", "in_features": net.net[0].in_features}
     else:
         shape = {"arch": "curator_net", "in_channels": net.features[0].in_channels}
-    blob = {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "n_classes": len(meta["classes"]), "margin": CROP_MARGIN, **shape,
-            **{k: meta[k] for k in CURATOR_META}}
+    blob = {
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "n_classes": len(meta["classes"]),
+        "margin": CROP_MARGIN,
+        **shape,
+        **{k: meta[k] for k in CURATOR_META},
+    }
     save_torch_atomic(blob, path)
 
 
 @dataclass
 class Curator:
     """A loaded final curator: the net in eval mode plus what curator_probs needs to prepare its inputs."""
+
     net: nn.Module
     backbone: str
     input: str
@@ -295,8 +317,10 @@ def curator_probs(curator: Curator, grey_images, bboxes, label_maps=None) -> np.
     maps = None
     if curator.input == "grey_masks":
         if label_maps is None or len(label_maps) != len(greys):
-            raise StageError(f"the curator reads input=grey_masks: it needs one label map per image, got "
-                             f"{'none' if label_maps is None else len(label_maps)} for {len(greys)} images")
+            raise StageError(
+                f"the curator reads input=grey_masks: it needs one label map per image, got "
+                f"{'none' if label_maps is None else len(label_maps)} for {len(greys)} images"
+            )
         maps = list(label_maps)
     if curator.backbone == "judge":
         x = judge_features(greys, bboxes, curator.device, curator.margin, label_maps=maps)
@@ -312,8 +336,10 @@ def curator_classifier(path, source: str, target: str, device):
     (probs, classes); it must have been trained for these emotions."""
     curator = load_curator(path, device)
     if (curator.source, curator.target) != (source, target):
-        raise StageError(f"{path} was trained for {curator.source}->{curator.target}, the params ask for "
-                         f"{source}->{target}; retrain it with `dvc repro train_curator`")
+        raise StageError(
+            f"{path} was trained for {curator.source}->{curator.target}, the params ask for "
+            f"{source}->{target}; retrain it with `dvc repro train_curator`"
+        )
 
     def classify(images, face_boxes, label_maps):
         return curator_probs(curator, images, face_boxes, label_maps), curator.classes

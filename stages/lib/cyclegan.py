@@ -12,6 +12,7 @@ Losses are summed on the device and read back once per epoch.
 
 Run through the stage: `python -m stages.train <roi>`.
 """
+
 import hashlib
 import itertools
 import math
@@ -26,7 +27,7 @@ from . import params as P
 from .codec import decode_png, to_rgb
 from .errors import StageError
 from .expression import expression_loss
-from .networks import (GENERATOR_KINDS, UPSAMPLINGS, FakePool, PatchDiscriminator, ResnetGenerator, init_weights)
+from .networks import GENERATOR_KINDS, UPSAMPLINGS, FakePool, PatchDiscriminator, ResnetGenerator, init_weights
 from .tables import read_frame
 
 # Bump when the checkpoint layout or the training maths changes, so that old checkpoints are not resumed.
@@ -69,16 +70,40 @@ class TrainConfig:
 
 
 # Keys of params.yaml this stage reads for `roi`; dvc.yaml lists exactly these (a test checks it).
-SCALAR_KEYS = ("generator", "upsample", "lr", "beta1", "lambda_cycle", "lambda_mask", "mask_budget", "mask_warmup",
-               "pool_size", "ngf", "ndf", "flip", "jitter", "precision", "compile", "device", "seed")
+SCALAR_KEYS = (
+    "generator",
+    "upsample",
+    "lr",
+    "beta1",
+    "lambda_cycle",
+    "lambda_mask",
+    "mask_budget",
+    "mask_warmup",
+    "pool_size",
+    "ngf",
+    "ndf",
+    "flip",
+    "jitter",
+    "precision",
+    "compile",
+    "device",
+    "seed",
+)
 # Per ROI because a 128-pixel face costs four times a 64-pixel mouth per image, and each ROI's recipe was measured.
-PER_ROI_KEYS = ("epochs", "epochs_decay", "batch", "n_blocks", "n_layers", "n_down", "lambda_identity",
-                "lambda_expression")
+PER_ROI_KEYS = (
+    "epochs",
+    "epochs_decay",
+    "batch",
+    "n_blocks",
+    "n_layers",
+    "n_down",
+    "lambda_identity",
+    "lambda_expression",
+)
 
 
 def param_keys(roi):
-    return ([f"train.{k}" for k in SCALAR_KEYS] + [f"train.{k}.{roi}" for k in PER_ROI_KEYS]
-            + [f"rois.side.{roi}"])
+    return [f"train.{k}" for k in SCALAR_KEYS] + [f"train.{k}.{roi}" for k in PER_ROI_KEYS] + [f"rois.side.{roi}"]
 
 
 def read_config(params: dict, roi: str) -> TrainConfig:
@@ -90,26 +115,37 @@ def read_config(params: dict, roi: str) -> TrainConfig:
     size, n_down = P.roi_side(params, roi, lo=16)
     epochs = n(f"train.epochs.{roi}", int, 1)
     cfg = TrainConfig(
-        roi=roi, size=size, generator=P.choice(params, "train.generator", GENERATOR_KINDS),
+        roi=roi,
+        size=size,
+        generator=P.choice(params, "train.generator", GENERATOR_KINDS),
         upsample=P.choice(params, "train.upsample", UPSAMPLINGS),
-        epochs=epochs, epochs_decay=n(f"train.epochs_decay.{roi}", int, 0, epochs),
-        batch=n(f"train.batch.{roi}", int, 1), lr=P.number(params, "train.lr", float, hi=1.0, above=0.0),
+        epochs=epochs,
+        epochs_decay=n(f"train.epochs_decay.{roi}", int, 0, epochs),
+        batch=n(f"train.batch.{roi}", int, 1),
+        lr=P.number(params, "train.lr", float, hi=1.0, above=0.0),
         beta1=n("train.beta1", float, 0.0, 0.999),
         lambda_cycle=n("train.lambda_cycle", float, 0.0),
         lambda_identity=n(f"train.lambda_identity.{roi}", float, 0.0),
         lambda_expression=n(f"train.lambda_expression.{roi}", float, 0.0),
-        lambda_mask=n("train.lambda_mask", float, 0.0), mask_budget=n("train.mask_budget", float, 0.0, 1.0),
+        lambda_mask=n("train.lambda_mask", float, 0.0),
+        mask_budget=n("train.mask_budget", float, 0.0, 1.0),
         mask_warmup=n("train.mask_warmup", float, 0.0, 1.0),
-        pool_size=n("train.pool_size", int, 0), ngf=n("train.ngf", int, 1), ndf=n("train.ndf", int, 1),
-        n_blocks=n(f"train.n_blocks.{roi}", int, 0), n_layers=n(f"train.n_layers.{roi}", int, 1, 6),
+        pool_size=n("train.pool_size", int, 0),
+        ngf=n("train.ngf", int, 1),
+        ndf=n("train.ndf", int, 1),
+        n_blocks=n(f"train.n_blocks.{roi}", int, 0),
+        n_layers=n(f"train.n_layers.{roi}", int, 1, 6),
         n_down=n_down,
-        flip=P.flag(params, "train.flip"), jitter=n("train.jitter", float, 0.0, 0.5),
-        precision=P.choice(params, "train.precision", ["bf16", "fp32"]), compile=P.flag(params, "train.compile"),
-        device=P.device(params, "train.device").type, seed=n("train.seed", int, 0),
+        flip=P.flag(params, "train.flip"),
+        jitter=n("train.jitter", float, 0.0, 0.5),
+        precision=P.choice(params, "train.precision", ["bf16", "fp32"]),
+        compile=P.flag(params, "train.compile"),
+        device=P.device(params, "train.device").type,
+        seed=n("train.seed", int, 0),
     )
     P.check_unknown(params, ["train"], roi_names=names)
     # The discriminator halves the image n_layers times and then needs two more 4x4 valid-ish convolutions.
-    if size // 2 ** cfg.n_layers < 4:
+    if size // 2**cfg.n_layers < 4:
         raise StageError(f"params: train.n_layers.{roi}={cfg.n_layers} is too deep for a {size}-pixel ROI")
     return cfg
 
@@ -138,8 +174,10 @@ def load_domains(manifest: str, cfg: TrainConfig):
                 raise StageError(f"train {cfg.roi}: kept row {row_id} has no crop")
             img = to_rgb(decode_png(data))[..., :3]
             if img.shape[:2] != (cfg.size, cfg.size):
-                raise StageError(f"train {cfg.roi}: crop of {row_id} is {img.shape[1]}x{img.shape[0]}, "
-                                 f"rois.side.{cfg.roi} says {cfg.size}")
+                raise StageError(
+                    f"train {cfg.roi}: crop of {row_id} is {img.shape[1]}x{img.shape[0]}, "
+                    f"rois.side.{cfg.roi} says {cfg.size}"
+                )
             crops[i] = img.transpose(2, 0, 1)
             digest.update(f"{domain}\0{row_id}\0".encode())
             digest.update(data)
@@ -169,8 +207,12 @@ class DeviceData:
             order = torch.cat([torch.randperm(count, generator=generator) for _ in range(math.ceil(n / count))])[:n]
             offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=generator)
             flips = (torch.rand(n, generator=generator) < 0.5) & torch.tensor(cfg.flip)  # drawn even when off
-            plan.append(tuple(t.view(self.steps_per_epoch, cfg.batch, *t.shape[1:]).to(self.device)
-                              for t in (order, offsets, flips)))
+            plan.append(
+                tuple(
+                    t.view(self.steps_per_epoch, cfg.batch, *t.shape[1:]).to(self.device)
+                    for t in (order, offsets, flips)
+                )
+            )
         self.plan = plan
 
     def batch(self, step: int):
@@ -219,24 +261,28 @@ class CycleGAN:
         self.on_cuda = device.type == "cuda"
         # channels_last suits cuDNN convolutions; on CPU it was slower in our measurements, so it stays NCHW there.
         self.channels_last = self.on_cuda and fast
-        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
-                             enabled=self.on_cuda and cfg.precision == "bf16")
+        self.autocast = dict(
+            device_type=device.type, dtype=torch.bfloat16, enabled=self.on_cuda and cfg.precision == "bf16"
+        )
         init_gen = torch.Generator().manual_seed(cfg.seed)
         nets = {
             name: ResnetGenerator(cfg.ngf, cfg.n_blocks, n_down=cfg.n_down, kind=cfg.generator, upsample=cfg.upsample)
             for name in ("G_AB", "G_BA")
         } | {
-            "D_A": PatchDiscriminator(cfg.ndf, cfg.n_layers), "D_B": PatchDiscriminator(cfg.ndf, cfg.n_layers),
+            "D_A": PatchDiscriminator(cfg.ndf, cfg.n_layers),
+            "D_B": PatchDiscriminator(cfg.ndf, cfg.n_layers),
         }
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.nets = {k: init_weights(v, 0.02, init_gen).to(device, memory_format=fmt) for k, v in nets.items()}
         # Forward passes go through `run` (compiled or not); state dicts come from the plain modules.
         self.run = {k: torch.compile(v) if cfg.compile else v for k, v in self.nets.items()}
         adam = dict(lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=True if self.on_cuda and fast else None)
-        self.opt_G = torch.optim.Adam(itertools.chain(self.nets["G_AB"].parameters(),
-                                                      self.nets["G_BA"].parameters()), **adam)
-        self.opt_D = torch.optim.Adam(itertools.chain(self.nets["D_A"].parameters(),
-                                                      self.nets["D_B"].parameters()), **adam)
+        self.opt_G = torch.optim.Adam(
+            itertools.chain(self.nets["G_AB"].parameters(), self.nets["G_BA"].parameters()), **adam
+        )
+        self.opt_D = torch.optim.Adam(
+            itertools.chain(self.nets["D_A"].parameters(), self.nets["D_B"].parameters()), **adam
+        )
         self.pool_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.pool_A, self.pool_B = FakePool(cfg.pool_size, self.pool_gen), FakePool(cfg.pool_size, self.pool_gen)
         if cfg.lambda_expression > 0 and expression is None:
@@ -286,13 +332,15 @@ class CycleGAN:
             identity = expression = zero
             if cfg.lambda_identity > 0:
                 # An image already in the target domain should pass through unchanged (keeps colours).
-                identity = (F.l1_loss(run["G_AB"](real_B).float(), real_B)
-                            + F.l1_loss(run["G_BA"](real_A).float(), real_A))
+                identity = F.l1_loss(run["G_AB"](real_B).float(), real_B) + F.l1_loss(
+                    run["G_BA"](real_A).float(), real_A
+                )
                 loss_G = loss_G + cfg.lambda_cycle * cfg.lambda_identity * identity
             if cfg.lambda_expression > 0:
                 # StarGAN's domain-classification loss: A->B output must read as B, B->A output as A.
-                expression = (expression_loss(self.expression, fake_B, True)
-                              + expression_loss(self.expression, fake_A, False))
+                expression = expression_loss(self.expression, fake_B, True) + expression_loss(
+                    self.expression, fake_A, False
+                )
                 loss_G = loss_G + cfg.lambda_expression * expression
             mask = self._mask_penalty([m for m in (mask_B, mask_A) if m is not None], progress)
             loss_G = loss_G + cfg.lambda_mask * mask
@@ -304,17 +352,26 @@ class CycleGAN:
         pooled_A, pooled_B = self.pool_A.query(fake_A), self.pool_B.query(fake_B)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         with torch.autocast(**self.autocast):
-            loss_D_A = 0.5 * (_lsgan(run["D_A"](real_A), True)
-                              + _lsgan(run["D_A"](pooled_A.contiguous(memory_format=fmt)), False))
-            loss_D_B = 0.5 * (_lsgan(run["D_B"](real_B), True)
-                              + _lsgan(run["D_B"](pooled_B.contiguous(memory_format=fmt)), False))
+            loss_D_A = 0.5 * (
+                _lsgan(run["D_A"](real_A), True) + _lsgan(run["D_A"](pooled_A.contiguous(memory_format=fmt)), False)
+            )
+            loss_D_B = 0.5 * (
+                _lsgan(run["D_B"](real_B), True) + _lsgan(run["D_B"](pooled_B.contiguous(memory_format=fmt)), False)
+            )
         self.opt_D.zero_grad(set_to_none=True)
         (loss_D_A + loss_D_B).backward()
         self.opt_D.step()
         # Logged cycle/identity are the mean L1 per direction, unweighted, so they read in [-1, 1] pixel units.
-        return {"G": loss_G.detach(), "G_adv": adv.detach(), "D_A": loss_D_A.detach(), "D_B": loss_D_B.detach(),
-                "cycle": cycle.detach() / 2, "identity": identity.detach() / 2, "expression": expression.detach() / 2,
-                "mask_area": (mask_B.detach().float().mean() if mask_B is not None else zero)}
+        return {
+            "G": loss_G.detach(),
+            "G_adv": adv.detach(),
+            "D_A": loss_D_A.detach(),
+            "D_B": loss_D_B.detach(),
+            "cycle": cycle.detach() / 2,
+            "identity": identity.detach() / 2,
+            "expression": expression.detach() / 2,
+            "mask_area": (mask_B.detach().float().mean() if mask_B is not None else zero),
+        }
 
     @torch.no_grad()
     def sample_grid(self, real_A, real_B) -> np.ndarray:
@@ -333,8 +390,10 @@ class CycleGAN:
     def state_dict(self):
         return {
             "nets": {k: v.state_dict() for k, v in self.nets.items()},
-            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
-            "pool_A": self.pool_A.state_dict(), "pool_B": self.pool_B.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "pool_A": self.pool_A.state_dict(),
+            "pool_B": self.pool_B.state_dict(),
             "pool_rng": self.pool_gen.get_state(),
         }
 

@@ -5,6 +5,7 @@ and an OS failure (disk full, read-only or unwritable folder, too many open file
 names the cause and the path, exit status 1. Outputs are written atomically (stages/lib/tables.py), so the previous
 ones are still there after either.
 """
+
 import sys
 
 

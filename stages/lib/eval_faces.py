@@ -6,6 +6,7 @@ over their crops; and the sample figure of the edits.
     faces = read_faces(rows_a[0], more_rows=rows_a[1:])
     generated = translate(generator, [f.crop for f in faces], "cpu")
 """
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ COMBINED = ("eyes", "mouth")
 @dataclass(frozen=True)
 class Part:
     """One ROI of a face: its box, its crop and its paste alpha (a row of data/rois/<roi>.parquet)."""
+
     bbox: tuple
     crop: np.ndarray
     alpha: np.ndarray
@@ -43,6 +45,7 @@ class Face:
     `more` holds further ROIs of the same face, for an edit of several at once (evaluate@combined): an edit then
     gives a tuple of crops per face, one per part in `parts` order, and the composite pastes them in that order.
     """
+
     id: str
     image: np.ndarray
     face_bbox: object
@@ -84,6 +87,7 @@ class Face:
 class Picks:
     """The first faces, for the sample sheet: rows of (face, generated crop as pasted, composite), and the judge's
     p[target] for each original and composite."""
+
     rows: list = field(default_factory=list)
     p_orig: np.ndarray = None
     p_comp: np.ndarray = None
@@ -94,8 +98,9 @@ def _side_by_side(crops: tuple) -> np.ndarray:
     # The parts of a several-ROI edit in one tile, each scaled to the first one's height.
     crops = [to_rgb(c) for c in crops]
     side = crops[0].shape[0]
-    return np.concatenate([c if c.shape[0] == side else np.asarray(Image.fromarray(c).resize((side, side)))
-                           for c in crops], axis=1)
+    return np.concatenate(
+        [c if c.shape[0] == side else np.asarray(Image.fromarray(c).resize((side, side))) for c in crops], axis=1
+    )
 
 
 def sample_sheet(picks: Picks, path, thumb=96):
@@ -117,7 +122,7 @@ def translate(generator, crops, device, batch: int = 64) -> list:
     device = torch.device(device)
     with torch.no_grad():
         for start in range(0, len(crops), batch):
-            chunk = np.stack([to_rgb(c) for c in crops[start:start + batch]])
+            chunk = np.stack([to_rgb(c) for c in crops[start : start + batch]])
             x = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
             y = generator(x).float().clamp(-1, 1)
             if y.shape != x.shape:
@@ -173,10 +178,19 @@ def read_faces(rows_a, with_maps: bool = False, more_rows=()) -> list:
     for i, (r, image) in enumerate(zip(rows_a, images)):
         row = parsed.get(r["id"]) or {}
         label_map = decode_png(row["label_map"]) if row.get("label_map") else None
-        more = tuple(Part(tuple(m[i]["bbox"]), decode_png(m[i]["crop"]), decode_png(m[i]["alpha"]))
-                     for m in more_rows)
-        faces.append(Face(id=r["id"], image=image, face_bbox=row.get("face_bbox"), bbox=tuple(r["bbox"]),
-                          crop=decode_png(r["crop"]), alpha=decode_png(r["alpha"]), label_map=label_map, more=more))
+        more = tuple(Part(tuple(m[i]["bbox"]), decode_png(m[i]["crop"]), decode_png(m[i]["alpha"])) for m in more_rows)
+        faces.append(
+            Face(
+                id=r["id"],
+                image=image,
+                face_bbox=row.get("face_bbox"),
+                bbox=tuple(r["bbox"]),
+                crop=decode_png(r["crop"]),
+                alpha=decode_png(r["alpha"]),
+                label_map=label_map,
+                more=more,
+            )
+        )
     return faces
 
 

@@ -49,6 +49,7 @@ test faces, `config.resamples` draws, seeded; `n_test` faces):
 - brightness_shift: mean over faces of |alpha-weighted mean luma of composite - of original| inside the paste mask,
   with the configured colour matching; brightness_shift_raw the same without colour matching.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,17 +75,18 @@ class EvalConfig:
     seed: int = 0
     n_samples: int = 8
     judge_batch: int = 256
-    resamples: int = 1000        # bootstrap draws for every _ci
-    oracle: bool = True          # also paste real target crops of other test faces (the ceiling)
-    control: bool = True         # also score the identity generator (each face's own crop)
+    resamples: int = 1000  # bootstrap draws for every _ci
+    oracle: bool = True  # also paste real target crops of other test faces (the ceiling)
+    control: bool = True  # also score the identity generator (each face's own crop)
 
 
 @dataclass
 class Judges:
     """What scores a composite. judge: the CNN judge (required); the rest are optional and their metrics are null
     without them. curator: callable (whole images, face boxes, label maps) -> (probs (N, C), classes)."""
+
     judge: object
-    identity: bool = False       # dlib identity distances (stages/lib/identity.py)
+    identity: bool = False  # dlib identity distances (stages/lib/identity.py)
     identity_workers: int = 1
     geometry: object = None
     geometry_cut: float = None
@@ -103,7 +105,7 @@ def _box_region(face: Face) -> np.ndarray:
     region = np.zeros(shape[:2], bool)
     for part in face.parts:
         x, y, w, h = (int(v) for v in part.bbox)
-        region[max(y, 0):max(min(y + h, shape[0]), 0), max(x, 0):max(min(x + w, shape[1]), 0)] = True
+        region[max(y, 0) : max(min(y + h, shape[0]), 0), max(x, 0) : max(min(x + w, shape[1]), 0)] = True
     return region
 
 
@@ -157,8 +159,10 @@ def edit_statistics(edit: str) -> dict:
 def share_statistics() -> dict:
     """The translator's gain over the oracle's, per draw."""
     comp, oracle = edit_statistics("comp"), edit_statistics("oracle")
-    return {f"{name.split('_')[0]}_share": (lambda d, n=name: _ratio(comp[n](d), oracle[n](d)))
-            for name in ("transfer_gain", "geometry_gain")}
+    return {
+        f"{name.split('_')[0]}_share": (lambda d, n=name: _ratio(comp[n](d), oracle[n](d)))
+        for name in ("transfer_gain", "geometry_gain")
+    }
 
 
 def _pixel_scores(face: Face, out: np.ndarray, gen, config: EvalConfig) -> dict:
@@ -177,8 +181,10 @@ def _pixel_scores(face: Face, out: np.ndarray, gen, config: EvalConfig) -> dict:
 
 
 def _paste(faces, crops, config: EvalConfig, desc: str) -> list:
-    return [f.paste(c, config.color_match, config.blend)
-            for f, c in zip(tqdm(faces, desc=desc, unit="face", leave=False), crops)]
+    return [
+        f.paste(c, config.color_match, config.blend)
+        for f, c in zip(tqdm(faces, desc=desc, unit="face", leave=False), crops)
+    ]
 
 
 def _judge_images(images, boxes, judges: Judges, config: EvalConfig, desc: str) -> dict:
@@ -209,8 +215,9 @@ def _different_faces_kept_rate(embeddings: list):
 
 
 def _distances(originals: list, edited: list) -> np.ndarray:
-    return np.array([float(np.linalg.norm(a - b)) if a is not None and b is not None else np.nan
-                     for a, b in zip(originals, edited)])
+    return np.array(
+        [float(np.linalg.norm(a - b)) if a is not None and b is not None else np.nan for a, b in zip(originals, edited)]
+    )
 
 
 def _kid(generated, real_target_crops, judge, config: EvalConfig):
@@ -277,10 +284,14 @@ def _identity_embeddings(faces, composites: dict, judges: Judges):
     edit but the oracle, which pastes another person's feature (its identity is not a ceiling of anything)."""
     embedded = ["comp"] + (["control"] if "control" in composites else [])
     face_bboxes = [f.face_bbox for f in faces]
-    flat = _embeddings(judges, [f.image for f in faces] + [im for e in embedded for im in composites[e]],
-                       face_bboxes * (1 + len(embedded)), "identity")
+    flat = _embeddings(
+        judges,
+        [f.image for f in faces] + [im for e in embedded for im in composites[e]],
+        face_bboxes * (1 + len(embedded)),
+        "identity",
+    )
     n = len(faces)
-    return flat[:n], {e: flat[(k + 1) * n:(k + 2) * n] for k, e in enumerate(embedded)}
+    return flat[:n], {e: flat[(k + 1) * n : (k + 2) * n] for k, e in enumerate(embedded)}
 
 
 def _score_edit(edit, crops, faces, composites, boxes, judges, config, ids, real_target_crops):
@@ -291,17 +302,28 @@ def _score_edit(edit, crops, faces, composites, boxes, judges, config, ids, real
     scored = _judge_images(composites, boxes, judges, config, edit)
     dist = _distances(orig_embeddings, edit_embeddings or [None] * len(faces))
     hit, binary = _hits(scored["probs"], src, tgt)
-    per_face = {f"{edit}_hit": hit, f"{edit}_bin": binary, f"{edit}_p": scored["probs"][:, tgt],
-                f"{edit}_geo": scored["geometry"], f"{edit}_geo_above": _above(scored["geometry"], judges.geometry_cut),
-                f"{edit}_id_dist": dist, f"{edit}_id_kept": _kept(dist)}
-    stats = {prefix + name: fn for name, fn in edit_statistics(edit).items()
-             if not (edit == "oracle" and name.startswith("identity"))}
+    per_face = {
+        f"{edit}_hit": hit,
+        f"{edit}_bin": binary,
+        f"{edit}_p": scored["probs"][:, tgt],
+        f"{edit}_geo": scored["geometry"],
+        f"{edit}_geo_above": _above(scored["geometry"], judges.geometry_cut),
+        f"{edit}_id_dist": dist,
+        f"{edit}_id_kept": _kept(dist),
+    }
+    stats = {
+        prefix + name: fn
+        for name, fn in edit_statistics(edit).items()
+        if not (edit == "oracle" and name.startswith("identity"))
+    }
     metrics = {}
     if edit != "oracle":  # the oracle's crops are real ones: KID and the pixel checks say nothing of them
-        metrics[prefix + "kid_roi"], metrics[prefix + "kid_roi_std"] = _kid(crops, real_target_crops, judges.judge,
-                                                                           config)
-        metrics[prefix + "outside_changed_px"] = int(sum(
-            outside_changed_px(f.image, out, *f.support()) for f, out in zip(faces, composites)))
+        metrics[prefix + "kid_roi"], metrics[prefix + "kid_roi_std"] = _kid(
+            crops, real_target_crops, judges.judge, config
+        )
+        metrics[prefix + "outside_changed_px"] = int(
+            sum(outside_changed_px(f.image, out, *f.support()) for f, out in zip(faces, composites))
+        )
     return per_face, stats, metrics
 
 
@@ -331,16 +353,25 @@ def _interval_metrics(per_face: dict, stats: dict, judges: Judges, orig_embeddin
 
 def _picks(faces, generated, composites, orig_probs, comp_p, tgt, target, config: EvalConfig) -> Picks:
     picks = Picks(target=target)
-    for face, gen, out in list(zip(faces, generated, composites))[:config.n_samples]:
-        matched = tuple(color_match(g, p.crop, p.alpha, config.color_match)
-                        for g, p in zip(face.split(gen), face.parts))
+    for face, gen, out in list(zip(faces, generated, composites))[: config.n_samples]:
+        matched = tuple(
+            color_match(g, p.crop, p.alpha, config.color_match) for g, p in zip(face.split(gen), face.parts)
+        )
         picks.rows.append((face, face.join(matched), out))
-    picks.p_orig, picks.p_comp = orig_probs[:len(picks.rows), tgt], comp_p[:len(picks.rows)]
+    picks.p_orig, picks.p_comp = orig_probs[: len(picks.rows), tgt], comp_p[: len(picks.rows)]
     return picks
 
 
-def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, real_target_crops,
-                   config: EvalConfig, real_target_faces=None):
+def evaluate_faces(
+    faces,
+    generated,
+    judges: Judges,
+    source: str,
+    target: str,
+    real_target_crops,
+    config: EvalConfig,
+    real_target_faces=None,
+):
     """Composite every face and score the composites against the originals; returns (metrics dict, Picks).
 
     `real_target_crops` are the domain-B test crops KID compares with and the oracle pastes; `real_target_faces`,
@@ -357,14 +388,20 @@ def evaluate_faces(faces, generated, judges: Judges, source: str, target: str, r
     composites = {edit: _paste(faces, crops, config, edit) for edit, crops in edits.items()}
     orig_embeddings, edit_embeddings = _identity_embeddings(faces, composites, judges)
     orig_hit, orig_bin = _hits(orig["probs"], src, tgt)
-    per_face = {"orig_hit": orig_hit, "orig_bin": orig_bin, "orig_p": orig["probs"][:, tgt],
-                "orig_geo": orig["geometry"], "orig_geo_above": _above(orig["geometry"], judges.geometry_cut)}
+    per_face = {
+        "orig_hit": orig_hit,
+        "orig_bin": orig_bin,
+        "orig_p": orig["probs"][:, tgt],
+        "orig_geo": orig["geometry"],
+        "orig_geo_above": _above(orig["geometry"], judges.geometry_cut),
+    }
     metrics = {"n_test": len(faces), "n_real_target": len(real_target_crops)}
     stats = {}
     for edit, crops in edits.items():
         ids = (src, tgt, orig_embeddings, edit_embeddings.get(edit))
-        edit_face, edit_stats, edit_metrics = _score_edit(edit, crops, faces, composites[edit], boxes, judges, config,
-                                                          ids, real_target_crops)
+        edit_face, edit_stats, edit_metrics = _score_edit(
+            edit, crops, faces, composites[edit], boxes, judges, config, ids, real_target_crops
+        )
         per_face.update(edit_face)
         stats.update(edit_stats)
         metrics.update(edit_metrics)

@@ -13,6 +13,7 @@ accuracy (`expression_holdout_accuracy` in metrics/train_<roi>.json); the other 
     net, report = fit_expression(crops_a, crops_b, device="cpu", seed=0)   # uint8 (N, 3, S, S) train crops
     logits = net(images)            # (N,) logit of "target" for images in [-1, 1]
 """
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -75,12 +76,17 @@ def fit_expression(crops_a: np.ndarray, crops_b: np.ndarray, device, seed: int):
         loss.backward()
         opt.step()
     net.eval().requires_grad_(False)
-    report = {"expression_n_fit": sum(len(i) for i in fit), "expression_n_holdout": sum(len(i) for i in hold),
-              "expression_holdout_accuracy": None}
+    report = {
+        "expression_n_fit": sum(len(i) for i in fit),
+        "expression_n_holdout": sum(len(i) for i in hold),
+        "expression_holdout_accuracy": None,
+    }
     if all(len(i) for i in hold):
         with torch.no_grad():
-            right = [((net(_scaled(c, idx, device)) > 0) == bool(label)).float().mean().item()
-                     for label, (c, idx) in enumerate(zip((crops_a, crops_b), hold))]
+            right = [
+                ((net(_scaled(c, idx, device)) > 0) == bool(label)).float().mean().item()
+                for label, (c, idx) in enumerate(zip((crops_a, crops_b), hold))
+            ]
         report["expression_holdout_accuracy"] = round(float(np.mean(right)), 4)  # balanced: mean of the two
     return net, report
 

@@ -15,14 +15,15 @@ Scores (all lengths over the inter-ocular distance, so they do not depend on the
 - eyes: minus the eye aperture (lid gap over eye width, mean of both eyes): smiling cheeks narrow the eyes.
 bench/judges.py measures each score's neutral-vs-happy AUC on the real photos (the README quotes it).
 """
+
 import numpy as np
 
 # MediaPipe FaceMesh landmark ids (canonical face model, subject's right eye first).
 MOUTH_CORNERS = (61, 291)
-LIP_CENTRE = (13, 14)                         # inner upper and lower lip, on the midline
+LIP_CENTRE = (13, 14)  # inner upper and lower lip, on the midline
 EYE_CORNERS = {"right": (33, 133), "left": (362, 263)}
 EYE_LIDS = {"right": (159, 145), "left": (386, 374)}
-OUTER_EYE_CORNERS = (33, 263)                 # inter-ocular distance: outer corner to outer corner
+OUTER_EYE_CORNERS = (33, 263)  # inter-ocular distance: outer corner to outer corner
 
 SCORES = {"mouth": "smile", "face": "smile", "eyes": "eye_narrowing"}
 
@@ -46,9 +47,11 @@ def expression_features(points: np.ndarray) -> dict:
         top, bottom = p[EYE_LIDS[side][0]], p[EYE_LIDS[side][1]]
         width = float(np.hypot(*(b - a)))
         apertures.append(float(np.hypot(*(bottom - top))) / width if width > 0 else np.nan)
-    return {"mouth_width": float(np.hypot(*(corners[1] - corners[0]))) / iod,
-            "corner_lift": lift / iod,
-            "eye_aperture": float(np.mean(apertures))}
+    return {
+        "mouth_width": float(np.hypot(*(corners[1] - corners[0]))) / iod,
+        "corner_lift": lift / iod,
+        "eye_aperture": float(np.mean(apertures)),
+    }
 
 
 def expression_score(features: dict, kind: str) -> float:
@@ -101,7 +104,7 @@ def fit_threshold(source_scores, target_scores) -> float:
         raise ValueError("fit_threshold needs finite scores on both sides")
     values = np.unique(np.concatenate([a, b]))
     cuts = np.concatenate([[values[0] - 1.0], (values[1:] + values[:-1]) / 2, [values[-1] + 1.0]])
-    specificity = np.searchsorted(a, cuts, side="right") / len(a)      # source at or below the cut
+    specificity = np.searchsorted(a, cuts, side="right") / len(a)  # source at or below the cut
     sensitivity = 1 - np.searchsorted(b, cuts, side="right") / len(b)  # target above it
     return float(cuts[np.argmax(specificity + sensitivity)])
 

@@ -12,6 +12,7 @@ No second face detector runs: dlib's 5-point landmark model aligns the face insi
 embedding is taken from that aligned 150x150 chip. bench/judges.py measures what a distance means on the real
 photos (same person, different photos vs different people).
 """
+
 import importlib.util
 import os
 
@@ -32,8 +33,9 @@ def model_path(name: str) -> str:
     """The path of one of face_recognition_models' files, without importing that package."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise StageError("the identity measure needs the face_recognition_models package "
-                         "(pip install -r requirements.txt)")
+        raise StageError(
+            "the identity measure needs the face_recognition_models package (pip install -r requirements.txt)"
+        )
     path = os.path.join(list(spec.submodule_search_locations)[0], "models", name)
     if not os.path.isfile(path):
         raise StageError(f"{path} is missing; reinstall face_recognition_models")
@@ -45,8 +47,9 @@ class IdentityEmbedder:
         try:
             import dlib
         except ImportError:
-            raise StageError("the identity measure needs dlib (the dlib-bin wheel: pip install -r requirements.txt)"
-                             ) from None
+            raise StageError(
+                "the identity measure needs dlib (the dlib-bin wheel: pip install -r requirements.txt)"
+            ) from None
         self._dlib = dlib
         self.shape = dlib.shape_predictor(model_path(SHAPE_MODEL))
         self.net = dlib.face_recognition_model_v1(model_path(EMBED_MODEL))
@@ -60,8 +63,9 @@ class IdentityEmbedder:
             return None
         side = max(w, h) * BOX_SCALE
         cx, cy = x + w / 2, y + h / 2
-        rect = self._dlib.rectangle(int(round(cx - side / 2)), int(round(cy - side / 2)),
-                                    int(round(cx + side / 2)), int(round(cy + side / 2)))
+        rect = self._dlib.rectangle(
+            int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(cx + side / 2)), int(round(cy + side / 2))
+        )
         rgb = np.ascontiguousarray(to_rgb(np.asarray(image, np.uint8)))
         shape = self.shape(rgb, rect)
         return np.asarray(self.net.compute_face_descriptor(rgb, shape), np.float32)

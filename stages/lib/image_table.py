@@ -2,6 +2,7 @@
 rejected with a reason and a human detail), the copies settled, and its metrics. stages/ingest.py streams a source
 through these.
 """
+
 import os
 from collections import Counter
 
@@ -11,15 +12,32 @@ from . import sources
 from .codec import DecodeError, content_id, decode_image, encode_png
 from .labels import canonical_emotion
 
-SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("source_key", pa.string()), ("split", pa.string()),
-    ("label", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
-    ("image", pa.binary()), ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
-])
-TRUTH_SCHEMA = pa.schema([
-    ("id", pa.string()), ("source_key", pa.string()), ("true_emotion", pa.string()), ("label_noise", pa.bool_()),
-    ("defect", pa.string()), ("face_bbox", pa.list_(pa.int32())),
-])
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("source_key", pa.string()),
+        ("split", pa.string()),
+        ("label", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("channels", pa.int8()),
+        ("image", pa.binary()),
+        ("kept", pa.bool_()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+TRUTH_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source_key", pa.string()),
+        ("true_emotion", pa.string()),
+        ("label_noise", pa.bool_()),
+        ("defect", pa.string()),
+        ("face_bbox", pa.list_(pa.int32())),
+    ]
+)
 
 
 def split_from_id(image_id, test_fraction):
@@ -30,23 +48,54 @@ def split_from_id(image_id, test_fraction):
 def ingest_record(record, source, min_size, test_fraction, max_file_bytes=64 * 2**20, max_pixels=120_000_000):
     """One source record -> one row. Runs in a worker thread (decode and PNG encode release the GIL)."""
     label = canonical_emotion(record.raw_label)
-    row = dict(source=source, source_key=record.source_key, split=record.split, label=label, width=None,
-               height=None, channels=None, image=None, kept=False, reason="", detail="")
+    row = dict(
+        source=source,
+        source_key=record.source_key,
+        split=record.split,
+        label=label,
+        width=None,
+        height=None,
+        channels=None,
+        image=None,
+        kept=False,
+        reason="",
+        detail="",
+    )
     if record.outside_root:  # never opened: the id hashes the name, not the bytes of a file outside the dataset
-        return _reject(row, content_id(b"outside_root:" + record.source_key.encode()), "outside_root",
-                       f"{record.source_key!r} resolves outside the dataset root", test_fraction)
+        return _reject(
+            row,
+            content_id(b"outside_root:" + record.source_key.encode()),
+            "outside_root",
+            f"{record.source_key!r} resolves outside the dataset root",
+            test_fraction,
+        )
     if record.missing:
-        return _reject(row, content_id(b"missing:" + record.source_key.encode()), "missing_file",
-                       f"{record.source_key!r} not found in the dataset", test_fraction)
+        return _reject(
+            row,
+            content_id(b"missing:" + record.source_key.encode()),
+            "missing_file",
+            f"{record.source_key!r} not found in the dataset",
+            test_fraction,
+        )
     try:
         file_bytes = os.path.getsize(record.path) if record.data is None else 0
         if file_bytes > max_file_bytes:  # before reading a byte of it
-            return _reject(row, content_id(b"too_large:" + record.source_key.encode()), "too_large",
-                           f"{file_bytes / 2**20:.0f} MB file over ingest.max_file_mb", test_fraction)
+            return _reject(
+                row,
+                content_id(b"too_large:" + record.source_key.encode()),
+                "too_large",
+                f"{file_bytes / 2**20:.0f} MB file over ingest.max_file_mb",
+                test_fraction,
+            )
         data = sources.read_bytes(record)
     except OSError as err:
-        return _reject(row, content_id(b"unreadable:" + record.source_key.encode()), "corrupt_image",
-                       err.strerror or type(err).__name__, test_fraction)
+        return _reject(
+            row,
+            content_id(b"unreadable:" + record.source_key.encode()),
+            "corrupt_image",
+            err.strerror or type(err).__name__,
+            test_fraction,
+        )
     image_id = content_id(data)
     if record.problem:
         return _reject(row, image_id, "corrupt_image", record.problem, test_fraction)
@@ -122,9 +171,14 @@ def apply_settled(batch: dict, start: int, settled: dict) -> dict:
 
 
 def truth_row(row, t):
-    return dict(id=row["id"], source_key=row["source_key"], true_emotion=t.get("true_emotion"),
-                label_noise=bool(t.get("label_noise")), defect=t.get("defect"),
-                face_bbox=list(t["face_bbox"]) if t.get("face_bbox") is not None else None)
+    return dict(
+        id=row["id"],
+        source_key=row["source_key"],
+        true_emotion=t.get("true_emotion"),
+        label_noise=bool(t.get("label_noise")),
+        defect=t.get("defect"),
+        face_bbox=list(t["face_bbox"]) if t.get("face_bbox") is not None else None,
+    )
 
 
 def count_keys(row):
@@ -143,6 +197,12 @@ def ingest_metrics(counts):
     kept = sum(n for key, n in counts.items() if key[0])
     rejected = tally(lambda k: k[1], only_kept=False)
     rejected.pop("", None)
-    return {"rows": rows, "kept": kept, "rejected": rows - kept, "kept_fraction": round(kept / max(rows, 1), 4),
-            "kept_by_label": tally(lambda k: k[2], True), "kept_by_split": tally(lambda k: k[3], True),
-            "rejected_by_reason": rejected}
+    return {
+        "rows": rows,
+        "kept": kept,
+        "rejected": rows - kept,
+        "kept_fraction": round(kept / max(rows, 1), 4),
+        "kept_by_label": tally(lambda k: k[2], True),
+        "kept_by_split": tally(lambda k: k[3], True),
+        "rejected_by_reason": rejected,
+    }

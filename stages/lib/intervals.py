@@ -12,6 +12,7 @@ of the same face) keeps its pairing and two numbers of one run can be compared d
 NaN entries (a face the geometry judge could not re-detect, say) are ignored by statistics written with nanmean;
 a statistic that is NaN on a resample is left out of that statistic's interval.
 """
+
 import numpy as np
 
 
@@ -37,4 +38,3 @@ def bootstrap(per_face: dict, stats: dict, resamples: int = 2000, seed: int = 0,
         values = values[np.isfinite(values)]
         out[name] = [float(v) for v in np.percentile(values, [tail, 100 - tail])] if len(values) else None
     return out
-

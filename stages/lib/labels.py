@@ -5,13 +5,26 @@ EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "
 FER_ORDER = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
 _SPELLINGS = {
-    "anger": "angry", "angry": "angry", "mad": "angry",
-    "disgust": "disgust", "disgusted": "disgust",
-    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
-    "happy": "happy", "happiness": "happy", "joy": "happy", "smile": "happy", "smiling": "happy",
-    "sad": "sad", "sadness": "sad",
-    "surprise": "surprise", "surprised": "surprise",
-    "neutral": "neutral", "calm": "neutral",
+    "anger": "angry",
+    "angry": "angry",
+    "mad": "angry",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "fear": "fear",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "happy": "happy",
+    "happiness": "happy",
+    "joy": "happy",
+    "smile": "happy",
+    "smiling": "happy",
+    "sad": "sad",
+    "sadness": "sad",
+    "surprise": "surprise",
+    "surprised": "surprise",
+    "neutral": "neutral",
+    "calm": "neutral",
     "contempt": "contempt",
 }
 
@@ -27,7 +40,26 @@ def canonical_emotion(raw):
     return _SPELLINGS.get(str(raw).strip().lower())
 
 
-PARSE_CLASSES = ["background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
-                 "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat"]
+PARSE_CLASSES = [
+    "background",
+    "skin",
+    "l_brow",
+    "r_brow",
+    "l_eye",
+    "r_eye",
+    "eye_g",
+    "l_ear",
+    "r_ear",
+    "ear_r",
+    "nose",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "neck",
+    "neck_l",
+    "cloth",
+    "hair",
+    "hat",
+]
 N_PARSE_CLASSES = len(PARSE_CLASSES)
 REGIONS = {"eyes": (4, 5), "brows": (2, 3), "lips": (12, 13), "mouth": (11, 12, 13), "nose": (10,)}

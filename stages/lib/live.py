@@ -1,7 +1,7 @@
 """dvclive runs of the stages: what `dvc metrics diff`, `dvc exp show` and `dvc plots` read.
 
-    from stages.lib.live import open_live, log_with_intervals
-    live = open_live("dvclive/evaluate/mouth")
+from stages.lib.live import open_live, log_with_intervals
+live = open_live("dvclive/evaluate/mouth")
 """
 
 

@@ -7,6 +7,7 @@ Everything here works on whole columns at once. The parser already stored `class
 at the image's resolution), so the region counts are one matrix product and the image area is the row sum: no label
 map has to be decoded. `bench/filter.py` times this against counting each map with np.argwhere.
 """
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -18,6 +18,7 @@ Use:
     g = load_generator("models/cyclegan/mouth/generator_AB.pt", "cpu")   # eval mode, config from the file
     fake_b = g(real_a)                                                    # (N, 3, S, S) in [-1, 1]
 """
+
 import os
 
 import torch
@@ -49,8 +50,13 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels):
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            _norm(channels),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            _norm(channels),
         )
 
     def forward(self, x):
@@ -75,8 +81,9 @@ class ResnetGenerator(nn.Module):
     The input side must be divisible by 2 ** n_down.
     """
 
-    def __init__(self, ngf=64, n_blocks=9, in_channels=3, out_channels=3, n_down=2, kind="resnet",
-                 upsample="transpose"):
+    def __init__(
+        self, ngf=64, n_blocks=9, in_channels=3, out_channels=3, n_down=2, kind="resnet", upsample="transpose"
+    ):
         super().__init__()
         if kind not in GENERATOR_KINDS:
             raise StageError(f"unknown generator {kind!r}; known: {', '.join(GENERATOR_KINDS)}")
@@ -85,8 +92,15 @@ class ResnetGenerator(nn.Module):
         if kind != "resnet" and in_channels != out_channels:
             raise StageError(f"a {kind} generator adds to its input, so it needs in_channels == out_channels")
         self.kind = kind
-        self.config = dict(ngf=ngf, n_blocks=n_blocks, in_channels=in_channels, out_channels=out_channels,
-                           n_down=n_down, kind=kind, upsample=upsample)
+        self.config = dict(
+            ngf=ngf,
+            n_blocks=n_blocks,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            n_down=n_down,
+            kind=kind,
+            upsample=upsample,
+        )
         # Convolutions keep their bias: instance norm without affine would otherwise leave no learned offset.
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf), nn.ReLU(True)]
         channels = ngf
@@ -98,8 +112,11 @@ class ResnetGenerator(nn.Module):
             if upsample == "transpose":
                 layers += [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1)]
             else:
-                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
-                           nn.Conv2d(channels, channels // 2, 3)]
+                layers += [
+                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.ReflectionPad2d(1),
+                    nn.Conv2d(channels, channels // 2, 3),
+                ]
             layers += [_norm(channels // 2), nn.ReLU(True)]
             channels //= 2
         if kind == "resnet":
@@ -135,7 +152,7 @@ class PatchDiscriminator(nn.Module):
         layers = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         channels = ndf
         for n in range(1, n_layers + 1):
-            out = ndf * min(2 ** n, 8)
+            out = ndf * min(2**n, 8)
             stride = 2 if n < n_layers else 1
             layers += [nn.Conv2d(channels, out, 4, stride=stride, padding=1), _norm(out), nn.LeakyReLU(0.2, True)]
             channels = out
@@ -186,14 +203,14 @@ class FakePool:
         out = fakes.clone()
         n_fill = min(self.size - self.count, len(fakes))
         if n_fill:
-            self.images[self.count:self.count + n_fill] = fakes[:n_fill]
+            self.images[self.count : self.count + n_fill] = fakes[:n_fill]
             self.count += n_fill
         rest = len(fakes) - n_fill
         if rest:
             swap = torch.rand(rest, generator=self.generator) < 0.5
             slots = torch.randperm(self.size, generator=self.generator)[:rest]
             # A batch larger than the pool: one swap per slot at most, so the fakes past `size` are returned as is.
-            swap = swap[:len(slots)]
+            swap = swap[: len(slots)]
             rows = (torch.arange(len(slots)) + n_fill)[swap]
             slots = slots[swap]
             if len(rows):
@@ -226,10 +243,15 @@ def load_generator(path, device="cpu") -> ResnetGenerator:
     except FileNotFoundError:
         raise StageError(f"generator weights {path} not found; run `dvc repro train` to train them") from None
     cfg = blob["config"]
-    net = ResnetGenerator(ngf=cfg["ngf"], n_blocks=cfg["n_blocks"],
-                          in_channels=cfg.get("in_channels", 3), out_channels=cfg.get("out_channels", 3),
-                          n_down=cfg.get("n_down", 2), kind=cfg.get("kind", "resnet"),
-                          upsample=cfg.get("upsample", "transpose"))
+    net = ResnetGenerator(
+        ngf=cfg["ngf"],
+        n_blocks=cfg["n_blocks"],
+        in_channels=cfg.get("in_channels", 3),
+        out_channels=cfg.get("out_channels", 3),
+        n_down=cfg.get("n_down", 2),
+        kind=cfg.get("kind", "resnet"),
+        upsample=cfg.get("upsample", "transpose"),
+    )
     net.load_state_dict(blob["state_dict"])
     net.config.update(cfg)
     return net.to(device).eval()
@@ -246,10 +268,14 @@ def read_generator(path, roi: str, device, crop_side: int) -> ResnetGenerator:
         raise
     except Exception as err:  # a damaged or foreign file: torch and the state-dict loader raise many types
         first = (str(err).strip().splitlines() or [""])[0]
-        raise StageError(f"generator weights {path} are unreadable ({type(err).__name__}: {first}); "
-                         f"retrain with `dvc repro train@{roi}`") from None
+        raise StageError(
+            f"generator weights {path} are unreadable ({type(err).__name__}: {first}); "
+            f"retrain with `dvc repro train@{roi}`"
+        ) from None
     trained_side = generator.config.get("size")
     if trained_side is not None and int(trained_side) != crop_side:
-        raise StageError(f"{path} was trained on {trained_side}px crops but the {roi} manifest has {crop_side}px "
-                         f"crops; retrain with `dvc repro train@{roi}`")
+        raise StageError(
+            f"{path} was trained on {trained_side}px crops but the {roi} manifest has {crop_side}px "
+            f"crops; retrain with `dvc repro train@{roi}`"
+        )
     return generator

@@ -10,6 +10,7 @@ Geometry is rois.paste_roi's, the exact inverse of the crop that extract_rois ma
 pixels it was cut from. Colour matching works in crop space, weighted by the alpha: the generator may drift the
 brightness of what it draws (the research saw this), and the photo's own lighting inside the mask is the reference.
 """
+
 import cv2
 import numpy as np
 
@@ -166,8 +167,9 @@ def poisson_paste(image: np.ndarray, crop: np.ndarray, bbox, alpha: np.ndarray) 
     return to_grey(out) if image.ndim == 2 else out
 
 
-def composite(image, generated_crop, original_crop, bbox, alpha, match: str = "context",
-              blend: str = "alpha") -> np.ndarray:
+def composite(
+    image, generated_crop, original_crop, bbox, alpha, match: str = "context", blend: str = "alpha"
+) -> np.ndarray:
     """The photo with its ROI replaced by the generated crop, colour-matched by `match` (COLOR_MATCHES) to the
     original crop, then blended by `blend` (BLENDS)."""
     matched = color_match(generated_crop, original_crop, alpha, match)

@@ -4,6 +4,7 @@ Strict: every read is recorded, and a stage ends its params reading with `check_
 key in its blocks that no read asked for (`parse.visibilty`, `train.lrr`) is a one-line error naming it and the
 nearest key it does read, instead of being silently ignored.
 """
+
 import difflib
 import os
 import random
@@ -16,8 +17,18 @@ from .labels import EMOTIONS
 
 PARAMS_FILE = os.environ.get("FACECUR_PARAMS", "params.yaml")
 _MISSING = object()
-BLOCKS = ("emotions", "rois", "ingest", "parse", "filter_masks", "curator", "filter_emotion", "extract_rois", "train",
-          "evaluate")
+BLOCKS = (
+    "emotions",
+    "rois",
+    "ingest",
+    "parse",
+    "filter_masks",
+    "curator",
+    "filter_emotion",
+    "extract_rois",
+    "train",
+    "evaluate",
+)
 _READ = set()  # dotted keys read in this process
 
 
@@ -63,8 +74,9 @@ def number(params, key, kind=float, lo=None, hi=None, default=_MISSING, above=No
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok and kind is int:
         ok = float(value).is_integer()
-    if ok and ((lo is not None and value < lo) or (hi is not None and value > hi)
-               or (above is not None and value <= above)):
+    if ok and (
+        (lo is not None and value < lo) or (hi is not None and value > hi) or (above is not None and value <= above)
+    ):
         ok = False
     if not ok:
         bounds = f" in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
@@ -101,9 +113,11 @@ def roi_side(params, roi, lo, hi=None) -> tuple:
     halves the crop n_down times, so the side must divide by 2 ** n_down."""
     side = number(params, f"rois.side.{roi}", int, lo, hi)
     n_down = number(params, f"train.n_down.{roi}", int, 1, 4)
-    if side % 2 ** n_down:
-        raise StageError(f"params: rois.side.{roi}={side} must be divisible by {2 ** n_down} "
-                         f"(train.n_down.{roi}={n_down} stride-2 downsamplings)")
+    if side % 2**n_down:
+        raise StageError(
+            f"params: rois.side.{roi}={side} must be divisible by {2**n_down} "
+            f"(train.n_down.{roi}={n_down} stride-2 downsamplings)"
+        )
     return side, n_down
 
 

@@ -6,6 +6,7 @@
     paths.metrics_file("ingest")      # metrics/ingest.json
 Paths are relative to the project root, the directory DVC runs the stages in.
 """
+
 import os
 
 import yaml

@@ -9,6 +9,7 @@ Use:
 
 All take uint8 images (grey HxW or RGB HxWx3) and compute in float64.
 """
+
 import cv2
 import numpy as np
 
@@ -40,9 +41,9 @@ def psnr(a, b, region=None) -> float:
             raise StageError("psnr over an empty region")
         sq = sq[region]
     mse = float(sq.mean())
-    if mse <= DATA_RANGE ** 2 * 10 ** (-PSNR_MAX / 10):
+    if mse <= DATA_RANGE**2 * 10 ** (-PSNR_MAX / 10):
         return PSNR_MAX
-    return float(10 * np.log10(DATA_RANGE ** 2 / mse))
+    return float(10 * np.log10(DATA_RANGE**2 / mse))
 
 
 def _blur(x):
@@ -106,6 +107,8 @@ def kid(generated: np.ndarray, real: np.ndarray, n_subsets: int = 100, subset_si
         value = mmd2_unbiased(x, y)
         return value, 0.0
     rng = np.random.default_rng(seed)
-    values = [mmd2_unbiased(x[rng.choice(len(x), size, replace=False)], y[rng.choice(len(y), size, replace=False)])
-              for _ in range(n_subsets)]
+    values = [
+        mmd2_unbiased(x[rng.choice(len(x), size, replace=False)], y[rng.choice(len(y), size, replace=False)])
+        for _ in range(n_subsets)
+    ]
     return float(np.mean(values)), float(np.std(values))

@@ -4,6 +4,7 @@ One row per face that filter_emotion kept, for each ROI: kept with its crop and 
 reason (the payload then null). This module holds the schema, the rows (kept, or rejected with their reason), their
 per-ROI counts, and the reading of the kept rows by split and domain.
 """
+
 from collections import Counter
 
 import numpy as np
@@ -15,12 +16,23 @@ from .errors import StageError
 from .rois import box_leaves_image, crop_roi, region_mask, roi_geometry
 from .tables import read_upstream
 
-SCHEMA = pa.schema([
-    ("id", pa.string()), ("roi", pa.string()), ("split", pa.string()), ("domain", pa.string()),
-    ("label", pa.string()), ("kept", pa.bool_()), ("reason", pa.string()),
-    ("bbox", pa.list_(pa.int32())), ("scale", pa.float64()), ("padded", pa.bool_()), ("region_px", pa.int64()),
-    ("crop", pa.binary()), ("alpha", pa.binary()),
-])
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("roi", pa.string()),
+        ("split", pa.string()),
+        ("domain", pa.string()),
+        ("label", pa.string()),
+        ("kept", pa.bool_()),
+        ("reason", pa.string()),
+        ("bbox", pa.list_(pa.int32())),
+        ("scale", pa.float64()),
+        ("padded", pa.bool_()),
+        ("region_px", pa.int64()),
+        ("crop", pa.binary()),
+        ("alpha", pa.binary()),
+    ]
+)
 PAYLOAD = ("bbox", "scale", "padded", "region_px", "crop", "alpha")
 
 
@@ -60,15 +72,29 @@ def roi_payload(image, labels, roi, size, margin, feather, grow):
     if geometry is None:
         raise Reject(f"empty_{roi}_region")
     box, alpha = geometry
-    return {"bbox": list(box), "scale": round(size / box[2], 6), "padded": box_leaves_image(box, image.shape),
-            "region_px": int(region_mask(labels, roi).sum()), "crop": crop_roi(image, box, size), "alpha": alpha}
+    return {
+        "bbox": list(box),
+        "scale": round(size / box[2], 6),
+        "padded": box_leaves_image(box, image.shape),
+        "region_px": int(region_mask(labels, roi).sum()),
+        "crop": crop_roi(image, box, size),
+        "alpha": alpha,
+    }
 
 
 def rejected_row(image_id, roi, row, domains, reason):
     """A reject row: the face's id, split, domain and label (where known) and the reason; no payload."""
     meta = row or {}
-    return {"id": image_id, "roi": roi, "split": meta.get("split"), "domain": domains.get(meta.get("label")),
-            "label": meta.get("label"), "kept": False, "reason": reason, **{c: None for c in PAYLOAD}}
+    return {
+        "id": image_id,
+        "roi": roi,
+        "split": meta.get("split"),
+        "domain": domains.get(meta.get("label")),
+        "label": meta.get("label"),
+        "kept": False,
+        "reason": reason,
+        **{c: None for c in PAYLOAD},
+    }
 
 
 class Tally:
@@ -89,7 +115,10 @@ class Tally:
             counts = {d: {s: sum(1 for r in kept if r[2] == d and r[3] == s) for s in splits} for d in ("A", "B")}
             sides = [r[5] for r in kept]
             out["rois"][roi] = {
-                "size": sizes[roi], "kept": len(kept), "rejected": len(rows) - len(kept), "counts": counts,
+                "size": sizes[roi],
+                "kept": len(kept),
+                "rejected": len(rows) - len(kept),
+                "counts": counts,
                 "padded": sum(1 for r in kept if r[4]),
                 "mean_box_side": round(float(np.mean(sides)), 2) if sides else 0.0,
                 "by_reason": dict(sorted(Counter(r[1] for r in rows if not r[0]).items())),
@@ -104,10 +133,13 @@ def kept_groups(path, columns) -> dict:
     groups = {}
     for split in ("train", "test"):
         for domain in ("A", "B"):
-            part = table.filter(pc.and_(pc.equal(table.column("split"), split),
-                                        pc.equal(table.column("domain"), domain)))
+            part = table.filter(
+                pc.and_(pc.equal(table.column("split"), split), pc.equal(table.column("domain"), domain))
+            )
             groups[split, domain] = sorted(part.to_pylist(), key=lambda r: r["id"])
     if not groups["test", "A"]:
-        raise StageError(f"{path} has no kept test rows of domain A (the source emotion): nothing to evaluate; "
-                         f"check the split and emotions.source")
+        raise StageError(
+            f"{path} has no kept test rows of domain A (the source emotion): nothing to evaluate; "
+            f"check the split and emotions.source"
+        )
     return groups

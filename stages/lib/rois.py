@@ -15,6 +15,7 @@ exactly those pixels, with cv2's pixel-centre convention both ways. A box may ru
 reflects the image there, the alpha is zero there, and the paste clips both the crop and the image slices (as the
 research's `overlay_image_alpha` did), so nothing outside the image is ever written.
 """
+
 import math
 
 import cv2
@@ -188,7 +189,7 @@ def _alpha_of(region: np.ndarray, bbox, size: int, feather: float) -> np.ndarray
     H, W = region.shape[:2]
     ix0, ix1, iy0, iy1 = max(x, 0), min(x + w, W), max(y, 0), min(y + h, H)
     if ix0 < ix1 and iy0 < iy1:
-        full[iy0 - y:iy1 - y, ix0 - x:ix1 - x] = np.where(region[iy0:iy1, ix0:ix1], 255, 0).astype(np.uint8)
+        full[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = np.where(region[iy0:iy1, ix0:ix1], 255, 0).astype(np.uint8)
     return _feather(_resize(full, size, size), size, feather)
 
 
@@ -231,8 +232,10 @@ def paste_roi(image: np.ndarray, crop: np.ndarray, bbox, alpha: np.ndarray) -> n
     """
     x, y, w, h = _int_box(bbox)
     if crop.dtype != np.uint8 or alpha.dtype != np.uint8 or alpha.ndim != 2:
-        raise StageError(f"paste_roi wants a uint8 crop and a uint8 HxW alpha, got {crop.dtype} {crop.shape}, "
-                         f"{alpha.dtype} {alpha.shape}")
+        raise StageError(
+            f"paste_roi wants a uint8 crop and a uint8 HxW alpha, got {crop.dtype} {crop.shape}, "
+            f"{alpha.dtype} {alpha.shape}"
+        )
     crop = to_grey(crop) if image.ndim == 2 else to_rgb(crop)
     out = image.copy()
     parts = _clip((x, y, w, h), image.shape)

@@ -9,6 +9,7 @@ happen in one place, `stages/ingest.py`, so every source is held to the same rul
     labelled_folder  an image folder plus a CSV naming the image and label columns
     celeba           <path>/img_align_celeba/*.jpg + list_attr_celeba.txt (+ list_eval_partition.txt)
 """
+
 import csv
 import os
 from contextlib import contextmanager
@@ -28,12 +29,12 @@ CELEBA_SPLITS = {"0": "train", "1": "val", "2": "test"}
 class SourceRecord:
     source_key: str
     raw_label: object
-    split: str | None = None          # None: derive from the id
-    data: bytes | None = None         # raw file bytes, or PNG bytes for array sources
-    path: str | None = None           # read lazily (in a worker) when data is None
-    missing: bool = False             # the source names a file that is not there
-    outside_root: bool = False        # the named file resolves (symlinks followed) outside the dataset root
-    problem: str | None = None        # the reader already knows the row is broken: the reject's detail
+    split: str | None = None  # None: derive from the id
+    data: bytes | None = None  # raw file bytes, or PNG bytes for array sources
+    path: str | None = None  # read lazily (in a worker) when data is None
+    missing: bool = False  # the source names a file that is not there
+    outside_root: bool = False  # the named file resolves (symlinks followed) outside the dataset root
+    problem: str | None = None  # the reader already knows the row is broken: the reject's detail
     truth: dict = field(default_factory=dict)  # demo ground truth; never used by the pipeline
 
 
@@ -43,8 +44,9 @@ def file_record(real_root: str, source_key: str, raw_label, file: str, split=Non
     (`../../etc/passwd`, an absolute path, a symlink out)."""
     real = os.path.realpath(file)
     inside = os.path.commonpath([real_root, real]) == real_root
-    return SourceRecord(source_key, raw_label, split, path=file, outside_root=not inside,
-                        missing=inside and not os.path.isfile(real))
+    return SourceRecord(
+        source_key, raw_label, split, path=file, outside_root=not inside, missing=inside and not os.path.isfile(real)
+    )
 
 
 def read_bytes(record: SourceRecord) -> bytes:
@@ -92,8 +94,10 @@ def _fer_rows(path):
             usage = (row.get("Usage") or "").strip()
             split = FER_SPLITS.get(usage.lower())
             if usage and split is None:  # an empty Usage gets a split from the id; a wrong one is not guessed at
-                raise StageError(f"{path}: row {row_number + 2} has Usage {usage[:40]!r}; expected "
-                                 f"Training, PublicTest, PrivateTest or empty")
+                raise StageError(
+                    f"{path}: row {row_number + 2} has Usage {usage[:40]!r}; expected "
+                    f"Training, PublicTest, PrivateTest or empty"
+                )
             png, problem = _fer_pixels_png(row["pixels"])
             yield SourceRecord(f"row/{row_number}", row["emotion"], split, data=png, problem=problem)
 
@@ -153,8 +157,9 @@ def labelled_folder(path, csv_path, image_column, label_column):
         columns = next(csv.reader(f), [])
     for key, column in (("image_column", image_column), ("label_column", label_column)):
         if column not in columns:
-            raise StageError(f"params: ingest.{key}={column!r} is not a column of {csv_path} "
-                             f"(columns: {', '.join(columns)})")
+            raise StageError(
+                f"params: ingest.{key}={column!r} is not a column of {csv_path} (columns: {', '.join(columns)})"
+            )
     images_dir = os.path.join(path, "images") if os.path.isdir(os.path.join(path, "images")) else path
     return _labelled_rows(os.path.realpath(path), csv_path, images_dir, image_column, label_column)
 

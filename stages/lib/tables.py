@@ -4,6 +4,7 @@ A stage output is either one file (`data/filtered/filter_masks.parquet`) or a fo
 (`data/images/part-00000.parquet`, ...). Both are written to a temporary sibling and renamed into
 place, so a killed stage never leaves a half-written output for DVC to cache.
 """
+
 import glob
 import io
 import json
@@ -233,8 +234,12 @@ class FolderWriter:
     def __init__(self, path, names, schema: pa.Schema):
         self.path, self.schema = path, schema
         self.tmp = temp_folder(path)
-        self.writers = {n: pq.ParquetWriter(os.path.join(self.tmp, f"{n}.parquet"), schema, compression="zstd",
-                                            write_statistics=False) for n in names}
+        self.writers = {
+            n: pq.ParquetWriter(
+                os.path.join(self.tmp, f"{n}.parquet"), schema, compression="zstd", write_statistics=False
+            )
+            for n in names
+        }
 
     def write(self, name, rows: list):
         """Append rows (dicts) to file `name`."""

@@ -6,8 +6,10 @@ data resumes from it and ends with the same weights as an uninterrupted run; a c
 of the params and the training data) differs is ignored. The dvclive directory is rebuilt from the checkpoint's log
 on every run, so it always matches the weights.
 
-Run through the stage: `python -m stages.train <roi>`; in code: `train_roi(read_config(params.load(), roi), Paths(roi))`.
+Run through the stage: `python -m stages.train <roi>`; in code:
+    train_roi(read_config(params.load(), roi), Paths(roi))
 """
+
 import hashlib
 import io
 import json
@@ -22,13 +24,20 @@ from PIL import Image
 
 from . import params as P
 from . import paths
-from .cyclegan import CHECKPOINT_FORMAT, GRID_SAMPLES, LOSS_NAMES, CycleGAN, DeviceData, TrainConfig, load_domains, \
-    lr_factor
+from .cyclegan import (
+    CHECKPOINT_FORMAT,
+    GRID_SAMPLES,
+    LOSS_NAMES,
+    CycleGAN,
+    DeviceData,
+    TrainConfig,
+    load_domains,
+    lr_factor,
+)
 from .expression import ExpressionNet, fit_expression
 from .live import open_live
 from .networks import generator_file
 from .tables import save_torch_atomic, write_json_atomic
-
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
@@ -59,8 +68,9 @@ def load_checkpoint(path, expected_hash, roi):
         print(f"train {roi}: ignoring unreadable checkpoint {path} ({type(err).__name__})", file=sys.stderr)
         return None
     if not isinstance(ckpt, dict) or ckpt.get("fingerprint") != expected_hash:
-        print(f"train {roi}: ignoring checkpoint {path} from other params or data; training from scratch",
-              file=sys.stderr)
+        print(
+            f"train {roi}: ignoring checkpoint {path} from other params or data; training from scratch", file=sys.stderr
+        )
         return None
     # Strings interned as the code's own literals are: pickle writes a string once per distinct object, so loaded
     # copies of "lr", "G", ... would make the next checkpoint's bytes differ from an uninterrupted run's although
@@ -118,8 +128,11 @@ def _expression_net(cfg: TrainConfig, crops_a, crops_b, device, ckpt):
         net.load_state_dict(ckpt["expression"])
         return net.eval().requires_grad_(False), dict(ckpt["expression_report"])
     net, report = fit_expression(crops_a, crops_b, device, cfg.seed)
-    print(f"train {cfg.roi}: expression classifier, held-out train accuracy {report['expression_holdout_accuracy']}"
-          f" ({report['expression_n_fit']} crops fit, {report['expression_n_holdout']} held out)", file=sys.stderr)
+    print(
+        f"train {cfg.roi}: expression classifier, held-out train accuracy {report['expression_holdout_accuracy']}"
+        f" ({report['expression_n_fit']} crops fit, {report['expression_n_holdout']} held out)",
+        file=sys.stderr,
+    )
     return net, report
 
 
@@ -130,8 +143,13 @@ def train_epoch(cfg: TrainConfig, model: CycleGAN, data: DeviceData, epoch: int,
     total_steps = cfg.epochs * data.steps_per_epoch
     decay_steps = cfg.epochs_decay * data.steps_per_epoch
     sums = {name: torch.zeros((), device=model.device) for name in LOSS_NAMES}
-    bar = tqdm(range(data.steps_per_epoch), desc=f"train {cfg.roi} {epoch + 1}/{cfg.epochs}", file=sys.stderr,
-               leave=False, mininterval=1.0)
+    bar = tqdm(
+        range(data.steps_per_epoch),
+        desc=f"train {cfg.roi} {epoch + 1}/{cfg.epochs}",
+        file=sys.stderr,
+        leave=False,
+        mininterval=1.0,
+    )
     for step in bar:
         global_step = epoch * data.steps_per_epoch + step
         lr = cfg.lr * lr_factor(global_step, total_steps, decay_steps)
@@ -180,26 +198,43 @@ def train_roi(cfg: TrainConfig, where: Paths, after_step=None) -> dict:
         grid = model.sample_grid(*fixed)
         history.append(record)
         grids.append(_png(grid))
-        save_torch_atomic({"fingerprint": expected, "format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
-                     "model": model.state_dict(), "data_rng": data_gen.get_state(),
-                     "expression": None if expression is None else expression.state_dict(),
-                     "expression_report": expression_report,
-                     "history": history, "grids": grids}, where.checkpoint)
+        save_torch_atomic(
+            {
+                "fingerprint": expected,
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "data_rng": data_gen.get_state(),
+                "expression": None if expression is None else expression.state_dict(),
+                "expression_report": expression_report,
+                "history": history,
+                "grids": grids,
+            },
+            where.checkpoint,
+        )
         _log_epoch(live, record, Image.fromarray(grid))
-        print(f"train {cfg.roi} epoch {epoch + 1}/{cfg.epochs}: "
-              + " ".join(f"{k}={record[k]:.4f}" for k in LOSS_NAMES), file=sys.stderr)
+        print(
+            f"train {cfg.roi} epoch {epoch + 1}/{cfg.epochs}: " + " ".join(f"{k}={record[k]:.4f}" for k in LOSS_NAMES),
+            file=sys.stderr,
+        )
     seconds = time.perf_counter() - started
     live.end()
 
     config = dict(roi=cfg.roi, size=cfg.size, value_range=[-1.0, 1.0], direction="A->B", **model.nets["G_AB"].config)
     save_torch_atomic(generator_file(config, model.nets["G_AB"].state_dict()), where.generator)
     metrics = {
-        "roi": cfg.roi, "n_train_A": len(crops_a), "n_train_B": len(crops_b), "epochs": cfg.epochs,
-        "steps": total_steps, "device": cfg.device,
+        "roi": cfg.roi,
+        "n_train_A": len(crops_a),
+        "n_train_B": len(crops_b),
+        "epochs": cfg.epochs,
+        "steps": total_steps,
+        "device": cfg.device,
         "final": {k: history[-1][k] for k in LOSS_NAMES},
-        "cycle_first_epoch": history[0]["cycle"], "cycle_last_epoch": history[-1]["cycle"],
+        "cycle_first_epoch": history[0]["cycle"],
+        "cycle_last_epoch": history[-1]["cycle"],
         "seconds_per_step": seconds / steps_run if steps_run else None,
-        "generator": cfg.generator, **expression_report,
+        "generator": cfg.generator,
+        **expression_report,
     }
     write_json_atomic(metrics, where.metrics)
     return metrics

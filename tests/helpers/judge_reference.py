@@ -7,6 +7,7 @@ Use:
     neutral_happy_accuracy(judge_probs(load_judge(), images), labels)
 Paths are relative to the project root, where tests and bench scripts run.
 """
+
 import os
 
 import numpy as np
@@ -65,7 +66,7 @@ def tflite_probs(faces, path=TFLITE):
     x = preprocess_faces(faces).permute(0, 2, 3, 1).contiguous().numpy()  # NHWC, as Keras
     rows = []
     for i in range(len(x)):
-        interp.set_tensor(inp, x[i:i + 1])
+        interp.set_tensor(inp, x[i : i + 1])
         interp.invoke()
         rows.append(interp.get_tensor(out)[0].copy())
     return np.array(rows, np.float32)

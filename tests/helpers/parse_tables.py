@@ -1,24 +1,44 @@
 """Small images tables (the ingest contract) built from files or arrays, for the parse tests and bench/parse.py."""
 
+import pyarrow as pa
+
 from stages.lib import tables
 from stages.lib.codec import content_id, decode_image, encode_png
 
-import pyarrow as pa
-
-IMAGES_SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("source_key", pa.string()), ("split", pa.string()),
-    ("label", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int32()),
-    ("image", pa.binary()), ("kept", pa.bool_()), ("reason", pa.string()),
-])
+IMAGES_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("source_key", pa.string()),
+        ("split", pa.string()),
+        ("label", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("channels", pa.int32()),
+        ("image", pa.binary()),
+        ("kept", pa.bool_()),
+        ("reason", pa.string()),
+    ]
+)
 
 
 def _row(key, image=None, raw=None, reason=""):
     raw = raw if raw is not None else encode_png(image)
     kept = image is not None and not reason
     h, w = image.shape[:2] if image is not None else (0, 0)
-    return {"id": content_id(raw), "source": "test", "source_key": key, "split": "train", "label": "neutral",
-            "width": w, "height": h, "channels": (image.ndim if image is not None and image.ndim == 2 else 3),
-            "image": encode_png(image) if kept else None, "kept": kept, "reason": reason}
+    return {
+        "id": content_id(raw),
+        "source": "test",
+        "source_key": key,
+        "split": "train",
+        "label": "neutral",
+        "width": w,
+        "height": h,
+        "channels": (image.ndim if image is not None and image.ndim == 2 else 3),
+        "image": encode_png(image) if kept else None,
+        "kept": kept,
+        "reason": reason,
+    }
 
 
 def write_images_table(out_dir, items, chunk=64):

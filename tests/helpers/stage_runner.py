@@ -1,4 +1,5 @@
 """Run a stage the way DVC does, in a scratch project: its own params.yaml, the real code."""
+
 import copy
 import os
 import subprocess
@@ -46,8 +47,9 @@ def scratch_project(path, overrides=None):
 
 def run_stage(path, stage, *args, check=True):
     env = dict(os.environ, PYTHONPATH=str(path))
-    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=path, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}", *args], cwd=path, env=env, capture_output=True, text=True
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"stages.{stage} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

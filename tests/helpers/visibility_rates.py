@@ -3,14 +3,15 @@ drawn with and without the visibility check, and the share of faces filter_masks
 
 The rule's limits are read from params.yaml's filter_masks block (read only), so the rates are the pipeline's.
 """
+
 from collections import defaultdict
 
 import numpy as np
 import yaml
 
 from stages.lib.labels import N_PARSE_CLASSES
-from stages.lib.parsing.labelmap import class_counts
 from stages.lib.masks import visibility_reasons
+from stages.lib.parsing.labelmap import class_counts
 from tests.conftest import ROOT
 
 HIDDEN_DEFECTS = ("mouth_occluded", "eyes_occluded", "sunglasses", "eyes_closed")

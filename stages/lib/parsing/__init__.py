@@ -7,6 +7,7 @@
 `read_params` validates the `parse:` block; `make_parser` builds the backend, checking its weights before any work.
 The streamed loop that writes `data/parsed/` is runner.parse_table.
 """
+
 from .. import params as P
 from ..errors import StageError
 
@@ -26,8 +27,9 @@ def read_params(params: dict) -> dict:
     P.known("parse.device")  # facexlib backends only
     P.check_unknown(params, ["parse"])
     if cfg["size"] % 32:
-        raise StageError(f"params: parse.input_side={cfg['size']} must be a multiple of 32 "
-                         f"(the networks downsample 32x)")
+        raise StageError(
+            f"params: parse.input_side={cfg['size']} must be a multiple of 32 (the networks downsample 32x)"
+        )
     if cfg["backend"] != "facemesh":
         if not cfg["weights"]:
             raise StageError(f"params: parse.weights must name the {cfg['backend']} weights file")
@@ -49,16 +51,18 @@ def read_visibility(params: dict):
     if not isinstance(given, dict) or set(given) - set(names):
         raise StageError(f"params: parse.visibility_limits must map some of {', '.join(names)} to numbers")
     # Every limit is a ratio of luminance differences or lengths; -1..4 bounds them with room to spare.
-    return VisibilityThresholds(**{name: P.number(params, f"parse.visibility_limits.{name}", float, -1.0, 4.0)
-                                   for name in given})
+    return VisibilityThresholds(
+        **{name: P.number(params, f"parse.visibility_limits.{name}", float, -1.0, 4.0) for name in given}
+    )
 
 
 def make_parser(cfg: dict):
     if cfg["backend"] == "facemesh":
         from .facemesh import FaceMeshParser
 
-        return FaceMeshParser(min_detect_size=cfg["min_detect_size"], visibility=cfg["visibility"],
-                              max_draw_side=cfg["max_draw_side"])
+        return FaceMeshParser(
+            min_detect_size=cfg["min_detect_size"], visibility=cfg["visibility"], max_draw_side=cfg["max_draw_side"]
+        )
     from .facexlib_nets import FacexlibParser
 
     return FacexlibParser(cfg["backend"], cfg["weights"], cfg["size"], cfg["device"])

@@ -14,6 +14,7 @@ FaceMesh places its landmarks through occluders (a bar, sunglasses, a hand over 
 visibility checking on (the default), each eye, brow and the mouth is then checked against the image's pixels and
 a feature the picture does not show is taken out of the map (visibility.py), as a learned parser would leave it out.
 """
+
 import contextlib
 import os
 import warnings
@@ -91,7 +92,7 @@ def _topology():
     from mediapipe.python.solutions import face_mesh_connections as fmc
 
     def cycle(edges):
-        (nodes, closed), = walk_contours(edges)
+        ((nodes, closed),) = walk_contours(edges)
         assert closed
         return nodes
 
@@ -126,8 +127,8 @@ def _split_at_corners(cycle):
     """A closed lip contour cut at its two mouth corners (its farthest-apart points) into two chains."""
     d = np.linalg.norm(cycle[:, None] - cycle[None], axis=2)
     i, j = sorted(np.unravel_index(np.argmax(d), d.shape))
-    first = cycle[i:j + 1]
-    second = np.concatenate([cycle[j:], cycle[:i + 1]])[::-1]  # also from corner i to corner j
+    first = cycle[i : j + 1]
+    second = np.concatenate([cycle[j:], cycle[: i + 1]])[::-1]  # also from corner i to corner j
     return first, second
 
 
@@ -178,8 +179,14 @@ class FaceMeshParser:
 
     backend = "facemesh"
 
-    def __init__(self, min_detect_size=192, refine=True, min_confidence=0.5, visibility=VisibilityThresholds(),
-                 max_draw_side=2048):
+    def __init__(
+        self,
+        min_detect_size=192,
+        refine=True,
+        min_confidence=0.5,
+        visibility=VisibilityThresholds(),
+        max_draw_side=2048,
+    ):
         """`visibility`: the thresholds of the per-feature visibility check, or None to draw every feature FaceMesh
         places (the landmarks alone, occluded or not)."""
         import mediapipe as mp
@@ -190,8 +197,11 @@ class FaceMeshParser:
         self.visibility = visibility
         with quiet_stderr():  # most set-up logs; the stage also wraps its whole run (see stages/parse.py)
             self.mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=1, refine_landmarks=refine,
-                min_detection_confidence=min_confidence)
+                static_image_mode=True,
+                max_num_faces=1,
+                refine_landmarks=refine,
+                min_detection_confidence=min_confidence,
+            )
         self.seconds_in_mediapipe = 0.0
 
     def close(self):
@@ -270,8 +280,9 @@ class FaceMeshParser:
             # A 36 MP photo costs seconds to minutes to rasterise and check at full size, for polygons whose
             # detail is the landmarks': draw at max_draw_side, then scale the map up (nearest, so ids stay ids).
             f = self.max_draw_side / max(height, width)
-            small = cv2.resize(image, (max(1, round(width * f)), max(1, round(height * f))),
-                               interpolation=cv2.INTER_AREA)
+            small = cv2.resize(
+                image, (max(1, round(width * f)), max(1, round(height * f))), interpolation=cv2.INTER_AREA
+            )
             label_map, _ = self.draw(pts, small.shape[0], small.shape[1], small)
             label_map = cv2.resize(label_map, (width, height), interpolation=cv2.INTER_NEAREST)
             return label_map, mask_bbox(label_map > 0)

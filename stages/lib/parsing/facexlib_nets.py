@@ -12,14 +12,15 @@ face_found: these networks label every pixel of any picture, so a face is declar
 FACE_MIN_SKIN of the picture as skin *and* FACE_MIN_FEATURES of the four feature groups (brows, eyes, nose,
 mouth/lips) present. A no-face row gets an all-background map, like FaceMesh's.
 """
+
 import os
 
 import cv2
 import numpy as np
 
+from ..boxes import mask_bbox
 from ..errors import StageError
 from ..labels import PARSE_CLASSES, REGIONS
-from ..boxes import mask_bbox
 from .labelmap import FACE_CLASSES
 
 WEIGHT_URLS = {
@@ -31,8 +32,27 @@ NORMALISATION = {  # (mean, std) per RGB channel, applied to [0, 1] pixels
     "parsenet": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 # ParseNet's output channels, in CelebAMask-HQ's original annotation order.
-PARSENET_CLASSES = ["background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
-                    "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth"]
+PARSENET_CLASSES = [
+    "background",
+    "skin",
+    "nose",
+    "eye_g",
+    "l_eye",
+    "r_eye",
+    "l_brow",
+    "r_brow",
+    "l_ear",
+    "r_ear",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "hair",
+    "hat",
+    "ear_r",
+    "neck_l",
+    "neck",
+    "cloth",
+]
 TO_CANONICAL = {
     "bisenet": np.arange(len(PARSE_CLASSES), dtype=np.uint8),
     "parsenet": np.array([PARSE_CLASSES.index(name) for name in PARSENET_CLASSES], dtype=np.uint8),
@@ -55,8 +75,10 @@ def build_net(backend: str):
 
 
 def missing_weights_message(backend: str, path: str) -> str:
-    return (f"parse.backend={backend} needs weights at {path} ({os.path.abspath(path)}), which is missing; "
-            f"get them with: dvc import-url {WEIGHT_URLS[backend]} {path}  (see models/parsing/README.md)")
+    return (
+        f"parse.backend={backend} needs weights at {path} ({os.path.abspath(path)}), which is missing; "
+        f"get them with: dvc import-url {WEIGHT_URLS[backend]} {path}  (see models/parsing/README.md)"
+    )
 
 
 def load_net(backend: str, path: str, device, half: bool):
@@ -68,8 +90,10 @@ def load_net(backend: str, path: str, device, half: bool):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise StageError(f"parse.weights: {path} is not a loadable torch checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:160]})") from None
+        raise StageError(
+            f"parse.weights: {path} is not a loadable torch checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160]})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("params"), dict):  # BasicSR-style wrapper
         state = state["params"]
     net = build_net(backend)
@@ -77,9 +101,11 @@ def load_net(backend: str, path: str, device, half: bool):
         raise StageError(f"parse.weights: {path} holds a {type(state).__name__}, not a state dict")
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise StageError(f"parse.weights: {path} does not fit facexlib's {backend}: "
-                         f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:2]}), "
-                         f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:2]})")
+        raise StageError(
+            f"parse.weights: {path} does not fit facexlib's {backend}: "
+            f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:2]}), "
+            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:2]})"
+        )
     net = net.eval().to(device=device, memory_format=torch.channels_last)
     return net.half() if half else net
 

@@ -4,6 +4,7 @@ the overlays on contact sheets: stages/lib/contact_sheet.py).
 Pure numpy/PIL; nothing here knows which network drew the map. Class ids are the canonical 19 of ../DESIGN.md
 (stages/lib/labels.py).
 """
+
 import numpy as np
 
 from ..labels import N_PARSE_CLASSES, REGIONS
@@ -13,11 +14,30 @@ from ..labels import N_PARSE_CLASSES, REGIONS
 FACE_CLASSES = (1, 2, 3, 4, 5, 10, 11, 12, 13)
 
 # One colour per canonical class, chosen so that neighbours (brow/eye, upper/lower lip) contrast.
-PALETTE = np.array([
-    (0, 0, 0), (204, 153, 120), (120, 60, 20), (170, 90, 30), (30, 144, 255), (0, 200, 255), (255, 255, 255),
-    (150, 100, 200), (180, 130, 230), (255, 215, 0), (90, 200, 90), (40, 20, 20), (230, 40, 60), (160, 0, 90),
-    (255, 180, 150), (255, 100, 200), (80, 80, 160), (60, 40, 30), (0, 120, 120),
-], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        (0, 0, 0),
+        (204, 153, 120),
+        (120, 60, 20),
+        (170, 90, 30),
+        (30, 144, 255),
+        (0, 200, 255),
+        (255, 255, 255),
+        (150, 100, 200),
+        (180, 130, 230),
+        (255, 215, 0),
+        (90, 200, 90),
+        (40, 20, 20),
+        (230, 40, 60),
+        (160, 0, 90),
+        (255, 180, 150),
+        (255, 100, 200),
+        (80, 80, 160),
+        (60, 40, 30),
+        (0, 120, 120),
+    ],
+    dtype=np.uint8,
+)
 assert len(PALETTE) == N_PARSE_CLASSES
 
 

@@ -6,6 +6,7 @@ the main thread runs the model on the batch in between, so the model is never le
 OpenCV, PIL and torch release the GIL for their heavy parts. Results are written in input order, so a rerun writes
 byte-identical shards.
 """
+
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -18,23 +19,25 @@ from tqdm import tqdm
 
 from .. import tables
 from ..codec import encode_png
+from ..contact_sheet import overlay, render_sheet
 from ..errors import StageError
 from ..labels import N_PARSE_CLASSES
-from ..contact_sheet import overlay, render_sheet
 from .labelmap import PALETTE, class_counts
 
-SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("backend", pa.string()),
-    ("parse_size", pa.int32()),
-    ("face_found", pa.bool_()),
-    ("face_bbox", pa.list_(pa.int32())),   # x, y, w, h in image pixels; null when no face
-    ("label_map", pa.binary()),            # PNG, uint8 canonical ids, at the image's resolution
-    ("class_counts", pa.list_(pa.int64())),  # 19 pixel counts at the image's resolution
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("error", pa.string()),                # why a kept image could not be parsed; empty otherwise
-])
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("backend", pa.string()),
+        ("parse_size", pa.int32()),
+        ("face_found", pa.bool_()),
+        ("face_bbox", pa.list_(pa.int32())),  # x, y, w, h in image pixels; null when no face
+        ("label_map", pa.binary()),  # PNG, uint8 canonical ids, at the image's resolution
+        ("class_counts", pa.list_(pa.int64())),  # 19 pixel counts at the image's resolution
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("error", pa.string()),  # why a kept image could not be parsed; empty otherwise
+    ]
+)
 INPUT_COLUMNS = ["id", "kept", "image"]
 
 
@@ -64,8 +67,12 @@ def check_input(images_path):
 
 
 def count_kept(images_path):
-    return int(sum(pc.sum(b.column(0)).as_py() or 0
-                   for b in tables.iter_batches(images_path, columns=["kept"], batch_rows=65536)))
+    return int(
+        sum(
+            pc.sum(b.column(0)).as_py() or 0
+            for b in tables.iter_batches(images_path, columns=["kept"], batch_rows=65536)
+        )
+    )
 
 
 class Prepared:
@@ -74,7 +81,15 @@ class Prepared:
     __slots__ = ("id", "image", "input", "side", "height", "width", "error")
 
     def __init__(self, row_id):
-        self.id, self.image, self.input, self.side, self.height, self.width, self.error = row_id, None, None, 0, 0, 0, ""
+        self.id, self.image, self.input, self.side, self.height, self.width, self.error = (
+            row_id,
+            None,
+            None,
+            0,
+            0,
+            0,
+            "",
+        )
 
 
 def _prepare(parser, chunk):
@@ -115,12 +130,23 @@ def _finish(parser, prepared, raws, want_tiles):
             if not found:
                 label_map = np.zeros((p.height, p.width), np.uint8)
             png, counts = encode_png(label_map), class_counts(label_map)
-        for name, value in (("id", p.id), ("backend", parser.backend), ("parse_size", p.side),
-                            ("face_found", found), ("face_bbox", bbox), ("label_map", png),
-                            ("class_counts", counts), ("width", p.width), ("height", p.height), ("error", p.error)):
+        for name, value in (
+            ("id", p.id),
+            ("backend", parser.backend),
+            ("parse_size", p.side),
+            ("face_found", found),
+            ("face_bbox", bbox),
+            ("label_map", png),
+            ("class_counts", counts),
+            ("width", p.width),
+            ("height", p.height),
+            ("error", p.error),
+        ):
             rows[name].append(value)
         if len(tiles) < want_tiles and p.image is not None:
-            tiles.append((overlay(p.image, label_map, PALETTE, alpha=0.55), f"{p.id[:8]} {'face' if found else 'NO FACE'}"))
+            tiles.append(
+                (overlay(p.image, label_map, PALETTE, alpha=0.55), f"{p.id[:8]} {'face' if found else 'NO FACE'}")
+            )
         p.image = p.input = None
     return rows, tiles
 
@@ -137,15 +163,17 @@ def parse_table(images_path, out_path, parser, batch_rows=16, progress=None, she
     def write(future):
         rows, new_tiles = future.result()
         writer.write(rows)
-        tiles.extend(new_tiles[:max(0, sheet_tiles - len(tiles))])
+        tiles.extend(new_tiles[: max(0, sheet_tiles - len(tiles))])
         n = len(rows["id"])
         stats["images"] += n
         stats["faces_found"] += sum(rows["face_found"])
         stats["errors"] += sum(1 for e in rows["error"] if e)
         bar.update(n)
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="parse") as pool, \
-            tables.ShardWriter(out_path, SCHEMA) as writer:
+    with (
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="parse") as pool,
+        tables.ShardWriter(out_path, SCHEMA) as writer,
+    ):
         chunks = kept_chunks(images_path, batch_rows)
         first = next(chunks, None)
         next_prep = pool.submit(_prepare, parser, first) if first is not None else None
@@ -167,14 +195,16 @@ def parse_table(images_path, out_path, parser, batch_rows=16, progress=None, she
     bar.close()
     seconds = time.perf_counter() - start
     n = stats["images"]
-    stats.update({
-        "backend": parser.backend,
-        "no_face": n - stats["faces_found"],
-        "detection_rate": round(stats["faces_found"] / n, 4) if n else 0.0,
-        "seconds": round(seconds, 3),
-        "images_per_s": round(n / seconds, 3) if seconds > 0 else 0.0,
-        "model_seconds": round(model_seconds, 3),
-        "share_outside_model": round(1 - model_seconds / seconds, 4) if seconds > 0 else 0.0,
-    })
+    stats.update(
+        {
+            "backend": parser.backend,
+            "no_face": n - stats["faces_found"],
+            "detection_rate": round(stats["faces_found"] / n, 4) if n else 0.0,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(n / seconds, 3) if seconds > 0 else 0.0,
+            "model_seconds": round(model_seconds, 3),
+            "share_outside_model": round(1 - model_seconds / seconds, 4) if seconds > 0 else 0.0,
+        }
+    )
     sheet = render_sheet([t for t, _ in tiles], [c for _, c in tiles], cols=6, thumb=160)
     return stats, sheet

@@ -26,6 +26,7 @@ every brightness difference is divided by the median luminance of the face's ski
 The thresholds (VisibilityThresholds) were read off measured distributions; see their comments. bench/visibility.py
 prints the rejection rates they give on the demo and on the real photos.
 """
+
 from dataclasses import dataclass
 
 import cv2
@@ -56,6 +57,7 @@ class VisibilityThresholds:
     of the real facial_expressions photos (drawn with seed 0); the ranges quoted are per eye, brow or mouth.
     bench/visibility.py prints the rejection rates they give.
     """
+
     # Eye aspect ratio: closed demo eyes measure 0.044-0.18 at 256 px; open demo eyes >= 0.15 at 128 px and >= 0.22
     # at 160 and 256 px. Real photos below 0.13 were looked at: closed or screwed-up eyes, which the rule means to
     # remove. Below 256 px FaceMesh opens one eye of some closed pairs (to 0.25 at 160 px) and shows it like a dim
@@ -114,8 +116,10 @@ def window(mask: np.ndarray, pad: int):
         return None
     cols = np.flatnonzero(mask.any(axis=0))
     h, w = mask.shape
-    return (slice(max(rows[0] - pad, 0), min(rows[-1] + pad + 1, h)),
-            slice(max(cols[0] - pad, 0), min(cols[-1] + pad + 1, w)))
+    return (
+        slice(max(rows[0] - pad, 0), min(rows[-1] + pad + 1, h)),
+        slice(max(cols[0] - pad, 0), min(cols[-1] + pad + 1, w)),
+    )
 
 
 def ring_around(mask: np.ndarray, width: int) -> np.ndarray:
@@ -142,8 +146,11 @@ def measure(lum: np.ndarray, feature: np.ndarray, skin: np.ndarray, ring_px: int
     values, ring_values = lum[box][inside], lum[box][ring]
     p5, p95 = np.percentile(values, [5, 95])
     skin_near = float(np.median(ring_values))
-    return {"dark": (skin_near - p5) / skin_level, "bright": (p95 - skin_near) / skin_level,
-            "contrast": float(p95 - p5) / skin_level}
+    return {
+        "dark": (skin_near - p5) / skin_level,
+        "bright": (p95 - skin_near) / skin_level,
+        "contrast": float(p95 - p5) / skin_level,
+    }
 
 
 def eye_replacement(opening: float, m, limits: VisibilityThresholds):
@@ -151,8 +158,9 @@ def eye_replacement(opening: float, m, limits: VisibilityThresholds):
     no_sclera = m is not None and m["bright"] < limits.eye_sclera
     if opening < limits.eye_opening or (opening < limits.eye_narrow and no_sclera):
         return SKIN
-    if m is not None and (m["contrast"] < limits.eye_contrast
-                          or (m["contrast"] < limits.eye_dim and m["dark"] < limits.eye_dark)):
+    if m is not None and (
+        m["contrast"] < limits.eye_contrast or (m["contrast"] < limits.eye_dim and m["dark"] < limits.eye_dark)
+    ):
         return BACKGROUND
     return None
 
