@@ -48,7 +48,16 @@ def main():
     legend["label"] = legend.emotion.map(canonical_emotion)
     legend = legend.drop_duplicates(["image", "label"]).drop_duplicates("image", keep=False)
     legend = legend[legend.label.notna()].sort_values("image").reset_index(drop=True)
+    greys, maps, boxes = parse_photos(legend, params)
+    keep = mask_filter(maps, params)
+    labels = legend.label.to_numpy()[keep].tolist()
+    g, b = [greys[i] for i in keep], [boxes[i] for i in keep]
+    m = [maps[i] for i in keep] if inp == "grey_masks" else None
+    compare(params, backbone, inp, labels, g, b, m)
 
+
+def parse_photos(legend, params):
+    """(grey images, label maps, face boxes) of the photos, parsed with FaceMesh."""
     t0 = time.perf_counter()
     parser = FaceMeshParser(min_detect_size=params["parse"]["min_detect_size"])
     greys, maps, boxes = [], [], []
@@ -60,7 +69,11 @@ def main():
             maps.append(lm)
             boxes.append(box)
     print(f"parsed {len(greys)} photos in {time.perf_counter() - t0:.0f}s")
+    return greys, maps, boxes
 
+
+def mask_filter(maps, params):
+    """The indices filter_masks keeps, as its rule decides them."""
     counts = counts_matrix([class_counts(m) if m is not None else None for m in maps])
     fm = params["filter_masks"]
     kept, reasons, _, _ = visibility_reasons([m is not None for m in maps], counts, fm["min_px"], fm["ref_size"])
@@ -69,10 +82,12 @@ def main():
         f"{dict(sorted(Counter(r for r in reasons if r).items()))}"
     )
 
-    keep = np.flatnonzero(kept)
-    labels = legend.label.to_numpy()[keep].tolist()
-    g, b = [greys[i] for i in keep], [boxes[i] for i in keep]
-    m = [maps[i] for i in keep] if inp == "grey_masks" else None
+    return np.flatnonzero(kept)
+
+
+def compare(params, backbone, inp, labels, g, b, m):
+    """The curator's and the judge's accuracy, and what filter_emotion keeps with either."""
+    cur = params["curator"]
     src, tgt = params["emotions"]["source"], params["emotions"]["target"]
     classes = curator_classes(src, tgt, labels)
     y = class_index(labels, classes)

@@ -170,7 +170,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--roi", default="mouth")
     ap.add_argument("--manifest", default="", help="a data/rois/<roi>.parquet; default: synthetic crops")
@@ -189,9 +189,11 @@ def main():
         action="store_true",
         help="check that the reference matches our resnet path (parameters, forward, 3 steps), then exit",
     )
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    return ap.parse_args()
 
+
+def bench_config(args):
+    """params.yaml's train config for the ROI with the command line's overrides, made like for like."""
     params = P.load()
     params["train"]["device"] = args.device
     if args.batch:
@@ -199,26 +201,12 @@ def main():
     if args.precision:
         params["train"]["precision"] = args.precision
     params["train"]["compile"] = args.compile
-    cfg = like_for_like_config(params, args.roi)
+    return like_for_like_config(params, args.roi)
+
+
+def race(args, cfg, pngs_a, pngs_b, crops_a, crops_b):
+    """Alternating rounds of our step and the reference's; prints the medians and their ratio."""
     device = torch.device(cfg.device)
-    (pngs_a, pngs_b), source = load_pngs(args.manifest, cfg.size, args.n_synthetic)
-    decode = lambda pngs: np.stack([to_rgb(decode_png(p))[..., :3].transpose(2, 0, 1) for p in pngs])
-    crops_a, crops_b = decode(pngs_a), decode(pngs_b)
-    print(
-        f"roi={cfg.roi} size={cfg.size} batch={cfg.batch} ngf={cfg.ngf} ndf={cfg.ndf} n_blocks={cfg.n_blocks} "
-        f"n_layers={cfg.n_layers} n_down={cfg.n_down} lambda_cycle={cfg.lambda_cycle} "
-        f"lambda_identity={cfg.lambda_identity} pool={cfg.pool_size} data={source}; "
-        f"ours: generator={cfg.generator} upsample={cfg.upsample} lambda_expression={cfg.lambda_expression}"
-    )
-
-    if args.check:
-        cpu_cfg = dataclasses.replace(cfg, device="cpu", precision="fp32", compile=False)
-        data = DeviceData(crops_a, crops_b, cpu_cfg, torch.device("cpu"))
-        data.plan_epoch(torch.Generator().manual_seed(0))
-        print("\n".join(check_reference(cpu_cfg, [data.batch(i) for i in range(3)])))
-        print("check passed")
-        return
-
     ours = CycleGAN(cfg, device, fast=True)
     data = DeviceData(crops_a, crops_b, cfg, device, ours.channels_last)
     data.plan_epoch(torch.Generator().manual_seed(0))
@@ -250,25 +238,30 @@ def main():
             a, b = next(state["ref_iter"])
         ref.step(a.to(device), b.to(device))
 
-    def timed(step, n):
-        # Wall time, and on CPU also this process's CPU time: on a machine shared with other jobs the CPU time is
-        # what the step costs, the wall time includes waiting for a core. The published code turns on cuDNN's
-        # autotuner and our stage does not, so each side runs with its own setting.
-        torch.backends.cudnn.benchmark = step is ref_step
-        times = []
-        for _ in range(n):
-            sync(device)
-            t, c = time.perf_counter(), time.process_time()
-            step()
-            sync(device)
-            times.append((time.perf_counter() - t, time.process_time() - c))
-        return times
-
-    timed(ours_step, args.warmup), timed(ref_step, args.warmup)
+    timed(ours_step, args.warmup, device, False), timed(ref_step, args.warmup, device, True)
     ours_t, ref_t = [], []
     for _ in range(args.rounds):
-        ours_t += timed(ours_step, args.steps)
-        ref_t += timed(ref_step, args.steps)
+        ours_t += timed(ours_step, args.steps, device, False)
+        ref_t += timed(ref_step, args.steps, device, True)
+    report(ours, cfg, device, ours_t, ref_t)
+
+
+def timed(step, n, device, autotune: bool) -> list:
+    """(wall, CPU) seconds of `n` calls of `step`. On a machine shared with other jobs the CPU time is what the step
+    costs; the wall time includes waiting for a core. The published code turns on cuDNN's autotuner and our stage does
+    not, so each side runs with its own setting."""
+    torch.backends.cudnn.benchmark = autotune
+    times = []
+    for _ in range(n):
+        sync(device)
+        t, c = time.perf_counter(), time.process_time()
+        step()
+        sync(device)
+        times.append((time.perf_counter() - t, time.process_time() - c))
+    return times
+
+
+def report(ours, cfg, device, ours_t, ref_t):
     median = lambda ts, k: 1000 * statistics.median(t[k] for t in ts)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} thread(s)"
     print(
@@ -282,6 +275,30 @@ def main():
         f"ratio ours/reference: wall {median(ours_t, 0) / median(ref_t, 0):.3f}, "
         f"cpu {median(ours_t, 1) / median(ref_t, 1):.3f}"
     )
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = bench_config(args)
+    (pngs_a, pngs_b), source = load_pngs(args.manifest, cfg.size, args.n_synthetic)
+    decode = lambda pngs: np.stack([to_rgb(decode_png(p))[..., :3].transpose(2, 0, 1) for p in pngs])
+    crops_a, crops_b = decode(pngs_a), decode(pngs_b)
+    print(
+        f"roi={cfg.roi} size={cfg.size} batch={cfg.batch} ngf={cfg.ngf} ndf={cfg.ndf} n_blocks={cfg.n_blocks} "
+        f"n_layers={cfg.n_layers} n_down={cfg.n_down} lambda_cycle={cfg.lambda_cycle} "
+        f"lambda_identity={cfg.lambda_identity} pool={cfg.pool_size} data={source}; "
+        f"ours: generator={cfg.generator} upsample={cfg.upsample} lambda_expression={cfg.lambda_expression}"
+    )
+
+    if args.check:
+        cpu_cfg = dataclasses.replace(cfg, device="cpu", precision="fp32", compile=False)
+        data = DeviceData(crops_a, crops_b, cpu_cfg, torch.device("cpu"))
+        data.plan_epoch(torch.Generator().manual_seed(0))
+        print("\n".join(check_reference(cpu_cfg, [data.batch(i) for i in range(3)])))
+        print("check passed")
+        return
+    race(args, cfg, pngs_a, pngs_b, crops_a, crops_b)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,12 @@ and rows in stages/lib/roi_manifest.py.
 
 import os
 
-import cv2
 from tqdm import tqdm
 
 from .lib import params as P
 from .lib import paths
 from .lib.codec import encode_png, to_rgb
-from .lib.contact_sheet import LowestIds, contact_sheet
+from .lib.contact_sheet import LowestIds, boxed_thumbnail, contact_sheet
 from .lib.errors import StageError, run_stage
 from .lib.roi_manifest import SCHEMA, Reject, Tally, face_inputs, rejected_row, roi_payload
 from .lib.rois import ROI_NAMES
@@ -61,16 +60,8 @@ def read_params(params) -> dict:
 
 def sheet_tiles(image, box, crop, alpha, domain):
     """original (with the box drawn) | crop | alpha, each as an RGB thumbnail."""
-    scale = SHEET_THUMB / max(image.shape[:2])
-    thumb = cv2.resize(
-        image,
-        (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
-        interpolation=cv2.INTER_AREA,
-    )
-    x, y, w, h = (int(round(v * scale)) for v in box)
     colour = (255, 60, 0) if domain == "A" else (0, 160, 255)
-    cv2.rectangle(thumb, (x, y), (x + w - 1, y + h - 1), colour, 2)
-    return [thumb, crop, to_rgb(alpha)]
+    return [boxed_thumbnail(image, box, SHEET_THUMB, colour), crop, to_rgb(alpha)]
 
 
 def face_rows(row, parsed, cfg, sheets) -> dict:

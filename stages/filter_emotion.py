@@ -20,7 +20,6 @@ the face crops here and cleanlab runs on its probabilities (it never saw these f
 
 import glob
 import os
-from collections import Counter
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -41,6 +40,8 @@ from .lib.label_issues import (
     decide,
     find_issues,
     judge_to_classes,
+    verdict_summary,
+    verdict_table,
 )
 from .lib.labels import FER_ORDER
 from .lib.tables import kept_ids, load_faces, write_bytes_atomic, write_json_atomic, write_table_atomic
@@ -93,40 +94,6 @@ def judge_verdicts(ids, source, target, device, issue_filter):
     return labels, classes, probs, find_issues(class_index(labels, classes), probs, issue_filter)
 
 
-def result_table(ids, labels, classes, probs, issues, kept, reasons, given_prob, p) -> pa.Table:
-    domain = {p["source"]: "A", p["target"]: "B"}
-    return pa.table(
-        {
-            "id": pa.array(ids, pa.string()),
-            "kept": pa.array(kept, pa.bool_()),
-            "reason": pa.array(reasons, pa.string()),
-            "label": pa.array(labels, pa.string()),
-            "domain": pa.array([domain[lab] if k else None for lab, k in zip(labels, kept)], pa.string()),
-            "classifier": pa.array([p["classifier"]] * len(ids), pa.string()),
-            "p_source": pa.array(probs[:, 0], pa.float32()),
-            "p_target": pa.array(probs[:, 1], pa.float32()),
-            "given_prob": pa.array(given_prob, pa.float32()),
-            "predicted": pa.array([classes[k] for k in probs.argmax(axis=1)] if len(ids) else [], pa.string()),
-            "label_issue": pa.array(issues, pa.bool_()),
-        }
-    )
-
-
-def summarise(table: pa.Table, classifier) -> dict:
-    kept = table.column("kept").to_pylist()
-    reasons = [r for r, k in zip(table.column("reason").to_pylist(), kept) if not k]
-    n = len(kept)
-    return {
-        "input": n,
-        "kept": sum(kept),
-        "rejected": n - sum(kept),
-        "classifier": classifier,
-        "kept_fraction": round(sum(kept) / n, 4) if n else 0.0,
-        "by_reason": {r: reasons.count(r) for r in REASONS},
-        "kept_per_domain": dict(sorted(Counter(d for d in table.column("domain").to_pylist() if d).items())),
-    }
-
-
 def write_confusion(table: pa.Table, classes, path):
     """Given class vs the classifier's argmax class, one row per input face, for DVC's `confusion` template."""
     given = [classes[k] for k in class_index(table.column("label").to_pylist(), classes)]
@@ -164,9 +131,9 @@ def main():
         device = P.device(params, "filter_emotion.device")
         labels, classes, probs, issues = judge_verdicts(ids, p["source"], p["target"], device, p["issue_filter"])
     kept, reasons, given_prob = decide(labels, classes, probs, issues, p["source"], p["target"], p["min_confidence"])
-    table = result_table(ids, labels, classes, probs, issues, kept, reasons, given_prob, p)
+    table = verdict_table(ids, labels, classes, probs, issues, kept, reasons, given_prob, p)
     write_table_atomic(table, paths.FILTER_EMOTION)
-    metrics = summarise(table, p["classifier"])
+    metrics = verdict_summary(table, p["classifier"])
     write_json_atomic(metrics, paths.metrics_file("filter_emotion"))
     for stale in glob.glob(os.path.join(PLOTS, "*.png")):
         os.unlink(stale)

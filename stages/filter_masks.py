@@ -24,7 +24,7 @@ from .lib.codec import decode_png
 from .lib.contact_sheet import contact_sheet, overlay_regions
 from .lib.errors import StageError, run_stage
 from .lib.masks import CHECKED_REGIONS, counts_matrix, split_reasons, visibility_reasons
-from .lib.tables import load_faces, read_upstream, shard_paths, write_json_atomic, write_table_atomic
+from .lib.tables import kept_summary, load_faces, read_upstream, shard_paths, write_json_atomic, write_table_atomic
 
 
 def read_params(params):
@@ -70,17 +70,9 @@ def decide(ids, face, counts, ref_size, min_px, errors=None) -> pa.Table:
 
 
 def summarise(table: pa.Table) -> dict:
-    kept = table.column("kept").to_pylist()
-    reasons = [r for r, k in zip(table.column("reason").to_pylist(), kept) if not k]
-    n = len(kept)
-    return {
-        "input": n,
-        "kept": sum(kept),
-        "rejected": n - sum(kept),
-        "kept_fraction": round(sum(kept) / n, 4) if n else 0.0,
-        "by_reason": dict(sorted(Counter(reasons).items())),
-        "by_check": dict(sorted(Counter(c for r in reasons for c in split_reasons(r)).items())),
-    }
+    counts, reasons = kept_summary(table)
+    by_check = Counter(c for r in reasons for c in split_reasons(r))
+    return {**counts, "by_reason": dict(sorted(Counter(reasons).items())), "by_check": dict(sorted(by_check.items()))}
 
 
 def write_sheets(table: pa.Table, sheet_max: int, plots=paths.plots_dir("filter_masks")):

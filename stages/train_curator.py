@@ -31,6 +31,7 @@ from .lib.codec import decode_png, to_grey
 from .lib.curator import (
     CuratorConfig,
     cross_fit,
+    cross_fit_summary,
     face_inputs,
     final_seed,
     judge_features,
@@ -40,7 +41,7 @@ from .lib.curator import (
 )
 from .lib.errors import StageError, run_stage
 from .lib.label_issues import ISSUE_FILTERS, class_index, curator_classes, find_issues, oof_table
-from .lib.live import open_live
+from .lib.live import log_scalars
 from .lib.tables import kept_ids, load_faces, write_json_atomic, write_table_atomic
 
 
@@ -88,21 +89,6 @@ def read_faces(ids, with_masks: bool):
     )
 
 
-def summarise(classes, y, probs, issues, source, target) -> dict:
-    pred = probs.argmax(axis=1)
-    st = y < 2  # classes[0] is the source, classes[1] the target
-    binary = (probs[st, 1] > probs[st, 0]).astype(int) == y[st]
-    return {
-        "rows": int(len(y)),
-        "classes": classes,
-        "rows_per_class": {c: int((y == k).sum()) for k, c in enumerate(classes)},
-        "oof_accuracy": round(float((pred == y).mean()), 4) if len(y) else 0.0,
-        f"oof_accuracy_{source}_vs_{target}": round(float(binary.mean()), 4) if st.any() else 0.0,
-        "label_issues": int(issues.sum()),
-        "label_issues_per_class": {c: int((issues & (y == k)).sum()) for k, c in enumerate(classes)},
-    }
-
-
 def fit_final(x, y, is_test, classes, p) -> dict:
     """The curator evaluate uses on new faces: the cross-fit's net and config, trained on the train split only, so
     that no test face evaluate scores (originals or their composites) was ever a training example. Returns its
@@ -131,15 +117,6 @@ def fit_final(x, y, is_test, classes, p) -> dict:
         "final_test_rows": int(is_test.sum()),
         "final_test_accuracy": accuracy,
     }
-
-
-def log_scalars(metrics: dict):
-    """The curator's numbers through dvclive, beside the translators' in `dvc exp show`."""
-    live = open_live(paths.live_dir("curator"))
-    for name, value in metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            live.log_metric(name, value, plot=False)
-    live.make_summary()
 
 
 def main():
@@ -176,9 +153,9 @@ def main():
     write_table_atomic(
         oof_table(ids, labels, classes, y, folds, probs, issues, p["source"], p["target"]), paths.CURATOR_OOF
     )
-    metrics = {**summarise(classes, y, probs, issues, p["source"], p["target"]), **final}
+    metrics = {**cross_fit_summary(classes, y, probs, issues, p["source"], p["target"]), **final}
     write_json_atomic(metrics, paths.metrics_file("train_curator"))
-    log_scalars(metrics)
+    log_scalars(metrics, paths.live_dir("curator"))
     key = f"oof_accuracy_{p['source']}_vs_{p['target']}"
     print(
         f"train_curator: {len(ids)} faces, classes {classes}, out-of-fold accuracy {metrics['oof_accuracy']:.3f} "

@@ -1,31 +1,22 @@
 """evaluate: the overlay evaluation on real photos with tiny fake generators (identity, brightening, an untrained
 ResNet in the real weights format) and a tiny real curator, its metric definitions, and its one-line errors."""
 
-import json
-import re
 from dataclasses import replace
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
 
-from stages import evaluate as stage
-from stages.lib import paths
 from stages.lib.boxes import face_crop
-from stages.lib.codec import content_id, decode_png, encode_png, to_grey
-from stages.lib.curator import CuratorConfig, final_seed, judge_features, save_curator, train_net
-from stages.lib.errors import StageError, run_stage
+from stages.lib.codec import to_grey
+from stages.lib.errors import StageError
 from stages.lib.eval_faces import Face, Part, sample_sheet, translate
 from stages.lib.evaluation import EvalConfig, Judges, _hits, evaluate_faces
 from stages.lib.judge import load_judge
 from stages.lib.labels import FER_ORDER
-from stages.lib.networks import ResnetGenerator, generator_file, init_weights
 from stages.lib.overlay import outside_changed_px
 from stages.lib.rois import crop_roi, paste_weights, roi_alpha, roi_box
-from stages.lib.tables import write_table_atomic
-from tests.helpers.stage_runner import scratch_project
 from tests.test_rois import PHOTOS, load_reference
 
 SIDE, SIZE = 128, 32
@@ -217,200 +208,6 @@ def test_sample_sheet_has_four_columns_per_face(faces, judge, tmp_path):
 # ---- the stage, in a scratch project -----------------------------------------------------------------------------
 
 
-def write_tables(root, shared_data, n_a=5, n_b=2, roi="mouth", without=()):
-    """data/images, data/parsed and data/rois/<roi>.parquet in the contract's columns, from the real photos: the
-    first n_a photos are domain-A test faces, the next n_b domain-B test faces, the last two one train face of each
-    domain (the geometry judge fits its cut on them), plus a rejected row. `without`: photos left out (no such
-    region)."""
-    images, parsed, rois = [], [], []
-    names = PHOTOS[: n_a + n_b] + PHOTOS[-2:]
-    for i, name in enumerate(names):
-        if name in without:
-            continue
-        (face,) = photo_faces(shared_data, roi, [name])
-        png = encode_png(face.image)
-        fid = content_id(png)
-        split = "test" if i < n_a + n_b else "train"
-        domain = "A" if i < n_a or i == len(names) - 2 else "B"
-        images.append(
-            {
-                "id": fid,
-                "split": split,
-                "label": "neutral" if domain == "A" else "happy",
-                "image": png,
-                "kept": True,
-                "reason": "",
-            }
-        )
-        parsed.append(
-            {"id": fid, "face_found": True, "face_bbox": face.face_bbox, "label_map": encode_png(face.label_map)}
-        )
-        rois.append(
-            {
-                "id": fid,
-                "roi": roi,
-                "split": split,
-                "domain": domain,
-                "kept": True,
-                "reason": "",
-                "bbox": list(face.bbox),
-                "crop": encode_png(face.crop),
-                "alpha": encode_png(face.alpha),
-            }
-        )
-    rois.append(dict(rois[0], id="rejected-row", kept=False, reason="roi_small", bbox=None, crop=None, alpha=None))
-    write_table_atomic(pa.Table.from_pylist(images), str(root / "data/images/part-00000.parquet"))
-    write_table_atomic(pa.Table.from_pylist(parsed), str(root / "data/parsed/part-00000.parquet"))
-    write_table_atomic(pa.Table.from_pylist(rois), str(root / f"data/rois/{roi}.parquet"))
-
-
-def write_generator(root, roi="mouth", size=SIZE):
-    """An untrained, seeded ResNet generator in train's file format (the real loader reads it)."""
-    net = init_weights(ResnetGenerator(ngf=4, n_blocks=1), generator=torch.Generator().manual_seed(0))
-    path = root / f"models/cyclegan/{roi}/generator_AB.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    config = dict(roi=roi, size=size, value_range=[-1.0, 1.0], direction="A->B", **net.config)
-    torch.save(generator_file(config, net.state_dict()), path)
-
-
-def write_curator(root, shared_data, source="neutral", target="happy"):
-    """A real (tiny) final curator in train_curator's format: the default judge backbone and grey_masks input,
-    trained on all nine photos labelled as write_tables labels them (first five source, rest target)."""
-    faces = [photo_faces(shared_data, "mouth", [name])[0] for name in PHOTOS]
-    y = np.array([0] * 5 + [1] * (len(faces) - 5))
-    x = judge_features(
-        [to_grey(f.image) for f in faces], [f.face_bbox for f in faces], label_maps=[f.label_map for f in faces]
-    )
-    cfg = CuratorConfig(epochs=5, batch=4)
-    net = train_net(x, y, 2, cfg, "cpu", seed=final_seed(cfg))
-    save_curator(
-        str(root / paths.CURATOR),
-        net,
-        dict(backbone="judge", input="grey_masks", size=48, classes=[source, target], source=source, target=target),
-    )
-
-
-def scratch(tmp_path, shared_data, overrides=None, **tables):
-    # its own models/: the judge linked from the project, a generator and a curator of our own
-    root = scratch_project(
-        tmp_path / "proj",
-        {
-            "evaluate": {"device": "cpu", "kid_subsets": 5, "resamples": 200, "identity": True, "workers": 1},
-            **(overrides or {}),
-        },
-    )
-    write_tables(root, shared_data, **tables)
-    return root
-
-
-def test_stage_writes_metrics_and_samples_deterministically(tmp_path, shared_data, monkeypatch):
-    root = scratch(tmp_path, shared_data)
-    write_generator(root)
-    write_curator(root, shared_data)
-    monkeypatch.chdir(root)
-    stage.main(["mouth"])
-    metrics = json.loads((root / "eval/mouth/metrics.json").read_text())
-    assert METRIC_KEYS <= set(metrics)
-    assert metrics["n_test"] == 5 and metrics["n_real_target"] == 2
-    assert metrics["outside_changed_px"] == metrics["control_outside_changed_px"] == 0
-    assert metrics["identity_embedded"] == 5 and metrics["geometry_detected"] == 5
-    assert metrics["control_identity_kept_rate"] == 1.0
-    for key in WITH_CI - {"transfer_share"}:  # the share is null where the oracle gains nothing (here: 5 faces)
-        lo, hi = metrics[f"{key}_ci"]
-        assert lo <= metrics[key] <= hi, key
-    for key in ("curator_transfer_rate", "curator_baseline_rate"):
-        assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0
-    sheet = decode_png((root / "plots/evaluate/mouth.png").read_bytes())
-    assert sheet.shape[1] == 4 * (96 + 4)
-    first = (root / "eval/mouth/metrics.json").read_bytes()
-    stage.main(["mouth"])
-    assert (root / "eval/mouth/metrics.json").read_bytes() == first
-
-
-def test_missing_weights_is_one_line_naming_the_roi(tmp_path, shared_data, monkeypatch, capsys):
-    root = scratch(tmp_path, shared_data)
-    write_curator(root, shared_data)
-    monkeypatch.chdir(root)
-    # run_stage is what `python -m stages.evaluate` runs: one line on stderr, exit status 2
-    with pytest.raises(SystemExit) as exit_:
-        run_stage(stage.main, ["mouth"])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert (
-        err[-1].startswith("error: evaluate@mouth: generator weights models/cyclegan/mouth/generator_AB.pt not found")
-        and "dvc repro train@mouth" in err[-1]
-    )
-    (root / "models/cyclegan/mouth").mkdir(parents=True)
-    (root / "models/cyclegan/mouth/generator_AB.pt").write_bytes(b"not a torch file")
-    with pytest.raises(StageError, match=r"^evaluate@mouth: generator weights .* are unreadable"):
-        stage.main(["mouth"])
-
-
-def test_missing_or_mismatched_curator_is_one_line(tmp_path, shared_data, monkeypatch, capsys):
-    root = scratch(tmp_path, shared_data)
-    write_generator(root)
-    monkeypatch.chdir(root)
-    with pytest.raises(SystemExit) as exit_:
-        run_stage(stage.main, ["mouth"])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == (
-        "error: evaluate@mouth: curator model models/curator/curator.pt not found; "
-        "train it with `dvc repro train_curator`"
-    )
-    write_curator(root, shared_data, source="neutral", target="sad")
-    with pytest.raises(StageError, match=r"trained for neutral->sad, the params ask for neutral->happy"):
-        stage.main(["mouth"])
-
-
-def test_empty_test_split_and_bad_params_name_the_roi(tmp_path, shared_data, monkeypatch):
-    root = scratch(tmp_path, shared_data, n_a=0)
-    write_generator(root)
-    monkeypatch.chdir(root)
-    with pytest.raises(StageError, match=r"^evaluate@mouth: .*no kept test rows of domain A"):
-        stage.main(["mouth"])
-    params = re.sub(r"color_match: \w+", "color_match: sepia", (root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(params)
-    with pytest.raises(StageError, match=r"^evaluate@mouth: params: evaluate.color_match='sepia'"):
-        stage.main(["mouth"])
-    with pytest.raises(StageError, match="usage"):
-        stage.main(["nose"])
-
-
-def test_a_generator_trained_on_another_crop_size_is_refused(tmp_path, shared_data, monkeypatch):
-    root = scratch(tmp_path, shared_data)
-    write_generator(root, size=64)
-    monkeypatch.chdir(root)
-    with pytest.raises(StageError, match="trained on 64px crops"):
-        stage.main(["mouth"])
-
-
-def test_summary_table_and_plot_list_every_roi_with_intervals(tmp_path):
-    from stages.summarize_eval import ROWS, summary_plot, summary_table
-
-    for roi, gain in (("mouth", 0.5), ("eyes", 0.25)):
-        (tmp_path / roi).mkdir()
-        (tmp_path / roi / "metrics.json").write_text(
-            json.dumps(
-                {"n_test": 40, "transfer_gain": gain, "transfer_gain_ci": [gain - 0.1, gain + 0.1], "kid_roi": None}
-            )
-        )
-    lines = summary_table(str(tmp_path)).splitlines()
-    assert lines[0] == "| metric | eyes | mouth |" and len(lines) == 2 + len(ROWS)
-    assert "| transfer gain (`transfer_gain`) | 0.25 [0.15, 0.35] | 0.5 [0.4, 0.6] |" in lines
-    assert "| KID (`kid_roi`) | - | - |" in lines
-    picture = decode_png(open(summary_plot(str(tmp_path), str(tmp_path / "s.png")), "rb").read())
-    assert picture.ndim == 3 and picture.shape[1] > 300
-    first = (tmp_path / "s.png").read_bytes()
-    summary_plot(str(tmp_path), str(tmp_path / "s.png"))
-    assert (tmp_path / "s.png").read_bytes() == first  # DVC sees no change when nothing changed
-    with pytest.raises(StageError, match="no "):
-        summary_table(str(tmp_path / "nothing"))
-
-
-# ---- identity, the geometry judge, the oracle ---------------------------------------------------------------------
-
-
 def test_swapping_in_another_persons_face_loses_the_identity(shared_data, judge):
     # The face ROI of each CelebA-HQ photo replaced by the next photo's face (another person): dlib must see a new
     # person where the identity generator (each face's own crop) keeps every one.
@@ -498,21 +295,3 @@ def test_an_edit_of_several_rois_pastes_each_part_and_nothing_else(shared_data, 
     )
     assert metrics["n_test"] == 2 and metrics["outside_changed_px"] == 0 and metrics["kid_roi"] is None
     assert metrics["control_outside_changed_px"] == 0 and len(picks.rows[0][1]) == 2
-
-
-def test_stage_scores_the_eyes_and_mouth_translators_together(tmp_path, shared_data, monkeypatch):
-    root = scratch(tmp_path, shared_data, {"evaluate": {"identity": False, "geometry": False}})
-    for roi in ("eyes", "mouth"):  # mouth last: its image table has every photo; 1321's glasses hide its eyes
-        write_tables(root, shared_data, roi=roi, without=("1321",) if roi == "eyes" else ())
-        write_generator(root, roi)
-    write_curator(root, shared_data)
-    monkeypatch.chdir(root)
-    stage.main(["combined"])
-    metrics = json.loads((root / "eval/combined/metrics.json").read_text())
-    assert metrics["n_test"] == 4 and metrics["n_real_target"] == 2  # the faces both manifests keep
-    assert metrics["outside_changed_px"] == metrics["control_outside_changed_px"] == 0
-    assert metrics["control_transfer_gain"] == 0 and metrics["kid_roi"] is None
-    stage.main(["mouth"])
-    mouth = json.loads((root / "eval/mouth/metrics.json").read_text())
-    assert mouth["psnr_image"] > metrics["psnr_image"]  # two ROIs changed, not one
-    assert (root / "plots/evaluate/combined.png").stat().st_size > 0

@@ -81,64 +81,42 @@ class Expression:
     folds: float  # nasolabial fold strength, 0..1
 
 
-def expression(rng, emotion: str) -> Expression:
-    if emotion == "happy":
-        open_smile = rng.random() < 0.75
-        return Expression(
-            mouth_w=rng.uniform(0.42, 0.5),
-            corner=rng.uniform(0.13, 0.2),
-            open_up=rng.uniform(0.0, 0.02) if open_smile else 0.0,
-            open_down=rng.uniform(0.1, 0.17) if open_smile else 0.0,
-            round_mouth=False,
-            teeth=open_smile,
-            eye_upper=rng.uniform(0.07, 0.085),
-            eye_lower=rng.uniform(0.015, 0.03),
-            brow_raise=rng.uniform(-0.02, 0.02),
-            brow_inner=0.0,
-            cheeks=rng.uniform(0.7, 1.0),
-            folds=rng.uniform(0.7, 1.0),
-        )
-    if emotion == "sad":
-        return Expression(
-            mouth_w=rng.uniform(0.28, 0.33),
-            corner=-rng.uniform(0.11, 0.15),
-            open_up=0.0,
-            open_down=0.0,
-            round_mouth=False,
-            teeth=False,
-            eye_upper=rng.uniform(0.07, 0.085),
-            eye_lower=rng.uniform(0.045, 0.055),
-            brow_raise=0.0,
-            brow_inner=rng.uniform(0.1, 0.14),
-            cheeks=0.0,
-            folds=0.0,
-        )
-    if emotion == "surprise":
-        return Expression(
-            mouth_w=rng.uniform(0.16, 0.2),
-            corner=0.0,
-            open_up=rng.uniform(0.09, 0.12),
-            open_down=rng.uniform(0.15, 0.2),
-            round_mouth=True,
-            teeth=False,
-            eye_upper=rng.uniform(0.13, 0.15),
-            eye_lower=rng.uniform(0.075, 0.09),
-            brow_raise=rng.uniform(0.12, 0.16),
-            brow_inner=0.0,
-            cheeks=0.0,
-            folds=0.0,
-        )
+def _happy(rng) -> Expression:
+    open_smile = rng.random() < 0.75
     return Expression(
-        mouth_w=rng.uniform(0.32, 0.37),
-        corner=rng.uniform(-0.01, 0.015),
-        open_up=0.0,
-        open_down=0.0,
-        round_mouth=False,
-        teeth=False,
-        eye_upper=rng.uniform(0.095, 0.11),
-        eye_lower=rng.uniform(0.055, 0.065),
-        brow_raise=0.0,
-        brow_inner=0.0,
-        cheeks=0.0,
-        folds=0.0,
-    )
+        mouth_w=rng.uniform(0.42, 0.5), corner=rng.uniform(0.13, 0.2),
+        open_up=rng.uniform(0.0, 0.02) if open_smile else 0.0,
+        open_down=rng.uniform(0.1, 0.17) if open_smile else 0.0, round_mouth=False, teeth=open_smile,
+        eye_upper=rng.uniform(0.07, 0.085), eye_lower=rng.uniform(0.015, 0.03), brow_raise=rng.uniform(-0.02, 0.02),
+        brow_inner=0.0, cheeks=rng.uniform(0.7, 1.0), folds=rng.uniform(0.7, 1.0)
+    )  # fmt: skip
+
+
+def _sad(rng) -> Expression:
+    return Expression(
+        mouth_w=rng.uniform(0.28, 0.33), corner=-rng.uniform(0.11, 0.15), open_up=0.0, open_down=0.0,
+        round_mouth=False, teeth=False, eye_upper=rng.uniform(0.07, 0.085), eye_lower=rng.uniform(0.045, 0.055),
+        brow_raise=0.0, brow_inner=rng.uniform(0.1, 0.14), cheeks=0.0, folds=0.0
+    )  # fmt: skip
+
+
+def _surprise(rng) -> Expression:
+    return Expression(
+        mouth_w=rng.uniform(0.16, 0.2), corner=0.0, open_up=rng.uniform(0.09, 0.12),
+        open_down=rng.uniform(0.15, 0.2), round_mouth=True, teeth=False, eye_upper=rng.uniform(0.13, 0.15),
+        eye_lower=rng.uniform(0.075, 0.09), brow_raise=rng.uniform(0.12, 0.16), brow_inner=0.0, cheeks=0.0,
+        folds=0.0
+    )  # fmt: skip
+
+
+def _neutral(rng) -> Expression:
+    return Expression(
+        mouth_w=rng.uniform(0.32, 0.37), corner=rng.uniform(-0.01, 0.015), open_up=0.0, open_down=0.0,
+        round_mouth=False, teeth=False, eye_upper=rng.uniform(0.095, 0.11), eye_lower=rng.uniform(0.055, 0.065),
+        brow_raise=0.0, brow_inner=0.0, cheeks=0.0, folds=0.0
+    )  # fmt: skip
+
+
+def expression(rng, emotion: str) -> Expression:
+    """The drawn expression of `emotion` (any other emotion is drawn neutral), varied by `rng`."""
+    return {"happy": _happy, "sad": _sad, "surprise": _surprise}.get(emotion, _neutral)(rng)

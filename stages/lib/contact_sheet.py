@@ -89,6 +89,18 @@ def overlay_regions(image: np.ndarray, label_map) -> np.ndarray:
     return overlay(image, label_map, REGION_PALETTE, REGION_CLASSES)
 
 
+def boxed_thumbnail(image: np.ndarray, box, thumb: int, colour) -> np.ndarray:
+    """`image` shrunk so its longer side is `thumb`, with the box (x, y, w, h) in source pixels drawn on it."""
+    import cv2
+
+    scale = thumb / max(image.shape[:2])
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    out = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    x, y, w, h = (int(round(v * scale)) for v in box)
+    cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), colour, 2)
+    return out
+
+
 class LowestIds:
     """Keeps the `per_group` lowest ids offered in each group, with what `make` builds for them (built only for ids
     that may still make it), so a figure shows the same faces on every run whatever the order they stream in."""

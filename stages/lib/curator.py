@@ -345,3 +345,19 @@ def curator_classifier(path, source: str, target: str, device):
         return curator_probs(curator, images, face_boxes, label_maps), curator.classes
 
     return curator, classify
+
+
+def cross_fit_summary(classes, y, probs, issues, source, target) -> dict:
+    """metrics/train_curator.json's out-of-fold numbers: accuracy over every class and source vs target, issues."""
+    pred = probs.argmax(axis=1)
+    st = y < 2  # classes[0] is the source, classes[1] the target
+    binary = (probs[st, 1] > probs[st, 0]).astype(int) == y[st]
+    return {
+        "rows": int(len(y)),
+        "classes": classes,
+        "rows_per_class": {c: int((y == k).sum()) for k, c in enumerate(classes)},
+        "oof_accuracy": round(float((pred == y).mean()), 4) if len(y) else 0.0,
+        f"oof_accuracy_{source}_vs_{target}": round(float(binary.mean()), 4) if st.any() else 0.0,
+        "label_issues": int(issues.sum()),
+        "label_issues_per_class": {c: int((issues & (y == k)).sum()) for k, c in enumerate(classes)},
+    }

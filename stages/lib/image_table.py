@@ -12,32 +12,15 @@ from . import sources
 from .codec import DecodeError, content_id, decode_image, encode_png
 from .labels import canonical_emotion
 
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("source_key", pa.string()),
-        ("split", pa.string()),
-        ("label", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("channels", pa.int8()),
-        ("image", pa.binary()),
-        ("kept", pa.bool_()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
-TRUTH_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source_key", pa.string()),
-        ("true_emotion", pa.string()),
-        ("label_noise", pa.bool_()),
-        ("defect", pa.string()),
-        ("face_bbox", pa.list_(pa.int32())),
-    ]
-)
+SCHEMA = pa.schema([
+    ("id", pa.string()), ("source", pa.string()), ("source_key", pa.string()), ("split", pa.string()),
+    ("label", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
+    ("image", pa.binary()), ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
+])  # fmt: skip
+TRUTH_SCHEMA = pa.schema([
+    ("id", pa.string()), ("source_key", pa.string()), ("true_emotion", pa.string()), ("label_noise", pa.bool_()),
+    ("defect", pa.string()), ("face_bbox", pa.list_(pa.int32())),
+])  # fmt: skip
 
 
 def split_from_id(image_id, test_fraction):
@@ -48,54 +31,24 @@ def split_from_id(image_id, test_fraction):
 def ingest_record(record, source, min_size, test_fraction, max_file_bytes=64 * 2**20, max_pixels=120_000_000):
     """One source record -> one row. Runs in a worker thread (decode and PNG encode release the GIL)."""
     label = canonical_emotion(record.raw_label)
-    row = dict(
-        source=source,
-        source_key=record.source_key,
-        split=record.split,
-        label=label,
-        width=None,
-        height=None,
-        channels=None,
-        image=None,
-        kept=False,
-        reason="",
-        detail="",
-    )
-    if record.outside_root:  # never opened: the id hashes the name, not the bytes of a file outside the dataset
-        return _reject(
-            row,
-            content_id(b"outside_root:" + record.source_key.encode()),
-            "outside_root",
-            f"{record.source_key!r} resolves outside the dataset root",
-            test_fraction,
-        )
+    row = dict(source=source, source_key=record.source_key, split=record.split, label=label, kept=False)
+    row.update(dict.fromkeys(("width", "height", "channels", "image")), reason="", detail="")
+
+    def unread(kind, reason, detail):
+        # never opened (or not readable): the id hashes the name, not the bytes of a file outside the dataset
+        return _reject(row, content_id(f"{kind}:".encode() + record.source_key.encode()), reason, detail, test_fraction)
+
+    if record.outside_root:
+        return unread("outside_root", "outside_root", f"{record.source_key!r} resolves outside the dataset root")
     if record.missing:
-        return _reject(
-            row,
-            content_id(b"missing:" + record.source_key.encode()),
-            "missing_file",
-            f"{record.source_key!r} not found in the dataset",
-            test_fraction,
-        )
+        return unread("missing", "missing_file", f"{record.source_key!r} not found in the dataset")
     try:
         file_bytes = os.path.getsize(record.path) if record.data is None else 0
         if file_bytes > max_file_bytes:  # before reading a byte of it
-            return _reject(
-                row,
-                content_id(b"too_large:" + record.source_key.encode()),
-                "too_large",
-                f"{file_bytes / 2**20:.0f} MB file over ingest.max_file_mb",
-                test_fraction,
-            )
+            return unread("too_large", "too_large", f"{file_bytes / 2**20:.0f} MB file over ingest.max_file_mb")
         data = sources.read_bytes(record)
     except OSError as err:
-        return _reject(
-            row,
-            content_id(b"unreadable:" + record.source_key.encode()),
-            "corrupt_image",
-            err.strerror or type(err).__name__,
-            test_fraction,
-        )
+        return unread("unreadable", "corrupt_image", err.strerror or type(err).__name__)
     image_id = content_id(data)
     if record.problem:
         return _reject(row, image_id, "corrupt_image", record.problem, test_fraction)

@@ -12,13 +12,14 @@ neutral gets low P(neutral)) and every input row gets probabilities.
 """
 
 import json
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 
 from .errors import StageError
 from .labels import FER_ORDER
-from .tables import read_table
+from .tables import kept_summary, read_table
 
 OTHER = "other"
 # filter_emotion's reject reasons, in the order its rules apply (decide)
@@ -133,3 +134,31 @@ def decide(labels, classes, probs, issues, source, target, min_confidence):
         else:
             reasons.append("")
     return np.asarray([r == "" for r in reasons]), reasons, given_prob
+
+
+def verdict_table(ids, labels, classes, probs, issues, kept, reasons, given_prob, p) -> pa.Table:
+    """filter_emotion's output table (its schema is in the stage's docstring)."""
+    domain = {p["source"]: "A", p["target"]: "B"}
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "kept": pa.array(kept, pa.bool_()),
+            "reason": pa.array(reasons, pa.string()),
+            "label": pa.array(labels, pa.string()),
+            "domain": pa.array([domain[lab] if k else None for lab, k in zip(labels, kept)], pa.string()),
+            "classifier": pa.array([p["classifier"]] * len(ids), pa.string()),
+            "p_source": pa.array(probs[:, 0], pa.float32()),
+            "p_target": pa.array(probs[:, 1], pa.float32()),
+            "given_prob": pa.array(given_prob, pa.float32()),
+            "predicted": pa.array([classes[k] for k in probs.argmax(axis=1)] if len(ids) else [], pa.string()),
+            "label_issue": pa.array(issues, pa.bool_()),
+        }
+    )
+
+
+def verdict_summary(table: pa.Table, classifier) -> dict:
+    """metrics/filter_emotion.json."""
+    counts, reasons = kept_summary(table)
+    per_domain = Counter(d for d in table.column("domain").to_pylist() if d)
+    return {**counts, "classifier": classifier, "by_reason": {r: reasons.count(r) for r in REASONS},
+            "kept_per_domain": dict(sorted(per_domain.items()))}  # fmt: skip

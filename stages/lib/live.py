@@ -23,3 +23,12 @@ def log_with_intervals(metrics: dict, live_dir: str):
             for name, value in ((key, metrics[key]), (f"{key}_lo", lo), (f"{key}_hi", hi)):
                 live.log_metric(name, round(float(value), 6), plot=False)
     live.make_summary()
+
+
+def log_scalars(metrics: dict, live_dir: str):
+    """The numeric top-level values of `metrics` (not bools, lists or dicts), for `dvc exp show`."""
+    live = open_live(live_dir)
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            live.log_metric(name, value, plot=False)
+    live.make_summary()

@@ -16,23 +16,12 @@ from .errors import StageError
 from .rois import box_leaves_image, crop_roi, region_mask, roi_geometry
 from .tables import read_upstream
 
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("roi", pa.string()),
-        ("split", pa.string()),
-        ("domain", pa.string()),
-        ("label", pa.string()),
-        ("kept", pa.bool_()),
-        ("reason", pa.string()),
-        ("bbox", pa.list_(pa.int32())),
-        ("scale", pa.float64()),
-        ("padded", pa.bool_()),
-        ("region_px", pa.int64()),
-        ("crop", pa.binary()),
-        ("alpha", pa.binary()),
-    ]
-)
+SCHEMA = pa.schema([
+    ("id", pa.string()), ("roi", pa.string()), ("split", pa.string()), ("domain", pa.string()),
+    ("label", pa.string()), ("kept", pa.bool_()), ("reason", pa.string()), ("bbox", pa.list_(pa.int32())),
+    ("scale", pa.float64()), ("padded", pa.bool_()), ("region_px", pa.int64()), ("crop", pa.binary()),
+    ("alpha", pa.binary()),
+])  # fmt: skip
 PAYLOAD = ("bbox", "scale", "padded", "region_px", "crop", "alpha")
 
 

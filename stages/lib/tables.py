@@ -68,6 +68,15 @@ def iter_batches(path, columns=None, batch_rows=ROW_GROUP_ROWS):
         yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
 
 
+def kept_summary(table: pa.Table) -> tuple:
+    """({input, kept, rejected, kept_fraction}, the reasons of the rejected rows) of a filter's table."""
+    kept = table.column("kept").to_pylist()
+    reasons = [r for r, k in zip(table.column("reason").to_pylist(), kept) if not k]
+    n = len(kept)
+    counts = {"input": n, "kept": sum(kept), "rejected": n - sum(kept)}
+    return {**counts, "kept_fraction": round(sum(kept) / n, 4) if n else 0.0}, reasons
+
+
 def load_rows(path, ids, columns) -> dict:
     """{id: {column: value}} for the rows of table `path` whose id is in `ids`, streamed batch by batch."""
     wanted = pa.array(sorted(set(ids)), pa.string())

@@ -165,6 +165,16 @@ def train_epoch(cfg: TrainConfig, model: CycleGAN, data: DeviceData, epoch: int,
     return record
 
 
+def run_metrics(cfg: TrainConfig, n_a: int, n_b: int, steps: int, history: list, seconds_per_step) -> dict:
+    """metrics/train_<roi>.json: the data, the run, and the losses of the first and last epochs."""
+    return {
+        "roi": cfg.roi, "n_train_A": n_a, "n_train_B": n_b, "epochs": cfg.epochs, "steps": steps,
+        "device": cfg.device, "final": {k: history[-1][k] for k in LOSS_NAMES},
+        "cycle_first_epoch": history[0]["cycle"], "cycle_last_epoch": history[-1]["cycle"],
+        "seconds_per_step": seconds_per_step, "generator": cfg.generator,
+    }  # fmt: skip
+
+
 def train_roi(cfg: TrainConfig, where: Paths, after_step=None) -> dict:
     """Train (or resume) the CycleGAN for one ROI and write its outputs; returns the metrics written.
 
@@ -198,20 +208,11 @@ def train_roi(cfg: TrainConfig, where: Paths, after_step=None) -> dict:
         grid = model.sample_grid(*fixed)
         history.append(record)
         grids.append(_png(grid))
+        expression_state = None if expression is None else expression.state_dict()
         save_torch_atomic(
-            {
-                "fingerprint": expected,
-                "format": CHECKPOINT_FORMAT,
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "data_rng": data_gen.get_state(),
-                "expression": None if expression is None else expression.state_dict(),
-                "expression_report": expression_report,
-                "history": history,
-                "grids": grids,
-            },
-            where.checkpoint,
-        )
+            {"fingerprint": expected, "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+             "data_rng": data_gen.get_state(), "expression": expression_state, "expression_report": expression_report,
+             "history": history, "grids": grids}, where.checkpoint)  # fmt: skip
         _log_epoch(live, record, Image.fromarray(grid))
         print(
             f"train {cfg.roi} epoch {epoch + 1}/{cfg.epochs}: " + " ".join(f"{k}={record[k]:.4f}" for k in LOSS_NAMES),
@@ -219,22 +220,10 @@ def train_roi(cfg: TrainConfig, where: Paths, after_step=None) -> dict:
         )
     seconds = time.perf_counter() - started
     live.end()
-
     config = dict(roi=cfg.roi, size=cfg.size, value_range=[-1.0, 1.0], direction="A->B", **model.nets["G_AB"].config)
     save_torch_atomic(generator_file(config, model.nets["G_AB"].state_dict()), where.generator)
-    metrics = {
-        "roi": cfg.roi,
-        "n_train_A": len(crops_a),
-        "n_train_B": len(crops_b),
-        "epochs": cfg.epochs,
-        "steps": total_steps,
-        "device": cfg.device,
-        "final": {k: history[-1][k] for k in LOSS_NAMES},
-        "cycle_first_epoch": history[0]["cycle"],
-        "cycle_last_epoch": history[-1]["cycle"],
-        "seconds_per_step": seconds / steps_run if steps_run else None,
-        "generator": cfg.generator,
-        **expression_report,
-    }
+    per_step = seconds / steps_run if steps_run else None
+    metrics = run_metrics(cfg, len(crops_a), len(crops_b), total_steps, history, per_step)
+    metrics.update(expression_report)
     write_json_atomic(metrics, where.metrics)
     return metrics

@@ -5,21 +5,11 @@ import pyarrow as pa
 from stages.lib import tables
 from stages.lib.codec import content_id, decode_image, encode_png
 
-IMAGES_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("source_key", pa.string()),
-        ("split", pa.string()),
-        ("label", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("channels", pa.int32()),
-        ("image", pa.binary()),
-        ("kept", pa.bool_()),
-        ("reason", pa.string()),
-    ]
-)
+IMAGES_SCHEMA = pa.schema([
+    ("id", pa.string()), ("source", pa.string()), ("source_key", pa.string()), ("split", pa.string()),
+    ("label", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int32()),
+    ("image", pa.binary()), ("kept", pa.bool_()), ("reason", pa.string()),
+])  # fmt: skip
 
 
 def _row(key, image=None, raw=None, reason=""):

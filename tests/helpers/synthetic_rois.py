@@ -48,19 +48,10 @@ def write_manifest(path, roi="mouth", size=32, n_train=16, n_test=2, n_rejected=
             cols["alpha"].append(alpha if kept else None)
             cols["kept"].append(kept)
             cols["reason"].append("" if kept else "roi_small")
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("roi", pa.string()),
-            ("split", pa.string()),
-            ("domain", pa.string()),
-            ("bbox", pa.list_(pa.int32())),
-            ("scale", pa.float32()),
-            ("crop", pa.binary()),
-            ("alpha", pa.binary()),
-            ("kept", pa.bool_()),
-            ("reason", pa.string()),
-        ]
-    )
+    schema = pa.schema([
+        ("id", pa.string()), ("roi", pa.string()), ("split", pa.string()), ("domain", pa.string()),
+        ("bbox", pa.list_(pa.int32())), ("scale", pa.float32()), ("crop", pa.binary()), ("alpha", pa.binary()),
+        ("kept", pa.bool_()), ("reason", pa.string()),
+    ])  # fmt: skip
     write_table_atomic(pa.Table.from_pydict(cols, schema=schema), str(path))
     return path
