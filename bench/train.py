@@ -207,7 +207,7 @@ def bench_config(args):
 def race(args, cfg, pngs_a, pngs_b, crops_a, crops_b):
     """Alternating rounds of our step and the reference's; prints the medians and their ratio."""
     device = torch.device(cfg.device)
-    ours = CycleGAN(cfg, device, fast=True)
+    ours = CycleGAN(cfg, device)
     data = DeviceData(crops_a, crops_b, cfg, device, ours.channels_last)
     data.plan_epoch(torch.Generator().manual_seed(0))
     ref = reference_for(cfg, device)

@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from .lib import params as P
 from .lib import paths
-from .lib.codec import encode_png, to_rgb
+from .lib.codec import to_rgb
 from .lib.contact_sheet import LowestIds, boxed_thumbnail, contact_sheet
 from .lib.errors import StageError, run_stage
-from .lib.roi_manifest import SCHEMA, Reject, Tally, face_inputs, rejected_row, roi_payload
+from .lib.roi_manifest import SCHEMA, Reject, Tally, face_inputs, kept_row, rejected_row, roi_payload
 from .lib.rois import ROI_NAMES
 from .lib.tables import FolderWriter, iter_rows_of, kept_ids, load_upstream_rows, write_json_atomic
 
@@ -79,18 +79,7 @@ def face_rows(row, parsed, cfg, sheets) -> dict:
             out[r] = rejected_row(row["id"], r, row, domains, rej.reason)
             continue
         sheets[r].offer(domain, row["id"], lambda g=got: sheet_tiles(image, g["bbox"], g["crop"], g["alpha"], domain))
-        out[r] = {
-            "id": row["id"],
-            "roi": r,
-            "split": row["split"],
-            "domain": domain,
-            "label": row["label"],
-            "kept": True,
-            "reason": "",
-            **got,
-            "crop": encode_png(got["crop"]),
-            "alpha": encode_png(got["alpha"]),
-        }
+        out[r] = kept_row(row, r, domain, got)
     return out
 
 
@@ -102,6 +91,12 @@ def extract(cfg, ids, parsed, batches):
         FolderWriter(paths.ROIS, names, SCHEMA) as manifests,
         tqdm(total=len(ids), desc="extract_rois", unit="face") as bar,
     ):
+
+        def emit(roi, rows):
+            manifests.write(roi, rows)
+            for got in rows:
+                tally.add(roi, got)
+
         for rows in batches:
             out = {r: [] for r in names}
             for row in rows:
@@ -112,16 +107,11 @@ def extract(cfg, ids, parsed, batches):
                     out[r].append(got)
                 bar.update()
             for r in names:
-                manifests.write(r, out[r])
-                for got in out[r]:
-                    tally.add(r, got)
+                emit(r, out[r])
         # kept ids that the images table does not have: still one reject row each, in id order
         lost = [i for i in ids if i not in seen]
         for r in names:
-            rows = [rejected_row(i, r, None, cfg["domains"], "missing_image") for i in lost]
-            manifests.write(r, rows)
-            for got in rows:
-                tally.add(r, got)
+            emit(r, [rejected_row(i, r, None, cfg["domains"], "missing_image") for i in lost])
     return tally, sheets
 
 

@@ -15,9 +15,9 @@ import torch
 import yaml
 
 from stages.lib import params as P
-from stages.lib.cyclegan import DeviceData, load_domains, lr_factor, param_keys, read_config
+from stages.lib.cyclegan import DeviceData, lr_factor, param_keys, read_config
 from stages.lib.errors import StageError
-from stages.lib.training import Paths, train_roi
+from stages.lib.training import Paths, load_domains, train_roi
 from tests.helpers.synthetic_rois import write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .boxes import face_crop
+from .boxes import face_box, face_crop
 from .codec import to_grey
 from .errors import StageError
 from .labels import REGIONS
@@ -64,8 +64,7 @@ def face_inputs(images, bboxes, size: int, label_maps=None, margin=CROP_MARGIN) 
     channels = 1 + (len(MASK_REGIONS) if label_maps is not None else 0)
     out = np.zeros((len(images), channels, size, size), np.float32)
     for i, img in enumerate(images):
-        h, w = img.shape[:2]
-        box = bboxes[i] if bboxes[i] is not None else (0, 0, w, h)
+        box = face_box(img, bboxes[i])
         out[i, 0] = _grey_input(face_crop(img, box, margin), size)
         if label_maps is not None and label_maps[i] is not None:
             out[i, 1:] = _mask_inputs(face_crop(label_maps[i], box, margin), size)
@@ -132,17 +131,14 @@ def judge_features(images, bboxes, device="cpu", margin=CROP_MARGIN, label_maps=
     model = load_judge(device=device)
     crops = []
     for img, box in zip(images, bboxes):
-        h, w = img.shape[:2]
-        crops.append(face_crop(img, box if box is not None else (0, 0, w, h), margin))
+        crops.append(face_crop(img, face_box(img, box), margin))
     plain = features(model, crops)
     mirrored = features(model, [np.ascontiguousarray(c[:, ::-1]) for c in crops])
     if label_maps is not None:
         empty = np.zeros((len(MASK_REGIONS), MASK_GRID, MASK_GRID), np.float32)
         grids = np.stack(
             [
-                _mask_inputs(face_crop(m, b if b is not None else (0, 0, m.shape[1], m.shape[0]), margin), MASK_GRID)
-                if m is not None
-                else empty
+                _mask_inputs(face_crop(m, face_box(m, b), margin), MASK_GRID) if m is not None else empty
                 for m, b in zip(label_maps, bboxes)
             ]
         )

@@ -13,10 +13,8 @@ Losses are summed on the device and read back once per epoch.
 Run through the stage: `python -m stages.train <roi>`.
 """
 
-import hashlib
 import itertools
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from . import params as P
-from .codec import decode_png, to_rgb
 from .errors import StageError
 from .expression import expression_loss
 from .networks import GENERATOR_KINDS, UPSAMPLINGS, FakePool, PatchDiscriminator, ResnetGenerator, init_weights
-from .tables import read_frame
 
 # Bump when the checkpoint layout or the training maths changes, so that old checkpoints are not resumed.
 CHECKPOINT_FORMAT = 2
@@ -153,38 +149,6 @@ def read_config(params: dict, roi: str) -> TrainConfig:
 # ---------------------------------------------------------------------------------------------------- data
 
 
-def load_domains(manifest: str, cfg: TrainConfig):
-    """The kept train crops of domains A and B as uint8 (N, 3, S, S) arrays, sorted by id, and a data hash."""
-    if not os.path.exists(manifest):
-        raise StageError(f"train {cfg.roi}: manifest {manifest} not found; run `dvc repro extract_rois` first")
-    try:
-        frame = read_frame(manifest, columns=["id", "split", "domain", "crop", "kept"])
-    except (KeyError, ValueError) as err:  # pyarrow names the missing column
-        raise StageError(f"train {cfg.roi}: {manifest} lacks a required column: {str(err).splitlines()[0]}") from None
-    frame = frame[frame["kept"].fillna(False).astype(bool) & (frame["split"] == "train")]
-    digest = hashlib.sha256()
-    out = {}
-    for domain in ("A", "B"):
-        rows = frame[frame["domain"] == domain].sort_values("id", kind="stable")
-        if rows.empty:
-            raise StageError(f"train {cfg.roi}: no kept train rows for domain {domain} in {manifest}")
-        crops = np.empty((len(rows), 3, cfg.size, cfg.size), np.uint8)
-        for i, (row_id, data) in enumerate(zip(rows["id"], rows["crop"])):
-            if data is None:
-                raise StageError(f"train {cfg.roi}: kept row {row_id} has no crop")
-            img = to_rgb(decode_png(data))[..., :3]
-            if img.shape[:2] != (cfg.size, cfg.size):
-                raise StageError(
-                    f"train {cfg.roi}: crop of {row_id} is {img.shape[1]}x{img.shape[0]}, "
-                    f"rois.side.{cfg.roi} says {cfg.size}"
-                )
-            crops[i] = img.transpose(2, 0, 1)
-            digest.update(f"{domain}\0{row_id}\0".encode())
-            digest.update(data)
-        out[domain] = crops
-    return out["A"], out["B"], digest.hexdigest()
-
-
 class DeviceData:
     """Both domains resident on the device as uint8; batches are gathered, augmented and scaled there."""
 
@@ -254,13 +218,12 @@ def _lsgan(pred, real: bool):
 class CycleGAN:
     """Two generators, two discriminators, their optimisers and fake pools, and one training step."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, fast: bool = True, expression=None):
-        """`fast=False` gives the reference-style setup that bench/train.py compares against (NCHW, plain Adam).
-        `expression`: the frozen ExpressionNet that lambda_expression weighs (stages/lib/expression.py)."""
+    def __init__(self, cfg: TrainConfig, device: torch.device, expression=None):
+        """`expression`: the frozen ExpressionNet that lambda_expression weighs (stages/lib/expression.py)."""
         self.cfg, self.device = cfg, device
         self.on_cuda = device.type == "cuda"
         # channels_last suits cuDNN convolutions; on CPU it was slower in our measurements, so it stays NCHW there.
-        self.channels_last = self.on_cuda and fast
+        self.channels_last = self.on_cuda
         self.autocast = dict(
             device_type=device.type, dtype=torch.bfloat16, enabled=self.on_cuda and cfg.precision == "bf16"
         )
@@ -276,7 +239,7 @@ class CycleGAN:
         self.nets = {k: init_weights(v, 0.02, init_gen).to(device, memory_format=fmt) for k, v in nets.items()}
         # Forward passes go through `run` (compiled or not); state dicts come from the plain modules.
         self.run = {k: torch.compile(v) if cfg.compile else v for k, v in self.nets.items()}
-        adam = dict(lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=True if self.on_cuda and fast else None)
+        adam = dict(lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=True if self.on_cuda else None)
         self.opt_G = torch.optim.Adam(
             itertools.chain(self.nets["G_AB"].parameters(), self.nets["G_BA"].parameters()), **adam
         )

@@ -156,27 +156,28 @@ def per_face(per_part: list, parts) -> list:
     return per_part[0] if len(parts) == 1 else list(zip(*per_part))
 
 
-def images_of(rows) -> list:
-    """The photos of manifest rows, in their order; a missing one is an error."""
+def _photos(rows, parse_columns=()):
+    """(decoded photos, joined rows with `parse_columns`) of manifest rows, in their order, read in one join; a
+    missing photo is an error."""
     ids = [r["id"] for r in rows]
-    try:
-        images = load_faces(ids, ["image"])
-    except FileNotFoundError as err:
-        raise StageError(f"{err.args[0]} not found; run ingest first (dvc repro)") from None
-    missing = [i for i in ids if not (images.get(i) or {}).get("image")]
+    joined = load_faces(ids, ["image"], parse_columns)
+    missing = [i for i in ids if not joined.get(i, {}).get("image")]
     if missing:
         raise StageError(f"{len(missing)} ids lack a photo in {paths.IMAGES} (first {missing[0]}); rerun extract_rois")
-    return [decode_png(images[i]["image"]) for i in ids]
+    return [decode_png(joined[i]["image"]) for i in ids], [joined[i] for i in ids]
+
+
+def images_of(rows) -> list:
+    """The photos of manifest rows, in their order; a missing one is an error."""
+    return _photos(rows)[0]
 
 
 def read_faces(rows_a, with_maps: bool = False, more_rows=()) -> list:
     """Join the ROI rows with their photos and face boxes (and label maps: `with_maps`); a missing photo is an error,
     not a skip. `more_rows`: rows of further ROIs, each list aligned with `rows_a` (the combined edit)."""
-    images = images_of(rows_a)
-    parsed = load_faces([r["id"] for r in rows_a], parse_columns=["face_bbox"] + (["label_map"] if with_maps else []))
+    images, joined = _photos(rows_a, ["face_bbox"] + (["label_map"] if with_maps else []))
     faces = []
-    for i, (r, image) in enumerate(zip(rows_a, images)):
-        row = parsed.get(r["id"]) or {}
+    for i, (r, image, row) in enumerate(zip(rows_a, images, joined)):
         label_map = decode_png(row["label_map"]) if row.get("label_map") else None
         more = tuple(Part(tuple(m[i]["bbox"]), decode_png(m[i]["crop"]), decode_png(m[i]["alpha"])) for m in more_rows)
         faces.append(
@@ -196,5 +197,5 @@ def read_faces(rows_a, with_maps: bool = False, more_rows=()) -> list:
 
 def target_faces(rows_b) -> list:
     """(photo, face box) of the real target-domain test faces, for judge_label_agreement."""
-    parsed = load_faces([r["id"] for r in rows_b], parse_columns=["face_bbox"]) if rows_b else {}
-    return [(image, (parsed.get(r["id"]) or {}).get("face_bbox")) for r, image in zip(rows_b, images_of(rows_b))]
+    images, joined = _photos(rows_b, ["face_bbox"])
+    return [(image, row.get("face_bbox")) for image, row in zip(images, joined)]

@@ -58,7 +58,7 @@ from tqdm import tqdm
 from .boxes import face_box, face_crop
 from .errors import StageError
 from .eval_faces import Face, Picks
-from .identity import SAME_PERSON, embed_all
+from .identity import different_faces_kept_rate, embed_all, embedding_distances, same_person
 from .intervals import bootstrap
 from .judge import features, judge_probs
 from .labels import FER_ORDER
@@ -131,12 +131,6 @@ def _ratio(num: float, den: float) -> float:
     return num / den if np.isfinite(num) and np.isfinite(den) and den > 0 else float("nan")
 
 
-def _kept(distances) -> np.ndarray:
-    """1.0 below the same-person threshold, 0.0 above, NaN where there is no distance."""
-    d = np.asarray(distances, np.float64)
-    return np.where(np.isfinite(d), (d < SAME_PERSON).astype(np.float64), np.nan)
-
-
 # Edits scored side by side on the same faces: the translator, the oracle (real target crops of other test faces,
 # pasted the same way) and the control (the identity generator: each face's own crop). Their metric name prefixes:
 EDITS = {"comp": "", "oracle": "oracle_", "control": "control_"}
@@ -201,23 +195,6 @@ def _embeddings(judges: Judges, images, face_bboxes, desc: str) -> list:
     if not judges.identity:
         return [None] * len(images)
     return embed_all(images, face_bboxes, judges.identity_workers, desc)
-
-
-def _different_faces_kept_rate(embeddings: list):
-    """Share of pairs of *different* test faces that dlib calls one person: ~0.01 on real photos of different people
-    (bench/judges.py), near 1 where dlib cannot tell the faces apart (the drawn demo faces), so identity_kept_rate
-    means nothing there."""
-    e = np.stack([x for x in embeddings if x is not None]) if any(x is not None for x in embeddings) else None
-    if e is None or len(e) < 2:
-        return None
-    d = np.linalg.norm(e[:, None] - e[None], axis=2)[np.triu_indices(len(e), 1)]
-    return float((d < SAME_PERSON).mean())
-
-
-def _distances(originals: list, edited: list) -> np.ndarray:
-    return np.array(
-        [float(np.linalg.norm(a - b)) if a is not None and b is not None else np.nan for a, b in zip(originals, edited)]
-    )
 
 
 def _kid(generated, real_target_crops, judge, config: EvalConfig):
@@ -300,7 +277,7 @@ def _score_edit(edit, crops, faces, composites, boxes, judges, config, ids, real
     src, tgt, orig_embeddings, edit_embeddings = ids
     prefix = EDITS[edit]
     scored = _judge_images(composites, boxes, judges, config, edit)
-    dist = _distances(orig_embeddings, edit_embeddings or [None] * len(faces))
+    dist = embedding_distances(orig_embeddings, edit_embeddings or [None] * len(faces))
     hit, binary = _hits(scored["probs"], src, tgt)
     per_face = {
         f"{edit}_hit": hit,
@@ -309,7 +286,7 @@ def _score_edit(edit, crops, faces, composites, boxes, judges, config, ids, real
         f"{edit}_geo": scored["geometry"],
         f"{edit}_geo_above": _above(scored["geometry"], judges.geometry_cut),
         f"{edit}_id_dist": dist,
-        f"{edit}_id_kept": _kept(dist),
+        f"{edit}_id_kept": same_person(dist),
     }
     stats = {
         prefix + name: fn
@@ -336,7 +313,7 @@ def _interval_metrics(per_face: dict, stats: dict, judges: Judges, orig_embeddin
         "transfer_rate_binary": float(per_face["comp_bin"].mean()),
         "baseline_rate_binary": float(per_face["orig_bin"].mean()),
         "identity_embedded": int(np.isfinite(per_face["comp_id_dist"]).sum()),
-        "identity_different_faces_kept_rate": _different_faces_kept_rate(orig_embeddings),
+        "identity_different_faces_kept_rate": different_faces_kept_rate(orig_embeddings),
         "geometry_detected": int((np.isfinite(per_face["orig_geo"]) & np.isfinite(per_face["comp_geo"])).sum()),
         "geometry_cut": _finite(judges.geometry_cut),
         "geometry_baseline_rate": _finite(_nanmean(per_face["orig_geo_above"])),

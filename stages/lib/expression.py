@@ -4,8 +4,8 @@ StarGAN (Choi et al. 2018) trains its generator with a domain-classification los
 as the target domain. CycleGAN's discriminator only asks "is this a plausible B crop?", which an unchanged neutral
 mouth can answer well enough; this classifier asks "is it a *smiling* one?". `train.lambda_expression` weighs it.
 
-It is trained before the GAN, on the kept *train* crops of the ROI manifest only (what `load_domains` returns),
-never on test faces, and it is its own small net, sharing no weights with either evaluation judge (the
+It is trained before the GAN, on the kept *train* crops of the ROI manifest only (what `training.load_domains`
+returns), never on test faces, and it is its own small net, sharing no weights with either evaluation judge (the
 mini-Xception, the dlib embedding) or the curator. A seeded fifth of the train crops is held out to report its
 accuracy (`expression_holdout_accuracy` in metrics/train_<roi>.json); the other four fifths fit it.
 

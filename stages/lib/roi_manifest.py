@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .codec import decode_png, to_rgb
+from .codec import decode_png, encode_png, to_rgb
 from .errors import StageError
 from .rois import box_leaves_image, crop_roi, region_mask, roi_geometry
 from .tables import read_upstream
@@ -68,6 +68,19 @@ def roi_payload(image, labels, roi, size, margin, feather, grow):
         "region_px": int(region_mask(labels, roi).sum()),
         "crop": crop_roi(image, box, size),
         "alpha": alpha,
+    }
+
+
+def kept_row(row, roi, domain, payload) -> dict:
+    """A kept row: the face's id, split and label, its domain, and the payload with crop and alpha as PNG."""
+    meta = {"id": row["id"], "roi": roi, "split": row["split"], "domain": domain, "label": row["label"]}
+    return {
+        **meta,
+        "kept": True,
+        "reason": "",
+        **payload,
+        "crop": encode_png(payload["crop"]),
+        "alpha": encode_png(payload["alpha"]),
     }
 
 

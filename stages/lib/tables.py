@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import paths
 from .errors import StageError
 
 SHARD_BYTES = 256 * 2**20
@@ -77,54 +78,55 @@ def kept_summary(table: pa.Table) -> tuple:
     return {**counts, "kept_fraction": round(sum(kept) / n, 4) if n else 0.0}, reasons
 
 
+def _id_batches(path, ids, columns):
+    """The rows of table `path` whose id is in `ids`, batch by batch as lists of dicts (a missing table gives none)."""
+    wanted = pa.array(sorted(set(ids)), pa.string())
+    if len(wanted) == 0:
+        return
+    for batch in iter_batches(path, columns=columns):
+        yield batch.filter(pc.is_in(batch.column("id"), value_set=wanted)).to_pylist()
+
+
+def _upstream_shards(path, stage) -> list:
+    files = shard_paths(path)
+    if not files:
+        raise StageError(f"{path} not found; run the {stage} stage first (dvc repro {stage})")
+    return files
+
+
 def load_rows(path, ids, columns) -> dict:
     """{id: {column: value}} for the rows of table `path` whose id is in `ids`, streamed batch by batch."""
-    wanted = pa.array(sorted(set(ids)), pa.string())
-    out = {}
-    if len(wanted) == 0:
-        return out
-    cols = ["id"] + [c for c in columns if c != "id"]
-    for batch in iter_batches(path, columns=cols):
-        for row in batch.filter(pc.is_in(batch.column("id"), value_set=wanted)).to_pylist():
-            out[row["id"]] = row
-    return out
+    columns = ["id"] + [c for c in columns if c != "id"]
+    return {row["id"]: row for rows in _id_batches(path, ids, columns) for row in rows}
 
 
 def iter_rows_of(path, ids, columns, stage, optional=()) -> Iterator[list]:
     """The rows of upstream table `path` whose id is in `ids`, streamed batch by batch as lists of dicts; `optional`
     columns are read where the table has them. A missing table or column is one line naming the stage to rerun."""
-    files = shard_paths(path)
-    if not files:
-        raise StageError(f"{path} not found; run the {stage} stage first (dvc repro {stage})")
     try:
-        names = pq.read_schema(files[0]).names
+        names = pq.read_schema(_upstream_shards(path, stage)[0]).names
     except pa.ArrowInvalid as err:
         raise StageError(f"{path} has no readable Parquet shards ({err})") from None
     missing = [c for c in columns if c not in names]
     if missing:
         raise StageError(f"{path} lacks columns {missing}; rerun {stage}")
-    wanted = pa.array(ids, pa.string())
-    for batch in iter_batches(path, columns=list(columns) + [c for c in optional if c in names]):
-        yield batch.filter(pc.is_in(batch.column("id"), value_set=wanted)).to_pylist()
+    yield from _id_batches(path, ids, list(columns) + [c for c in optional if c in names])
 
 
 def load_upstream_rows(path, ids, columns, stage) -> dict:
     """load_rows of an upstream stage's table; a missing or malformed one is one line naming the stage to rerun."""
-    if not shard_paths(path):
-        raise StageError(f"{path} not found; run the {stage} stage first (dvc repro {stage})")
+    _upstream_shards(path, stage)
     try:
         return load_rows(path, ids, columns)
     except (pa.ArrowInvalid, KeyError) as err:
         raise StageError(f"{path} lacks id/{'/'.join(columns)}: {str(err).splitlines()[0]}; rerun {stage}") from None
 
 
-def load_faces(ids, image_columns=(), parse_columns=(), images=None, parsed=None) -> dict:
+def load_faces(ids, image_columns=(), parse_columns=()) -> dict:
     """The images table joined with the parse table on id, for `ids`: {id: {column: value}}. An id that one table
     lacks has only the other's columns (callers decide whether that is an error); one neither has is absent."""
-    from . import paths
-
     out = {}
-    for path, columns in ((images or paths.IMAGES, image_columns), (parsed or paths.PARSED, parse_columns)):
+    for path, columns in ((paths.IMAGES, image_columns), (paths.PARSED, parse_columns)):
         if columns:
             for image_id, row in load_rows(path, ids, columns).items():
                 out.setdefault(image_id, {}).update(row)

@@ -24,6 +24,7 @@ from PIL import Image
 
 from . import params as P
 from . import paths
+from .codec import decode_png, to_rgb
 from .cyclegan import (
     CHECKPOINT_FORMAT,
     GRID_SAMPLES,
@@ -31,15 +32,48 @@ from .cyclegan import (
     CycleGAN,
     DeviceData,
     TrainConfig,
-    load_domains,
     lr_factor,
 )
+from .errors import StageError
 from .expression import ExpressionNet, fit_expression
 from .live import open_live
 from .networks import generator_file
-from .tables import save_torch_atomic, write_json_atomic
+from .tables import read_frame, save_torch_atomic, write_json_atomic
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
+
+
+def load_domains(manifest: str, cfg: TrainConfig):
+    """train@roi's input: the kept train crops of domains A and B as uint8 (N, 3, S, S) arrays, sorted by id, and a
+    hash of them."""
+    if not os.path.exists(manifest):
+        raise StageError(f"train {cfg.roi}: manifest {manifest} not found; run `dvc repro extract_rois` first")
+    try:
+        frame = read_frame(manifest, columns=["id", "split", "domain", "crop", "kept"])
+    except (KeyError, ValueError) as err:  # pyarrow names the missing column
+        raise StageError(f"train {cfg.roi}: {manifest} lacks a required column: {str(err).splitlines()[0]}") from None
+    frame = frame[frame["kept"].fillna(False).astype(bool) & (frame["split"] == "train")]
+    digest = hashlib.sha256()
+    out = {}
+    for domain in ("A", "B"):
+        rows = frame[frame["domain"] == domain].sort_values("id", kind="stable")
+        if rows.empty:
+            raise StageError(f"train {cfg.roi}: no kept train rows for domain {domain} in {manifest}")
+        crops = np.empty((len(rows), 3, cfg.size, cfg.size), np.uint8)
+        for i, (row_id, data) in enumerate(zip(rows["id"], rows["crop"])):
+            if data is None:
+                raise StageError(f"train {cfg.roi}: kept row {row_id} has no crop")
+            img = to_rgb(decode_png(data))[..., :3]
+            if img.shape[:2] != (cfg.size, cfg.size):
+                raise StageError(
+                    f"train {cfg.roi}: crop of {row_id} is {img.shape[1]}x{img.shape[0]}, "
+                    f"rois.side.{cfg.roi} says {cfg.size}"
+                )
+            crops[i] = img.transpose(2, 0, 1)
+            digest.update(f"{domain}\0{row_id}\0".encode())
+            digest.update(data)
+        out[domain] = crops
+    return out["A"], out["B"], digest.hexdigest()
 
 
 def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
