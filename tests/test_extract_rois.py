@@ -222,3 +222,19 @@ def test_bad_params_and_missing_inputs_are_one_line_errors(tmp_path, run):
     empty = scratch_project(tmp_path / "empty")
     proc = run_stage(empty, "extract_rois", check=False)
     assert proc.returncode == 2 and "filter_emotion" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_on_the_demo_dag_every_curated_face_reaches_each_manifest(demo_project):
+    """Downstream of the real filters (the session's demo DAG): nothing filter_emotion kept is lost, no face with a
+    hidden feature or a flipped label gets through, and both domains reach train and test for every ROI."""
+    fe = pd.read_parquet(demo_project / "data/filtered/filter_emotion.parquet")
+    kept = set(fe.id[fe.kept])
+    truth = pd.read_parquet(demo_project / "data/demo_truth.parquet")
+    for roi in ROIS:
+        manifest = pd.read_parquet(demo_project / "data/rois" / f"{roi}.parquet").merge(truth, on="id")
+        assert set(manifest.id) == kept and len(manifest) == len(kept), roi
+        assert (manifest.reason[~manifest.kept] != "").all(), roi
+        rows = manifest[manifest.kept]
+        assert rows.defect.isin(["none", "cut_off"]).all() and not rows.label_noise.any(), roi
+        counts = rows.groupby(["split", "domain"]).size()
+        assert len(counts) == 4 and counts.min() >= 20, (roi, counts.to_dict())

@@ -1,5 +1,5 @@
-"""filter_masks, train_curator and filter_emotion run for real on a small demo (ingest -> parse first) in a scratch
-project, and are scored against the generator's ground truth (data/demo_truth.parquet, read here only)."""
+"""filter_masks, train_curator and filter_emotion run for real on the demo (the session's demo DAG,
+tests/helpers/demo_dag.py), scored against the generator's ground truth (data/demo_truth.parquet, read here only)."""
 
 import json
 import subprocess
@@ -11,21 +11,13 @@ import pytest
 
 from stages.lib.curator import curator_probs, load_curator
 from stages.train_curator import read_faces
+from tests.helpers.demo_dag import DEMO
 from tests.helpers.stage_runner import run_stage, scratch_project
-
-DEMO = {
-    "ingest": {"source": "demo", "demo": {"n": 300, "side": 256, "seed": 0}},
-    "curator": {"backbone": "judge", "input": "grey_masks", "folds": 5, "epochs": 30, "lr": 0.003},
-}
-CHAIN = ("ingest", "parse", "filter_masks", "train_curator", "filter_emotion")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    project = scratch_project(tmp_path_factory.mktemp("filters") / "proj", DEMO)
-    for stage in CHAIN:
-        run_stage(project, stage)
-    return project
+def demo(demo_project):
+    return demo_project
 
 
 def table(project, name):
@@ -96,13 +88,13 @@ def test_the_final_curator_classifies_faces_like_the_cross_fit(demo, monkeypatch
     assert (predicted == oof.set_index("id").loc[ids, "predicted"].to_numpy()).mean() >= 0.9
 
 
-def test_rerun_is_byte_identical_and_bad_params_are_one_line(demo):
+def test_rerun_is_byte_identical_and_bad_params_are_one_line(demo, tmp_path):
     before = {n: (demo / "data" / "filtered" / f"{n}.parquet").read_bytes() for n in ("filter_masks", "filter_emotion")}
     for stage in ("filter_masks", "filter_emotion"):
         run_stage(demo, stage)
     for name, data in before.items():
         assert (demo / "data" / "filtered" / f"{name}.parquet").read_bytes() == data, name
-    bad = scratch_project(demo.parent / "bad", dict(DEMO, filter_emotion={"classifier": "oracle"}))
+    bad = scratch_project(tmp_path / "bad", dict(DEMO, filter_emotion={"classifier": "oracle"}))
     (bad / "data").symlink_to(demo / "data")
     proc = run_stage(bad, "filter_emotion", check=False)
     assert proc.returncode == 2 and "filter_emotion.classifier" in proc.stderr
