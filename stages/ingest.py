@@ -75,15 +75,6 @@ def read_params(p):
     return cfg
 
 
-def open_source(cfg):
-    name, path = cfg["source"], cfg["path"]
-    if name == "demo":
-        return sources.demo(**cfg["demo"])
-    if name == "labelled_folder":
-        return sources.labelled_folder(path, **cfg["labelled"])
-    return getattr(sources, name)(path)
-
-
 def decode_all(cfg, records, rows_path):
     """Pass 1: decode every record once into the scratch table `rows_path`; returns which rows share their bytes
     ({content id: [(position, source_key, label, reason)]}) and the demo's ground truth by position."""
@@ -142,7 +133,7 @@ def main():
     os.makedirs(parent, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent, prefix=tables.temp_prefix(paths.IMAGES, "scratch")) as scratch:
         rows_path = os.path.join(scratch, "rows")
-        copies, truths = decode_all(cfg, open_source(cfg), rows_path)
+        copies, truths = decode_all(cfg, sources.open_source(cfg), rows_path)
         counts, truth, n_rows = write_settled(cfg, rows_path, settle_copies(copies, cfg["duplicate_labels"]), truths)
     write_table_atomic(pa.Table.from_pylist(truth, schema=TRUTH_SCHEMA), paths.DEMO_TRUTH)
     write_json_atomic(ingest_metrics(counts), paths.metrics_file("ingest"))

@@ -27,11 +27,11 @@ import torch
 
 from .lib import params as P
 from .lib import paths
-from .lib.codec import decode_png, to_grey
 from .lib.curator import (
     CuratorConfig,
     cross_fit,
     cross_fit_summary,
+    curator_faces,
     face_inputs,
     final_seed,
     judge_features,
@@ -42,7 +42,7 @@ from .lib.curator import (
 from .lib.errors import StageError, run_stage
 from .lib.label_issues import ISSUE_FILTERS, class_index, curator_classes, find_issues, oof_table
 from .lib.live import log_scalars
-from .lib.tables import kept_ids, load_faces, write_json_atomic, write_table_atomic
+from .lib.tables import kept_ids, write_json_atomic, write_table_atomic
 
 
 def read_params(params):
@@ -66,27 +66,6 @@ def read_params(params):
     }
     P.check_unknown(params, ["curator", "emotions"])
     return p
-
-
-def read_faces(ids, with_masks: bool):
-    """(grey images, labels, splits, bboxes, label maps or None) for `ids`, in that order."""
-    faces = load_faces(ids, ["label", "split", "image"], ["face_bbox"] + (["label_map"] if with_masks else []))
-    missing = [i for i in ids if faces.get(i, {}).get("image") is None]
-    if missing:
-        raise StageError(
-            f"{paths.IMAGES} lacks image bytes for {len(missing)} kept ids (e.g. {missing[0]}); rerun ingest"
-        )
-    rows = [faces[i] for i in ids]
-    maps = None
-    if with_masks:
-        maps = [decode_png(r["label_map"]) if r.get("label_map") else None for r in rows]
-    return (
-        [to_grey(decode_png(r["image"])) for r in rows],
-        [r["label"] for r in rows],
-        [r["split"] for r in rows],
-        [r.get("face_bbox") for r in rows],
-        maps,
-    )
 
 
 def fit_final(x, y, is_test, classes, p) -> dict:
@@ -131,7 +110,7 @@ def main():
             f"train_curator needs at least {2 * p['cfg'].folds} faces kept by filter_masks for "
             f"curator.folds={p['cfg'].folds}, got {len(ids)}"
         )
-    greys, labels, splits, bboxes, maps = read_faces(ids, p["input"] == "grey_masks")
+    greys, labels, splits, bboxes, maps = curator_faces(ids, p["input"] == "grey_masks")
     classes = curator_classes(p["source"], p["target"], labels)
     y = class_index(labels, classes)
     counts = Counter(classes[k] for k in y)

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.lib.curator import curator_probs, load_curator
-from stages.train_curator import read_faces
+from stages.lib.curator import curator_faces, curator_probs, load_curator
 from tests.helpers.demo_dag import DEMO
 from tests.helpers.stage_runner import run_stage, scratch_project
 
@@ -83,7 +82,7 @@ def test_the_final_curator_classifies_faces_like_the_cross_fit(demo, monkeypatch
     assert curator.classes == list(oof.classes.iloc[0]) and (curator.source, curator.target) == ("neutral", "happy")
     ids = sorted(oof.id)[:60]
     monkeypatch.chdir(demo)
-    greys, _, _, bboxes, maps = read_faces(ids, with_masks=True)
+    greys, _, _, bboxes, maps = curator_faces(ids, with_masks=True)
     predicted = np.asarray(curator.classes)[curator_probs(curator, greys, bboxes, maps).argmax(axis=1)]
     assert (predicted == oof.set_index("id").loc[ids, "predicted"].to_numpy()).mean() >= 0.9
 

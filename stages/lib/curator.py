@@ -31,11 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import paths
 from .boxes import face_box, face_crop
-from .codec import to_grey
+from .codec import decode_png, to_grey
 from .errors import StageError
 from .labels import REGIONS
-from .tables import save_torch_atomic
+from .tables import load_faces, save_torch_atomic
 
 MASK_REGIONS = ("eyes", "brows", "lips")
 CROP_MARGIN = 0.1  # the judge's default, so both classifiers see the same face square
@@ -69,6 +70,27 @@ def face_inputs(images, bboxes, size: int, label_maps=None, margin=CROP_MARGIN) 
         if label_maps is not None and label_maps[i] is not None:
             out[i, 1:] = _mask_inputs(face_crop(label_maps[i], box, margin), size)
     return out
+
+
+def curator_faces(ids, with_masks: bool):
+    """What train_curator learns from: (grey images, labels, splits, bboxes, label maps or None) for `ids`, in order."""
+    faces = load_faces(ids, ["label", "split", "image"], ["face_bbox"] + (["label_map"] if with_masks else []))
+    missing = [i for i in ids if faces.get(i, {}).get("image") is None]
+    if missing:
+        raise StageError(
+            f"{paths.IMAGES} lacks image bytes for {len(missing)} kept ids (e.g. {missing[0]}); rerun ingest"
+        )
+    rows = [faces[i] for i in ids]
+    maps = None
+    if with_masks:
+        maps = [decode_png(r["label_map"]) if r.get("label_map") else None for r in rows]
+    return (
+        [to_grey(decode_png(r["image"])) for r in rows],
+        [r["label"] for r in rows],
+        [r["split"] for r in rows],
+        [r.get("face_bbox") for r in rows],
+        maps,
+    )
 
 
 class CuratorNet(nn.Module):

@@ -212,3 +212,13 @@ def _image_files(folder):
 
 
 SOURCES = ("demo", "fer2013_csv", "fer2013_folders", "labelled_folder", "celeba")
+
+
+def open_source(cfg):
+    """The records of the source ingest's params name (cfg: stages.ingest.read_params)."""
+    name, path = cfg["source"], cfg["path"]
+    if name == "demo":
+        return demo(**cfg["demo"])
+    if name == "labelled_folder":
+        return labelled_folder(path, **cfg["labelled"])
+    return {"fer2013_csv": fer2013_csv, "fer2013_folders": fer2013_folders, "celeba": celeba}[name](path)
