@@ -21,6 +21,9 @@ import time
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from tests.helpers.project_copy import copy_project  # noqa: E402
+
 PHOTOS = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "facial_expressions"))
 # The demo's params.yaml leaves the identity judge off (dlib cannot tell drawn faces apart); on photos it is the point.
 REAL = {
@@ -40,23 +43,6 @@ def set_key(params: dict, dotted: str, value):
     node[last] = value
 
 
-def copy_project(dest: str):
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    for name in files:
-        src = os.path.join(ROOT, name)
-        if os.path.isfile(src):
-            os.makedirs(os.path.dirname(os.path.join(dest, name)) or dest, exist_ok=True)
-            shutil.copy2(src, os.path.join(dest, name))
-    for args in (
-        ["init", "-q"],
-        ["add", "-A"],
-        ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "copy"],
-    ):
-        subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
-
-
 def scratch_project(overrides: dict, project: str = None) -> tuple:
     """A scratch copy of the project pointed at the photos (or the one kept at `project` by an earlier --until), with
     `overrides` ({dotted key: value}) applied to its params.yaml; returns (its path, its params)."""
@@ -64,7 +50,7 @@ def scratch_project(overrides: dict, project: str = None) -> tuple:
         sys.exit(f"bench: the real photos are missing at {PHOTOS}")
     if project is None:
         project = os.path.join(tempfile.mkdtemp(prefix="facecur-real-"), "main")
-        copy_project(project)
+        copy_project(ROOT, project)
     elif not os.path.isfile(os.path.join(project, "dvc.yaml")):
         sys.exit(f"bench: {project} is not a scratch project (no dvc.yaml)")
     with open(os.path.join(project, "params.yaml")) as f:

@@ -30,6 +30,16 @@ def demo_project(tmp_path_factory, worker_id) -> Path:
     return demo_dag(shared_root(tmp_path_factory, worker_id))
 
 
+@pytest.fixture(scope="module")
+def facemesh():
+    """The FaceMesh parser at params.yaml's min_detect_size, closed after the module that asked for it."""
+    from stages.lib.parsing.facemesh import FaceMeshParser
+
+    parser = FaceMeshParser(min_detect_size=192)
+    yield parser
+    parser.close()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_threads():
     # Two cores: one intra-op thread keeps parallel tests from oversubscribing.

@@ -155,11 +155,17 @@ def test_cli_errors_are_one_line(tmp_path):
     ]
 
 
-def test_device_batches_gather_flip_and_scale(manifest):
-    cfg = read_config(tiny_params(flip=True, jitter=0.0), "mouth")
+def planned_data(manifest, seed, **train):
+    """The manifest's domain A and a CPU DeviceData of both domains with one epoch planned from `seed`."""
+    cfg = read_config(tiny_params(**train), "mouth")
     a, b, _ = load_domains(str(manifest), cfg)
     data = DeviceData(a, b, cfg, torch.device("cpu"))
-    data.plan_epoch(torch.Generator().manual_seed(0))
+    data.plan_epoch(torch.Generator().manual_seed(seed))
+    return a, data
+
+
+def test_device_batches_gather_flip_and_scale(manifest):
+    a, data = planned_data(manifest, 0, flip=True, jitter=0.0)
     assert data.steps_per_epoch == 3
     order, _, flips = data.plan[0]
     assert sorted(order.flatten().tolist()) == list(range(12))  # one pass over the data
@@ -170,10 +176,7 @@ def test_device_batches_gather_flip_and_scale(manifest):
 
 
 def test_jitter_shifts_within_the_padding(manifest):
-    cfg = read_config(tiny_params(flip=False, jitter=0.25), "mouth")
-    a, b, _ = load_domains(str(manifest), cfg)
-    data = DeviceData(a, b, cfg, torch.device("cpu"))
-    data.plan_epoch(torch.Generator().manual_seed(1))
+    a, data = planned_data(manifest, 1, flip=False, jitter=0.25)
     order, offsets, _ = data.plan[0]
     assert offsets.min() >= 0 and offsets.max() <= 8 and len(offsets.unique()) > 1
     offsets[0, 0] = torch.tensor([4, 4])  # an offset equal to the padding is no shift at all ...

@@ -5,7 +5,6 @@ It then checks every stage's outputs, and the contract with ../shared/tools/chec
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -14,7 +13,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, SHARED_DATA
-from tests.helpers.stage_runner import merge
+from tests.helpers.project_copy import copy_project
+from tests.helpers.stage_runner import assert_contract, merge
 
 TINY = {
     "ingest": {"demo": {"n": 120, "side": 192}},
@@ -40,26 +40,11 @@ def readme_main_command():
     return [line for line in block.strip().splitlines() if line and not line.startswith("#")][0]
 
 
-def copy_project(dest):
-    """Tracked and untracked-but-not-ignored files, as a fresh clone would have them, in a new git repo."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    for name in files:
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    git = lambda *a: subprocess.run(["git", *a], cwd=dest, check=True, capture_output=True)  # noqa: E731
-    git("init", "-q")
-    git("add", "-A")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
-
-
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     project = tmp_path_factory.mktemp("clone") / "main"
     project.mkdir()
-    copy_project(project)
+    copy_project(ROOT, project)
     params = merge(yaml.safe_load((project / "params.yaml").read_text()), TINY)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if SHARED_DATA.is_dir():
@@ -100,13 +85,7 @@ def test_every_stage_wrote_its_outputs(demo_run):
 
 def test_outputs_keep_the_contract(demo_run, shared_data):
     project, _ = demo_run
-    proc = subprocess.run(
-        [sys.executable, str(shared_data.parent / "tools" / "check_contract.py"), "data"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_contract(project, shared_data)
 
 
 def test_repro_again_is_a_no_op(demo_run):

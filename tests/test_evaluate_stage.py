@@ -131,18 +131,23 @@ def test_stage_writes_metrics_and_samples_deterministically(tmp_path, shared_dat
     assert (root / "eval/mouth/metrics.json").read_bytes() == first
 
 
+def error_line(capsys) -> str:
+    """The last stderr line of evaluate@mouth run through run_stage, as `python -m stages.evaluate` runs it; the exit
+    status must be 2, a StageError's."""
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(stage.main, ["mouth"])
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_missing_weights_is_one_line_naming_the_roi(tmp_path, shared_data, monkeypatch, capsys):
     root = scratch(tmp_path, shared_data)
     write_curator(root, shared_data)
     monkeypatch.chdir(root)
-    # run_stage is what `python -m stages.evaluate` runs: one line on stderr, exit status 2
-    with pytest.raises(SystemExit) as exit_:
-        run_stage(stage.main, ["mouth"])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_line(capsys)
     assert (
-        err[-1].startswith("error: evaluate@mouth: generator weights models/cyclegan/mouth/generator_AB.pt not found")
-        and "dvc repro train@mouth" in err[-1]
+        err.startswith("error: evaluate@mouth: generator weights models/cyclegan/mouth/generator_AB.pt not found")
+        and "dvc repro train@mouth" in err
     )
     (root / "models/cyclegan/mouth").mkdir(parents=True)
     (root / "models/cyclegan/mouth/generator_AB.pt").write_bytes(b"not a torch file")
@@ -154,11 +159,7 @@ def test_missing_or_mismatched_curator_is_one_line(tmp_path, shared_data, monkey
     root = scratch(tmp_path, shared_data)
     write_generator(root)
     monkeypatch.chdir(root)
-    with pytest.raises(SystemExit) as exit_:
-        run_stage(stage.main, ["mouth"])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == (
+    assert error_line(capsys) == (
         "error: evaluate@mouth: curator model models/curator/curator.pt not found; "
         "train it with `dvc repro train_curator`"
     )

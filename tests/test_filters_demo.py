@@ -2,8 +2,6 @@
 tests/helpers/demo_dag.py), scored against the generator's ground truth (data/demo_truth.parquet, read here only)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -11,7 +9,7 @@ import pytest
 
 from stages.lib.curator import curator_faces, curator_probs, load_curator
 from tests.helpers.demo_dag import DEMO
-from tests.helpers.stage_runner import run_stage, scratch_project
+from tests.helpers.stage_runner import assert_contract, run_stage, scratch_project
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +33,7 @@ def test_every_row_is_kept_or_rejected_with_a_reason(demo, shared_data):
     assert metrics["kept"] + metrics["rejected"] == metrics["input"] == len(fm)
     fem = json.loads((demo / "metrics" / "filter_emotion.json").read_text())
     assert fem["kept"] + sum(fem["by_reason"].values()) == fem["input"] == len(fe)
-    contract = subprocess.run(
-        [sys.executable, str(shared_data.parent / "tools" / "check_contract.py"), "data"],
-        cwd=demo,
-        capture_output=True,
-        text=True,
-    )
-    assert contract.returncode == 0, contract.stdout
+    assert_contract(demo, shared_data)
     assert (demo / "plots" / "filter_masks" / "no_face.png").is_file()
     confusion = (demo / "plots" / "confusion" / "filter_emotion.csv").read_text().splitlines()
     assert confusion[0] == '"id","given","predicted"' and len(confusion) == 1 + fem["input"]

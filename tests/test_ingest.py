@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from stages.lib.labels import canonical_emotion
-from tests.helpers.stage_runner import run_stage, scratch_project
+from tests.helpers.stage_runner import assert_contract, run_stage, scratch_project
 
 
 def read_images(project):
@@ -246,15 +246,6 @@ def test_paths_outside_the_dataset_are_never_opened(tmp_path, shared_data):
     }
     assert df[df.reason == "outside_root"].image.isna().all() and df.id.is_unique
     assert_contract(project, shared_data)
-
-
-def assert_contract(project, shared_data):
-    import subprocess
-    import sys
-
-    tool = shared_data.parent / "tools" / "check_contract.py"
-    proc = subprocess.run([sys.executable, str(tool), "data"], cwd=project, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_a_folder_of_bad_files_gives_byte_identical_rejects(tmp_path, messy_folder, shared_data):

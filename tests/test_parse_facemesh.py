@@ -11,15 +11,6 @@ BOUNDS = {"eyes": 0.70, "brows": 0.55, "lips": 0.65}
 
 
 @pytest.fixture(scope="module")
-def parser():
-    from stages.lib.parsing.facemesh import FaceMeshParser
-
-    p = FaceMeshParser(min_detect_size=192)
-    yield p
-    p.close()
-
-
-@pytest.fixture(scope="module")
 def references(shared_data):
     root = shared_data / "parsing_reference"
     pairs = []
@@ -30,10 +21,10 @@ def references(shared_data):
     return pairs
 
 
-def test_iou_against_bisenet_reference(parser, references):
+def test_iou_against_bisenet_reference(facemesh, references):
     scores = {region: [] for region in BOUNDS}
     for name, image, ref in references:
-        label_map, bbox, _ = parser.parse(image)
+        label_map, bbox, _ = facemesh.parse(image)
         assert label_map is not None, f"no face found in reference photo {name}"
         for region, value in reference_ious(label_map, ref).items():
             if value is not None:  # 1321: glasses hide the eyes in the reference; it cannot judge them
@@ -44,10 +35,10 @@ def test_iou_against_bisenet_reference(parser, references):
         assert means[region] >= bound, f"{region} mean IoU {means[region]:.3f} < {bound} ({means})"
 
 
-def test_left_is_the_subjects_left_like_the_reference(parser, references):
+def test_left_is_the_subjects_left_like_the_reference(facemesh, references):
     # 1112 has both eyes labelled separately in the reference.
     name, image, ref = next(r for r in references if r[0] == "1112")
-    label_map, _, _ = parser.parse(image)
+    label_map, _, _ = facemesh.parse(image)
     for cls in (2, 4):  # l_brow, l_eye
         ref_x = np.nonzero(ref == cls)[1].mean()
         ours_x = np.nonzero(label_map == cls)[1].mean()
@@ -55,10 +46,10 @@ def test_left_is_the_subjects_left_like_the_reference(parser, references):
     assert np.nonzero(label_map == 4)[1].mean() > np.nonzero(label_map == 5)[1].mean()  # image right
 
 
-def test_small_grey_face_gets_map_at_its_own_resolution(parser, references):
+def test_small_grey_face_gets_map_at_its_own_resolution(facemesh, references):
     _, image, _ = references[1]
     small = np.asarray(Image.fromarray(image).convert("L").resize((72, 60), Image.BILINEAR))
-    label_map, bbox, side = parser.parse(small)
+    label_map, bbox, side = facemesh.parse(small)
     assert label_map is not None
     assert label_map.shape == (60, 72) and side >= 192  # upsampled for detection, drawn at 72x60
     counts = class_counts(label_map)
@@ -68,15 +59,15 @@ def test_small_grey_face_gets_map_at_its_own_resolution(parser, references):
     assert 0 <= x and 0 <= y and x + w <= 72 and y + h <= 60
 
 
-def test_non_face_is_no_face(parser):
+def test_non_face_is_no_face(facemesh):
     rng = np.random.default_rng(0)
-    label_map, bbox, _ = parser.parse(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8))
+    label_map, bbox, _ = facemesh.parse(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8))
     assert label_map is None and bbox is None
-    label_map, bbox, _ = parser.parse(np.full((64, 64), 128, np.uint8))
+    label_map, bbox, _ = facemesh.parse(np.full((64, 64), 128, np.uint8))
     assert label_map is None
 
 
-def test_detection_rate_on_real_photos(parser, shared_data):
+def test_detection_rate_on_real_photos(facemesh, shared_data):
     paths = sorted((shared_data / "facial_expressions" / "images").glob("*"))[:60]
-    found = sum(parser.parse(np.asarray(Image.open(p)))[0] is not None for p in paths)
+    found = sum(facemesh.parse(np.asarray(Image.open(p)))[0] is not None for p in paths)
     assert found / len(paths) >= 0.9

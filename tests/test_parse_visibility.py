@@ -17,15 +17,6 @@ DEMO_N, DEMO_SIZE = 300, 256  # the first 300 of the demo at the pipeline's demo
 REAL_N = 150
 
 
-@pytest.fixture(scope="module")
-def parser():
-    from stages.lib.parsing.facemesh import FaceMeshParser
-
-    p = FaceMeshParser(min_detect_size=192)
-    yield p
-    p.close()
-
-
 # ------------------------------------------------------------------------------------------ measures, crafted input
 
 
@@ -81,11 +72,11 @@ def test_eye_opening_is_lid_gap_over_width():
 
 
 @pytest.fixture(scope="module")
-def real_face(parser, shared_data):
+def real_face(facemesh, shared_data):
     """A reference photo, its landmarks in pixels and its landmark-only label map."""
     image = np.asarray(Image.open(shared_data / "parsing_reference" / "images" / "1112.jpg").convert("RGB"))
     h, w = image.shape[:2]
-    pts = parser.landmarks(parser.detection_input(image)[0])
+    pts = facemesh.landmarks(facemesh.detection_input(image)[0])
     assert pts is not None
     from stages.lib.parsing.facemesh import rasterise
 
@@ -132,18 +123,18 @@ def test_closed_lids_become_skin(real_face):
 
 
 @pytest.fixture(scope="module")
-def demo(parser):
+def demo(facemesh):
     from stages.demo import render_demo
 
     samples = list(render_demo(DEMO_N, DEMO_SIZE, seed=0))
     images = [s.image for s in samples]
-    return images, [s.truth["defect"] for s in samples], find_landmarks(parser, images)
+    return images, [s.truth["defect"] for s in samples], find_landmarks(facemesh, images)
 
 
-def test_demo_hidden_features_are_rejected_and_clean_faces_kept(parser, demo):
+def test_demo_hidden_features_are_rejected_and_clean_faces_kept(facemesh, demo):
     images, defects, landmarks = demo
-    after = rates_by_defect(defects, rejected(parser, images, landmarks, LIMITS))
-    before = rates_by_defect(defects, rejected(parser, images, landmarks, None))
+    after = rates_by_defect(defects, rejected(facemesh, images, landmarks, LIMITS))
+    before = rates_by_defect(defects, rejected(facemesh, images, landmarks, None))
     for defect in HIDDEN_DEFECTS:
         share, count = after[defect]
         assert count >= 9 and share >= 0.9, (defect, after)
@@ -152,9 +143,9 @@ def test_demo_hidden_features_are_rejected_and_clean_faces_kept(parser, demo):
     assert after["non_face"][0] == 1.0 and after["too_small"][0] == 1.0
 
 
-def test_real_photos_are_mostly_kept(parser, shared_data):
+def test_real_photos_are_mostly_kept(facemesh, shared_data):
     paths = sorted((shared_data / "facial_expressions" / "images").glob("*"))
     chosen = np.random.default_rng(0).choice(len(paths), REAL_N, replace=False)
     images = [np.asarray(Image.open(paths[i])) for i in sorted(chosen)]
-    share = float(np.mean(rejected(parser, images, find_landmarks(parser, images), LIMITS)))
+    share = float(np.mean(rejected(facemesh, images, find_landmarks(facemesh, images), LIMITS)))
     assert share <= 0.08, f"{share:.3f} of {REAL_N} mostly unoccluded real photos rejected"

@@ -5,6 +5,7 @@ A stage output is either one file (`data/filtered/filter_masks.parquet`) or a fo
 place, so a killed stage never leaves a half-written output for DVC to cache.
 """
 
+import contextlib
 import glob
 import io
 import json
@@ -181,19 +182,28 @@ def temp_folder(path) -> str:
     return tempfile.mkdtemp(dir=parent, prefix=temp_prefix(path))
 
 
-def write_table_atomic(table: pa.Table, path):
-    """Write one Parquet file so that it appears whole or not at all."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+@contextlib.contextmanager
+def _replacing(path):
+    """A temp file beside `path`, with the user's umask like any other output, that replaces `path` when the block
+    exits cleanly and is removed when it fails: the file appears whole or not at all."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
     clear_leftovers(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=temp_prefix(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(path))
     os.close(fd)
-    os.chmod(tmp, file_mode())
     try:
-        _write(table, tmp)
+        os.chmod(tmp, file_mode())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def write_table_atomic(table: pa.Table, path):
+    """Write one Parquet file so that it appears whole or not at all."""
+    with _replacing(path) as tmp:
+        _write(table, tmp)
 
 
 class ShardWriter:
@@ -231,10 +241,7 @@ class ShardWriter:
             self._next_shard()  # an empty table is still a table, with its schema
         if self.writer is not None:
             self.writer.close()
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        publish_folder(self.tmp, self.path)
+        finish_folder(self.tmp, self.path, failed=exc_type is not None)
         return False
 
 
@@ -263,11 +270,17 @@ class FolderWriter:
     def __exit__(self, exc_type, exc, tb):
         for writer in self.writers.values():
             writer.close()
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        publish_folder(self.tmp, self.path)
+        finish_folder(self.tmp, self.path, failed=exc_type is not None)
         return False
+
+
+def finish_folder(tmp, path, failed: bool):
+    """Publish the scratch folder `tmp` over `path`, or remove it when the block that wrote it failed, so that a
+    failed run leaves the old output."""
+    if failed:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        publish_folder(tmp, path)
 
 
 def publish_folder(tmp, path):
@@ -286,18 +299,8 @@ def publish_folder(tmp, path):
 
 def write_bytes_atomic(data: bytes, path):
     """Write `data` to `path` so that it appears whole or not at all, with the user's umask like any other output."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    clear_leftovers(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with _replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def write_json_atomic(obj, path):

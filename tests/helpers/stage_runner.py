@@ -53,3 +53,10 @@ def run_stage(path, stage, *args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"stages.{stage} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def assert_contract(project, shared_data):
+    """The tables under the project's data/ pass ../shared/tools/check_contract.py."""
+    tool = shared_data.parent / "tools" / "check_contract.py"
+    proc = subprocess.run([sys.executable, str(tool), "data"], cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..boxes import mask_bbox
+
 BACKGROUND, SKIN = 0, 1
 EYES = (4, 5)
 BROWS = (2, 3)
@@ -111,15 +113,12 @@ def eye_distance(points: np.ndarray) -> float:
 
 def window(mask: np.ndarray, pad: int):
     """Slices of the mask's bounding box grown by `pad` pixels, clipped to the image; None when the mask is empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+    box = mask_bbox(mask)
+    if box is None:
         return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    h, w = mask.shape
-    return (
-        slice(max(rows[0] - pad, 0), min(rows[-1] + pad + 1, h)),
-        slice(max(cols[0] - pad, 0), min(cols[-1] + pad + 1, w)),
-    )
+    x, y, w, h = box
+    rows, cols = mask.shape
+    return slice(max(y - pad, 0), min(y + h + pad, rows)), slice(max(x - pad, 0), min(x + w + pad, cols))
 
 
 def ring_around(mask: np.ndarray, width: int) -> np.ndarray:
