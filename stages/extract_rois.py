@@ -28,7 +28,7 @@ from .lib.contact_sheet import LowestIds, boxed_thumbnail, contact_sheet
 from .lib.errors import StageError, run_stage
 from .lib.roi_manifest import SCHEMA, Reject, Tally, face_inputs, kept_row, rejected_row, roi_payload
 from .lib.rois import ROI_NAMES
-from .lib.tables import FolderWriter, iter_rows_of, kept_ids, load_upstream_rows, write_json_atomic
+from .lib.tables import FolderWriter, iter_faces, kept_ids, write_json_atomic
 
 SHEET_THUMB = 128
 
@@ -64,11 +64,11 @@ def sheet_tiles(image, box, crop, alpha, domain):
     return [boxed_thumbnail(image, box, SHEET_THUMB, colour), crop, to_rgb(alpha)]
 
 
-def face_rows(row, parsed, cfg, sheets) -> dict:
+def face_rows(row, cfg, sheets) -> dict:
     """{roi: the output row} of one image row, offering its kept crops to the sheets."""
     names, domains = cfg["names"], cfg["domains"]
     try:
-        image, labels, domain = face_inputs(row, parsed, domains)
+        image, labels, domain = face_inputs(row, domains)
     except Reject as rej:
         return {r: rejected_row(row["id"], r, row, domains, rej.reason) for r in names}
     out = {}
@@ -83,7 +83,7 @@ def face_rows(row, parsed, cfg, sheets) -> dict:
     return out
 
 
-def extract(cfg, ids, parsed, batches):
+def extract(cfg, ids, batches):
     """Stream the images, writing every ROI row; returns the tally and the sheets."""
     names = cfg["names"]
     tally, sheets, seen = Tally(names), {r: LowestIds(cfg["sheet_per_domain"]) for r in names}, set()
@@ -103,7 +103,7 @@ def extract(cfg, ids, parsed, batches):
                 if row["id"] in seen:
                     raise StageError(f"{paths.IMAGES} has id {row['id']} twice; rerun ingest")
                 seen.add(row["id"])
-                for r, got in face_rows(row, parsed, cfg, sheets).items():
+                for r, got in face_rows(row, cfg, sheets).items():
                     out[r].append(got)
                 bar.update()
             for r in names:
@@ -132,10 +132,8 @@ def write_sheets(sheets, cfg, plots=paths.plots_dir("extract_rois")):
 def main():
     cfg = read_params(P.load())
     ids = kept_ids(paths.FILTER_EMOTION, "filter_emotion")
-    # Label-map PNGs are small (few flat classes), so they are held in memory while the images stream past.
-    parsed = load_upstream_rows(paths.PARSED, ids, ["face_found", "label_map"], "parse")
-    batches = iter_rows_of(paths.IMAGES, ids, ["id", "split", "label", "image"], "ingest", optional=["kept"])
-    tally, sheets = extract(cfg, ids, parsed, batches)
+    batches = iter_faces(ids, ["split", "label", "image"], ["face_found", "label_map"], optional=["kept"])
+    tally, sheets = extract(cfg, ids, batches)
     metrics = tally.metrics(cfg["size"], len(ids))
     write_json_atomic(metrics, paths.metrics_file("extract_rois"))
     write_sheets(sheets, cfg)

@@ -21,6 +21,7 @@ the face crops here and cleanlab runs on its probabilities (it never saw these f
 import glob
 import os
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm import tqdm
@@ -44,7 +45,7 @@ from .lib.label_issues import (
     verdict_table,
 )
 from .lib.labels import FER_ORDER
-from .lib.tables import kept_ids, load_faces, write_bytes_atomic, write_json_atomic, write_table_atomic
+from .lib.tables import iter_faces, kept_ids, load_faces, write_bytes_atomic, write_json_atomic, write_table_atomic
 
 PLOTS = paths.plots_dir("filter_emotion")
 
@@ -82,15 +83,20 @@ def grey_face_squares(ids, faces, desc=None) -> list:
 
 
 def judge_verdicts(ids, source, target, device, issue_filter):
-    """(labels, classes, probs, label_issue) from the pretrained judge on face crops, cleanlab on its probabilities."""
+    """(labels, classes, probs, label_issue) from the pretrained judge on face crops, cleanlab on its probabilities.
+    The faces stream past a row group at a time; only their labels and 7 probabilities are kept."""
     from .lib.judge import judge_probs, load_judge
 
-    faces = load_faces(ids, ["label", "image"], ["face_bbox"])
-    labels = [faces[i]["label"] for i in ids]
+    judge, got = load_judge(device=device), {}
+    with tqdm(total=len(ids), desc="judge", unit="face") as bar:
+        for rows in iter_faces(ids, ["label", "image"], ["face_bbox"]):
+            faces = {r["id"]: r for r in rows}
+            fer_probs = judge_probs(judge, grey_face_squares(list(faces), faces))
+            got.update((i, (faces[i]["label"], p)) for i, p in zip(faces, fer_probs))
+            bar.update(len(rows))
+    labels = [got[i][0] for i in ids]
     classes = curator_classes(source, target, labels)
-    probs = judge_to_classes(
-        judge_probs(load_judge(device=device), grey_face_squares(ids, faces, "judge crops")), classes
-    )
+    probs = judge_to_classes(np.array([got[i][1] for i in ids]).reshape(len(ids), len(FER_ORDER)), classes)
     return labels, classes, probs, find_issues(class_index(labels, classes), probs, issue_filter)
 
 

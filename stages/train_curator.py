@@ -31,10 +31,8 @@ from .lib.curator import (
     CuratorConfig,
     cross_fit,
     cross_fit_summary,
-    curator_faces,
-    face_inputs,
+    curator_inputs,
     final_seed,
-    judge_features,
     predict,
     save_curator,
     train_net,
@@ -110,7 +108,8 @@ def main():
             f"train_curator needs at least {2 * p['cfg'].folds} faces kept by filter_masks for "
             f"curator.folds={p['cfg'].folds}, got {len(ids)}"
         )
-    greys, labels, splits, bboxes, maps = curator_faces(ids, p["input"] == "grey_masks")
+    t0 = time.perf_counter()
+    x, labels, splits = curator_inputs(ids, p["backbone"], p["input"] == "grey_masks", p["size"], p["device"])
     classes = curator_classes(p["source"], p["target"], labels)
     y = class_index(labels, classes)
     counts = Counter(classes[k] for k in y)
@@ -119,11 +118,6 @@ def main():
             f"train_curator needs >= 2 faces of each of {p['source']} and {p['target']}, "
             f"got {dict(counts)}; check emotions.source/target against the ingested labels"
         )
-    t0 = time.perf_counter()
-    if p["backbone"] == "judge":
-        x = judge_features(greys, bboxes, p["device"], label_maps=maps)
-    else:
-        x = face_inputs(greys, bboxes, p["size"], maps)
     probs, folds = cross_fit(x, y, len(classes), p["cfg"], p["device"])
     t_fit = time.perf_counter()
     final = fit_final(x, y, np.array([s == "test" for s in splits]), classes, p)

@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.lib.curator import curator_faces, curator_probs, load_curator
+from stages.lib.codec import decode_png, to_grey
+from stages.lib.curator import curator_probs, load_curator
+from stages.lib.tables import load_faces
 from tests.helpers.demo_dag import DEMO
 from tests.helpers.stage_runner import assert_contract, run_stage, scratch_project
 
@@ -74,7 +76,9 @@ def test_the_final_curator_classifies_faces_like_the_cross_fit(demo, monkeypatch
     assert curator.classes == list(oof.classes.iloc[0]) and (curator.source, curator.target) == ("neutral", "happy")
     ids = sorted(oof.id)[:60]
     monkeypatch.chdir(demo)
-    greys, _, _, bboxes, maps = curator_faces(ids, with_masks=True)
+    faces = [load_faces(ids, ["image"], ["face_bbox", "label_map"])[i] for i in ids]
+    greys = [to_grey(decode_png(f["image"])) for f in faces]
+    bboxes, maps = [f["face_bbox"] for f in faces], [decode_png(f["label_map"]) for f in faces]
     predicted = np.asarray(curator.classes)[curator_probs(curator, greys, bboxes, maps).argmax(axis=1)]
     assert (predicted == oof.set_index("id").loc[ids, "predicted"].to_numpy()).mean() >= 0.9
 

@@ -43,3 +43,35 @@ def test_a_killed_runs_leftovers_are_cleared_by_the_next_run(tmp_path):
         out.write({"id": ["a"]})
     write_table_atomic(pa.table({"id": ["a"]}), str(tmp_path / "t.parquet"))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-other-zz", "images", "t.parquet"]
+
+
+def write_faces(root, image_ids, parse_ids, shard_rows=3):
+    """An images table sharded every `shard_rows` rows and a one-file parse table, in a scratch project `root`."""
+    with ShardWriter(str(root / "data/images"), pa.schema([("id", pa.string()), ("image", pa.binary())]), 1) as out:
+        for k in range(0, len(image_ids), shard_rows):
+            chunk = image_ids[k : k + shard_rows]
+            out.write({"id": chunk, "image": [i.encode() for i in chunk]})
+    parsed = pa.table({"id": parse_ids, "face_bbox": [[len(i), 0, 1, 1] for i in parse_ids]})
+    write_table_atomic(parsed, str(root / "data/parsed/part-00000.parquet"))
+
+
+def test_streamed_join_equals_the_whole_join_and_refuses_tables_out_of_step(tmp_path, monkeypatch):
+    from stages.lib.errors import StageError
+    from stages.lib.tables import iter_faces, load_faces
+
+    monkeypatch.chdir(tmp_path)
+    image_ids = [f"id{k}" for k in (5, 1, 9, 3, 7, 2, 8)]  # table order, not sorted
+    write_faces(tmp_path, image_ids, [i for i in image_ids if i != "id3"])  # id3: no parse row
+    wanted = ["id1", "id3", "id7", "id8", "id99"]  # id99: in neither table
+    batches = list(iter_faces(wanted, ["image"], ["face_bbox"]))
+    assert len(batches) > 1  # it did stream, shard by shard
+    streamed = {row["id"]: row for rows in batches for row in rows}
+    assert streamed == load_faces(wanted, ["image"], ["face_bbox"])
+    assert [row["id"] for rows in batches for row in rows] == ["id1", "id3", "id7", "id8"]  # the images' order
+    assert "face_bbox" not in streamed["id3"] and streamed["id7"]["face_bbox"] == [3, 0, 1, 1]
+
+    write_faces(tmp_path, image_ids, ["id8", "id1", "id7"])  # parse rows in another order
+    with pytest.raises(StageError, match="not in the order of data/images"):
+        list(iter_faces(wanted, ["image"], ["face_bbox"]))
+    with pytest.raises(StageError, match="lacks columns"):
+        list(iter_faces(wanted, ["image"], ["label_map"]))

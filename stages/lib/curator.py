@@ -36,7 +36,7 @@ from .boxes import face_box, face_crop
 from .codec import decode_png, to_grey
 from .errors import StageError
 from .labels import REGIONS
-from .tables import load_faces, save_torch_atomic
+from .tables import iter_faces, save_torch_atomic
 
 MASK_REGIONS = ("eyes", "brows", "lips")
 CROP_MARGIN = 0.1  # the judge's default, so both classifiers see the same face square
@@ -72,25 +72,34 @@ def face_inputs(images, bboxes, size: int, label_maps=None, margin=CROP_MARGIN) 
     return out
 
 
-def curator_faces(ids, with_masks: bool):
-    """What train_curator learns from: (grey images, labels, splits, bboxes, label maps or None) for `ids`, in order."""
-    faces = load_faces(ids, ["label", "split", "image"], ["face_bbox"] + (["label_map"] if with_masks else []))
-    missing = [i for i in ids if faces.get(i, {}).get("image") is None]
+def curator_inputs(ids, backbone: str, with_masks: bool, size: int, device):
+    """(x, labels, splits) for `ids`, in that order: the net's inputs (judge_features or face_inputs) computed a row
+    group at a time while the images stream past, so only they stay in memory (backbone=judge: 2 x F floats a face)."""
+    judge = None
+    if backbone == "judge":
+        from .judge import load_judge
+
+        judge = load_judge(device=device)
+    got = {}
+    parse_columns = ["face_bbox"] + (["label_map"] if with_masks else [])
+    with tqdm(total=len(ids), desc="curator inputs", unit="face") as bar:
+        for rows in iter_faces(ids, ["label", "split", "image"], parse_columns):
+            rows = [r for r in rows if r.get("image") is not None]
+            greys = [to_grey(decode_png(r["image"])) for r in rows]
+            bboxes = [r.get("face_bbox") for r in rows]
+            maps = [decode_png(r["label_map"]) if r.get("label_map") else None for r in rows] if with_masks else None
+            if judge is not None:
+                x = judge_features(greys, bboxes, label_maps=maps, model=judge)
+            else:
+                x = face_inputs(greys, bboxes, size, maps)
+            got.update((r["id"], (xi, r["label"], r["split"])) for r, xi in zip(rows, x))
+            bar.update(len(rows))
+    missing = [i for i in ids if i not in got]
     if missing:
         raise StageError(
             f"{paths.IMAGES} lacks image bytes for {len(missing)} kept ids (e.g. {missing[0]}); rerun ingest"
         )
-    rows = [faces[i] for i in ids]
-    maps = None
-    if with_masks:
-        maps = [decode_png(r["label_map"]) if r.get("label_map") else None for r in rows]
-    return (
-        [to_grey(decode_png(r["image"])) for r in rows],
-        [r["label"] for r in rows],
-        [r["split"] for r in rows],
-        [r.get("face_bbox") for r in rows],
-        maps,
-    )
+    return np.stack([got[i][0] for i in ids]), [got[i][1] for i in ids], [got[i][2] for i in ids]
 
 
 class CuratorNet(nn.Module):
@@ -144,13 +153,14 @@ class FeatureHead(nn.Module):
 MASK_GRID = 8  # grey_masks on the judge backbone: each region mask pooled to 8x8 and appended to the features
 
 
-def judge_features(images, bboxes, device="cpu", margin=CROP_MARGIN, label_maps=None) -> np.ndarray:
+def judge_features(images, bboxes, device="cpu", margin=CROP_MARGIN, label_maps=None, model=None) -> np.ndarray:
     """(N, 2, F) inputs for the feature head: the pretrained judge's 128-d trunk features of each face crop and of its
     mirror image (the head trains on both views, as the scratch net trains on flips). With `label_maps`, the eyes,
-    brows and lips masks pooled to 8x8 (mirrored for the mirror view) are appended: F = 128 + 3 * 64."""
+    brows and lips masks pooled to 8x8 (mirrored for the mirror view) are appended: F = 128 + 3 * 64. `model`: an
+    already loaded judge (else it is loaded on `device`)."""
     from .judge import features, load_judge
 
-    model = load_judge(device=device)
+    model = model if model is not None else load_judge(device=device)
     crops = []
     for img, box in zip(images, bboxes):
         crops.append(face_crop(img, face_box(img, box), margin))

@@ -33,21 +33,21 @@ class Reject(Exception):
         self.reason = reason
 
 
-def face_inputs(row, parsed, domains):
-    """(RGB image, label map, domain) for one image row, or Reject for the whole face."""
+def face_inputs(row, domains):
+    """(RGB image, label map, domain) for one row of the images+parse join (tables.iter_faces), or Reject for the
+    whole face."""
     domain = domains.get(row["label"])
     if domain is None:
         raise Reject("label_not_in_domains")
     if row.get("kept") is False or row["image"] is None:
         raise Reject("missing_image")
-    parse = parsed.get(row["id"])
-    if parse is None:
+    if "face_found" not in row:
         raise Reject("missing_parse")
-    if not parse["face_found"] or parse["label_map"] is None:
+    if not row["face_found"] or row["label_map"] is None:
         raise Reject("no_face")
     try:
         image = to_rgb(decode_png(row["image"]))
-        labels = decode_png(parse["label_map"])
+        labels = decode_png(row["label_map"])
     except Exception:  # PIL raises many types for damaged bytes
         raise Reject("corrupt_image") from None
     if labels.ndim != 2 or labels.shape != image.shape[:2]:

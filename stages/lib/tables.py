@@ -114,15 +114,6 @@ def iter_rows_of(path, ids, columns, stage, optional=()) -> Iterator[list]:
     yield from _id_batches(path, ids, list(columns) + [c for c in optional if c in names])
 
 
-def load_upstream_rows(path, ids, columns, stage) -> dict:
-    """load_rows of an upstream stage's table; a missing or malformed one is one line naming the stage to rerun."""
-    _upstream_shards(path, stage)
-    try:
-        return load_rows(path, ids, columns)
-    except (pa.ArrowInvalid, KeyError) as err:
-        raise StageError(f"{path} lacks id/{'/'.join(columns)}: {str(err).splitlines()[0]}; rerun {stage}") from None
-
-
 def load_faces(ids, image_columns=(), parse_columns=()) -> dict:
     """The images table joined with the parse table on id, for `ids`: {id: {column: value}}. An id that one table
     lacks has only the other's columns (callers decide whether that is an error); one neither has is absent."""
@@ -132,6 +123,34 @@ def load_faces(ids, image_columns=(), parse_columns=()) -> dict:
             for image_id, row in load_rows(path, ids, columns).items():
                 out.setdefault(image_id, {}).update(row)
     return out
+
+
+def _joined(images, parsed):
+    """Merge-join two streams of row batches on id. parse writes its rows in the images table's order, so each
+    parsed row turns up in step with its image and one batch of each stream is held at a time; a parsed row left
+    over means the tables are out of step (or parse has an id the images table lacks)."""
+    parsed_rows = (row for rows in parsed for row in rows)
+    head = next(parsed_rows, None)
+    for rows in images:
+        for row in rows:
+            if head is not None and head["id"] == row["id"]:
+                row.update(head)
+                head = next(parsed_rows, None)
+        yield rows
+    if head is not None:
+        raise StageError(f"{paths.PARSED} is not in the order of {paths.IMAGES} (at id {head['id']}); rerun parse")
+
+
+def iter_faces(ids, image_columns=(), parse_columns=(), optional=()) -> Iterator[list]:
+    """load_faces streamed: lists of joined row dicts for `ids`, in the images table's order, one row group of each
+    table in memory at a time. As in load_faces, an id without a parse row has only the image columns; `optional`
+    image columns are read where the table has them. A missing table or column is one line naming the stage."""
+    own = lambda columns: ["id"] + [c for c in columns if c != "id"]  # noqa: E731
+    images = iter_rows_of(paths.IMAGES, ids, own(image_columns), "ingest", optional)
+    if not parse_columns:
+        yield from images
+        return
+    yield from _joined(images, iter_rows_of(paths.PARSED, ids, own(parse_columns), "parse"))
 
 
 def _write(table, path):
