@@ -1,6 +1,8 @@
 """Stage `train@<roi>`: train the unpaired CycleGAN (source emotion A <-> target emotion B) for one ROI.
 
-Run: `python -m stages.train mouth` from the project root (or `dvc repro train@mouth`).
+Run: `python -m stages.train mouth` from the project root (or `dvc repro train@mouth`); on N processes (CPUs with
+gloo, or one GPU each with NCCL): `torchrun --standalone --nproc_per_node N -m stages.train mouth`
+(stages/lib/distributed.py; README "Training on several processes").
 Reads `data/rois/<roi>.parquet` (kept rows of split=train) and the `train:` and `rois.side` params. Writes
 `models/cyclegan/<roi>/generator_AB.pt` (load with `stages.lib.networks.load_generator`), the resumable
 `models/cyclegan/<roi>/checkpoint.pt`, dvclive curves and sample grids in `dvclive/<roi>/`, and
@@ -11,6 +13,7 @@ import sys
 
 from stages.lib import params
 from stages.lib.cyclegan import read_config
+from stages.lib.distributed import open_world
 from stages.lib.errors import StageError, run_stage
 from stages.lib.training import Paths, train_roi
 
@@ -20,7 +23,8 @@ def main(argv):
         raise StageError("usage: python -m stages.train <roi>")
     roi = argv[0]
     cfg = read_config(params.load(), roi)
-    train_roi(cfg, Paths(roi))
+    with open_world(cfg.device) as world:
+        train_roi(cfg, Paths(roi), world=world)
 
 
 if __name__ == "__main__":

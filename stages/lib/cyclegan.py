@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import params as P
+from .distributed import World
 from .errors import StageError
 from .expression import expression_loss
 from .networks import GENERATOR_KINDS, UPSAMPLINGS, FakePool, PatchDiscriminator, ResnetGenerator, init_weights
@@ -152,9 +153,10 @@ def read_config(params: dict, roi: str) -> TrainConfig:
 class DeviceData:
     """Both domains resident on the device as uint8; batches are gathered, augmented and scaled there."""
 
-    def __init__(self, crops_a: np.ndarray, crops_b: np.ndarray, cfg: TrainConfig, device, channels_last=False):
+    def __init__(self, crops_a, crops_b, cfg: TrainConfig, device, channels_last=False, world=None):
+        """`world`: under torchrun every rank plans the same epoch and takes its slice of every batch."""
         self.domains = [torch.from_numpy(c).to(device) for c in (crops_a, crops_b)]
-        self.cfg, self.device, self.channels_last = cfg, device, channels_last
+        self.cfg, self.device, self.channels_last, self.world = cfg, device, channels_last, world or World()
         self.pad = int(round(cfg.jitter * cfg.size))
         self.steps_per_epoch = max(1, max(len(crops_a), len(crops_b)) // cfg.batch)
         self.plan = None
@@ -180,8 +182,11 @@ class DeviceData:
         self.plan = plan
 
     def batch(self, step: int):
-        """(real_A, real_B) for `step` of the planned epoch, float in [-1, 1]."""
-        return tuple(self._augment(images, *(t[step] for t in plan)) for images, plan in zip(self.domains, self.plan))
+        """(real_A, real_B) for `step` of the planned epoch, float in [-1, 1] (this rank's slice of them)."""
+        return tuple(
+            self._augment(images, *(self.world.local(t[step]) for t in plan))
+            for images, plan in zip(self.domains, self.plan)
+        )
 
     def _augment(self, images, order, offsets, flips):
         x = images[order].float()
@@ -218,9 +223,10 @@ def _lsgan(pred, real: bool):
 class CycleGAN:
     """Two generators, two discriminators, their optimisers and fake pools, and one training step."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, expression=None):
-        """`expression`: the frozen ExpressionNet that lambda_expression weighs (stages/lib/expression.py)."""
-        self.cfg, self.device = cfg, device
+    def __init__(self, cfg: TrainConfig, device: torch.device, expression=None, world=None):
+        """`expression`: the frozen ExpressionNet that lambda_expression weighs (stages/lib/expression.py); `world`:
+        the ranks of a torchrun run (stages/lib/distributed.py), one process by default."""
+        self.cfg, self.device, self.world = cfg, device, world or World()
         self.on_cuda = device.type == "cuda"
         # channels_last suits cuDNN convolutions; on CPU it was slower in our measurements, so it stays NCHW there.
         self.channels_last = self.on_cuda
@@ -239,6 +245,12 @@ class CycleGAN:
         self.nets = {k: init_weights(v, 0.02, init_gen).to(device, memory_format=fmt) for k, v in nets.items()}
         # Forward passes go through `run` (compiled or not); state dicts come from the plain modules.
         self.run = {k: torch.compile(v) if cfg.compile else v for k, v in self.nets.items()}
+        # The forwards whose gradients train a net go through `synced`, which averages them across ranks; the frozen
+        # discriminators of the generator update and the sample grid go through `run`, which syncs nothing.
+        self.synced = self.run
+        if self.world.distributed:
+            wrapped = {k: self.world.wrap(v, device) for k, v in self.nets.items()}
+            self.synced = {k: torch.compile(v) if cfg.compile else v for k, v in wrapped.items()}
         adam = dict(lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=True if self.on_cuda else None)
         self.opt_G = torch.optim.Adam(
             itertools.chain(self.nets["G_AB"].parameters(), self.nets["G_BA"].parameters()), **adam
@@ -266,8 +278,10 @@ class CycleGAN:
     def _edit(self, name, x):
         # The generator's output and its attention mask (None unless train.generator is attention).
         if self.cfg.generator == "attention":
+            if self.world.distributed:  # through DDP's forward, which is what averages the gradients
+                return self.synced[name](x, with_mask=True)
             return self.nets[name].edit(x)
-        return self.run[name](x), None
+        return self.synced[name](x), None
 
     def _mask_penalty(self, masks, progress):
         """Attention only. The guard against mask collapse: no penalty during the first `mask_warmup` of training
@@ -280,12 +294,12 @@ class CycleGAN:
     def step(self, real_A, real_B, progress: float = 0.0) -> dict:
         """One generator update, then one discriminator update; returns detached loss tensors (no sync).
         `progress` is the fraction of training done (the attention mask's warm-up reads it)."""
-        cfg, run = self.cfg, self.run
+        cfg, run, sync, world = self.cfg, self.run, self.synced, self.world
         with torch.autocast(**self.autocast):
             fake_B, mask_B = self._edit("G_AB", real_A)
-            rec_A = run["G_BA"](fake_B)
+            rec_A = sync["G_BA"](fake_B)
             fake_A, mask_A = self._edit("G_BA", real_B)
-            rec_B = run["G_AB"](fake_A)
+            rec_B = sync["G_AB"](fake_A)
 
             self._discriminators_trainable(False)
             adv = _lsgan(run["D_B"](fake_B), True) + _lsgan(run["D_A"](fake_A), True)
@@ -295,8 +309,8 @@ class CycleGAN:
             identity = expression = zero
             if cfg.lambda_identity > 0:
                 # An image already in the target domain should pass through unchanged (keeps colours).
-                identity = F.l1_loss(run["G_AB"](real_B).float(), real_B) + F.l1_loss(
-                    run["G_BA"](real_A).float(), real_A
+                identity = F.l1_loss(sync["G_AB"](real_B).float(), real_B) + F.l1_loss(
+                    sync["G_BA"](real_A).float(), real_A
                 )
                 loss_G = loss_G + cfg.lambda_cycle * cfg.lambda_identity * identity
             if cfg.lambda_expression > 0:
@@ -312,14 +326,16 @@ class CycleGAN:
         self.opt_G.step()
 
         self._discriminators_trainable(True)
-        pooled_A, pooled_B = self.pool_A.query(fake_A), self.pool_B.query(fake_B)
+        # The pool answers for the whole global batch, so that it stays the same on every rank.
+        pooled_A = world.local(self.pool_A.query(world.gather(fake_A)))
+        pooled_B = world.local(self.pool_B.query(world.gather(fake_B)))
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         with torch.autocast(**self.autocast):
             loss_D_A = 0.5 * (
-                _lsgan(run["D_A"](real_A), True) + _lsgan(run["D_A"](pooled_A.contiguous(memory_format=fmt)), False)
+                _lsgan(sync["D_A"](real_A), True) + _lsgan(sync["D_A"](pooled_A.contiguous(memory_format=fmt)), False)
             )
             loss_D_B = 0.5 * (
-                _lsgan(run["D_B"](real_B), True) + _lsgan(run["D_B"](pooled_B.contiguous(memory_format=fmt)), False)
+                _lsgan(sync["D_B"](real_B), True) + _lsgan(sync["D_B"](pooled_B.contiguous(memory_format=fmt)), False)
             )
         self.opt_D.zero_grad(set_to_none=True)
         (loss_D_A + loss_D_B).backward()

@@ -135,8 +135,9 @@ class ResnetGenerator(nn.Module):
         mask = torch.sigmoid(head[:, -1:].float()).to(head.dtype)
         return (x + mask * head[:, :-1]).clamp(-1, 1), mask
 
-    def forward(self, x):
-        return self.edit(x)[0]
+    def forward(self, x, with_mask=False):
+        # with_mask: `edit` through forward, for wrappers that only see forward (DistributedDataParallel)
+        return self.edit(x) if with_mask else self.edit(x)[0]
 
 
 class PatchDiscriminator(nn.Module):

@@ -6,6 +6,8 @@ data resumes from it and ends with the same weights as an uninterrupted run; a c
 of the params and the training data) differs is ignored. The dvclive directory is rebuilt from the checkpoint's log
 on every run, so it always matches the weights.
 
+Under torchrun every rank trains (stages/lib/distributed.py) and rank 0 alone writes the checkpoint and the outputs.
+
 Run through the stage: `python -m stages.train <roi>`; in code:
     train_roi(read_config(params.load(), roi), Paths(roi))
 """
@@ -34,6 +36,7 @@ from .cyclegan import (
     TrainConfig,
     lr_factor,
 )
+from .distributed import World
 from .errors import StageError
 from .expression import ExpressionNet, fit_expression
 from .live import open_live
@@ -76,9 +79,13 @@ def load_domains(manifest: str, cfg: TrainConfig):
     return out["A"], out["B"], digest.hexdigest()
 
 
-def fingerprint(cfg: TrainConfig, data_hash: str) -> str:
-    """What a checkpoint must match to be resumed: the checkpoint format, every param, the training data."""
-    blob = json.dumps({"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "data": data_hash}, sort_keys=True)
+def fingerprint(cfg: TrainConfig, data_hash: str, ranks: int = 1) -> str:
+    """What a checkpoint must match to be resumed: the checkpoint format, every param, the training data, and the
+    number of torchrun ranks (their summed gradients round differently; one process's fingerprint predates them)."""
+    blob = {"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "data": data_hash}
+    if ranks > 1:
+        blob["ranks"] = ranks
+    blob = json.dumps(blob, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -103,7 +110,8 @@ def load_checkpoint(path, expected_hash, roi):
         return None
     if not isinstance(ckpt, dict) or ckpt.get("fingerprint") != expected_hash:
         print(
-            f"train {roi}: ignoring checkpoint {path} from other params or data; training from scratch", file=sys.stderr
+            f"train {roi}: ignoring checkpoint {path} from other params, data or ranks; training from scratch",
+            file=sys.stderr,
         )
         return None
     # Strings interned as the code's own literals are: pickle writes a string once per distinct object, so loaded
@@ -152,9 +160,10 @@ def _log_epoch(live, record, grid_image):
     live.next_step()
 
 
-def _expression_net(cfg: TrainConfig, crops_a, crops_b, device, ckpt):
+def _expression_net(cfg: TrainConfig, crops_a, crops_b, device, ckpt, world: World):
     """The frozen expression classifier and its report: from the checkpoint when resuming (so a resumed run uses
-    the very same weights), else fitted on the train crops; (None, {}) when lambda_expression is 0."""
+    the very same weights), else fitted on the train crops (every rank then gets rank 0's weights); (None, {})
+    when lambda_expression is 0."""
     if cfg.lambda_expression <= 0:
         return None, {}
     if ckpt is not None and ckpt.get("expression") is not None:
@@ -162,11 +171,13 @@ def _expression_net(cfg: TrainConfig, crops_a, crops_b, device, ckpt):
         net.load_state_dict(ckpt["expression"])
         return net.eval().requires_grad_(False), dict(ckpt["expression_report"])
     net, report = fit_expression(crops_a, crops_b, device, cfg.seed)
-    print(
-        f"train {cfg.roi}: expression classifier, held-out train accuracy {report['expression_holdout_accuracy']}"
-        f" ({report['expression_n_fit']} crops fit, {report['expression_n_holdout']} held out)",
-        file=sys.stderr,
-    )
+    world.broadcast(net)
+    if world.main:
+        print(
+            f"train {cfg.roi}: expression classifier, held-out train accuracy {report['expression_holdout_accuracy']}"
+            f" ({report['expression_n_fit']} crops fit, {report['expression_n_holdout']} held out)",
+            file=sys.stderr,
+        )
     return net, report
 
 
@@ -183,6 +194,7 @@ def train_epoch(cfg: TrainConfig, model: CycleGAN, data: DeviceData, epoch: int,
         file=sys.stderr,
         leave=False,
         mininterval=1.0,
+        disable=not model.world.main,
     )
     for step in bar:
         global_step = epoch * data.steps_per_epoch + step
@@ -194,6 +206,7 @@ def train_epoch(cfg: TrainConfig, model: CycleGAN, data: DeviceData, epoch: int,
         if after_step is not None:
             after_step(epoch, step)
     bar.close()
+    sums = model.world.average(sums)  # each rank's losses are its slice's: the mean of them is the global batch's
     record = {name: float(value) / data.steps_per_epoch for name, value in sums.items()}
     record.update(epoch=epoch, lr=lr)
     return record
@@ -209,19 +222,22 @@ def run_metrics(cfg: TrainConfig, n_a: int, n_b: int, steps: int, history: list,
     }  # fmt: skip
 
 
-def train_roi(cfg: TrainConfig, where: Paths, after_step=None) -> dict:
+def train_roi(cfg: TrainConfig, where: Paths, after_step=None, world=None) -> dict:
     """Train (or resume) the CycleGAN for one ROI and write its outputs; returns the metrics written.
 
-    `after_step(epoch, step)` is called after every optimisation step (tests use it to interrupt a run).
+    `after_step(epoch, step)` is called after every optimisation step (tests use it to interrupt a run). `world`:
+    this process's rank under torchrun (stages/lib/distributed.py); rank 0 alone writes, every rank resumes.
     """
-    device = torch.device(cfg.device)
+    world = world or World()
+    _check_ranks(cfg, world)
+    device = world.device(cfg.device)
     P.seed_everything(cfg.seed)
     crops_a, crops_b, data_hash = load_domains(where.manifest, cfg)
-    expected = fingerprint(cfg, data_hash)
+    expected = fingerprint(cfg, data_hash, world.size)
     ckpt = load_checkpoint(where.checkpoint, expected, cfg.roi)
-    expression, expression_report = _expression_net(cfg, crops_a, crops_b, device, ckpt)
-    model = CycleGAN(cfg, device, expression=expression)
-    data = DeviceData(crops_a, crops_b, cfg, device, model.channels_last)
+    expression, expression_report = _expression_net(cfg, crops_a, crops_b, device, ckpt, world)
+    model = CycleGAN(cfg, device, expression=expression, world=world)
+    data = DeviceData(crops_a, crops_b, cfg, device, model.channels_last, world)
     data_gen = torch.Generator().manual_seed(cfg.seed + 1)
     fixed = [torch.from_numpy(c[:GRID_SAMPLES]).to(device).float() / 127.5 - 1.0 for c in (crops_a, crops_b)]
 
@@ -230,8 +246,9 @@ def train_roi(cfg: TrainConfig, where: Paths, after_step=None) -> dict:
         model.load_state_dict(ckpt["model"])
         data_gen.set_state(ckpt["data_rng"])
         history, grids, start_epoch = list(ckpt["history"]), list(ckpt["grids"]), int(ckpt["epoch"])
-        print(f"train {cfg.roi}: resuming after epoch {start_epoch}/{cfg.epochs}", file=sys.stderr)
-    live = _open_live(where.live_dir, history, grids)
+        if world.main:
+            print(f"train {cfg.roi}: resuming after epoch {start_epoch}/{cfg.epochs}", file=sys.stderr)
+    live = _open_live(where.live_dir, history, grids) if world.main else None
 
     total_steps = cfg.epochs * data.steps_per_epoch
     started, steps_run = time.perf_counter(), 0
@@ -239,8 +256,10 @@ def train_roi(cfg: TrainConfig, where: Paths, after_step=None) -> dict:
         data.plan_epoch(data_gen)
         record = train_epoch(cfg, model, data, epoch, after_step)
         steps_run += data.steps_per_epoch
-        grid = model.sample_grid(*fixed)
         history.append(record)
+        if not world.main:
+            continue
+        grid = model.sample_grid(*fixed)
         grids.append(_png(grid))
         expression_state = None if expression is None else expression.state_dict()
         save_torch_atomic(
@@ -253,11 +272,27 @@ def train_roi(cfg: TrainConfig, where: Paths, after_step=None) -> dict:
             file=sys.stderr,
         )
     seconds = time.perf_counter() - started
-    live.end()
-    config = dict(roi=cfg.roi, size=cfg.size, value_range=[-1.0, 1.0], direction="A->B", **model.nets["G_AB"].config)
-    save_torch_atomic(generator_file(config, model.nets["G_AB"].state_dict()), where.generator)
+    world.check_same_weights(model.nets, cfg.roi)
     per_step = seconds / steps_run if steps_run else None
     metrics = run_metrics(cfg, len(crops_a), len(crops_b), total_steps, history, per_step)
     metrics.update(expression_report)
-    write_json_atomic(metrics, where.metrics)
+    if world.size > 1:
+        metrics["ranks"] = world.size
+    if world.main:
+        _write_outputs(cfg, model, where, live, metrics)
     return metrics
+
+
+def _check_ranks(cfg: TrainConfig, world: World):
+    if cfg.batch % world.size:
+        raise StageError(
+            f"train {cfg.roi}: train.batch.{cfg.roi}={cfg.batch} does not split over {world.size} ranks; "
+            f"use a multiple of {world.size} or another number of processes"
+        )
+
+
+def _write_outputs(cfg: TrainConfig, model: CycleGAN, where: Paths, live, metrics: dict):
+    live.end()
+    config = dict(roi=cfg.roi, size=cfg.size, value_range=[-1.0, 1.0], direction="A->B", **model.nets["G_AB"].config)
+    save_torch_atomic(generator_file(config, model.nets["G_AB"].state_dict()), where.generator)
+    write_json_atomic(metrics, where.metrics)

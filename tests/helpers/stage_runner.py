@@ -45,11 +45,19 @@ def scratch_project(path, overrides=None):
     return path
 
 
-def run_stage(path, stage, *args, check=True):
+def stage_command(path, stage, *args, nproc=None):
+    """(argv, env) that run `stages.<stage>` in the project at `path`: one process, or `nproc` ranks under torchrun
+    (`--standalone`: a free port of its own, so that tests running at once do not meet)."""
     env = dict(os.environ, PYTHONPATH=str(path))
-    proc = subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}", *args], cwd=path, env=env, capture_output=True, text=True
-    )
+    launcher = [sys.executable]
+    if nproc is not None:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    return [*launcher, "-m", f"stages.{stage}", *args], env
+
+
+def run_stage(path, stage, *args, check=True, nproc=None):
+    cmd, env = stage_command(path, stage, *args, nproc=nproc)
+    proc = subprocess.run(cmd, cwd=path, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"stages.{stage} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
