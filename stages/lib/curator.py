@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from . import paths
 from .boxes import face_box, face_crop
-from .codec import decode_png, to_grey
+from .codec import decode_image, decode_png, to_grey
 from .errors import StageError
 from .labels import REGIONS
 from .tables import load_faces, save_torch_atomic
@@ -85,7 +85,7 @@ def curator_faces(ids, with_masks: bool):
     if with_masks:
         maps = [decode_png(r["label_map"]) if r.get("label_map") else None for r in rows]
     return (
-        [to_grey(decode_png(r["image"])) for r in rows],
+        [to_grey(decode_image(r["image"])) for r in rows],
         [r["label"] for r in rows],
         [r["split"] for r in rows],
         [r.get("face_bbox") for r in rows],
