@@ -1,5 +1,5 @@
 """The images table stores a source JPEG's own bytes where they decode plainly to the stored pixels, else PNG
-(`image_format`) (../shared/DESIGN.md, images)."""
+(`image_format`), and Parquet does not compress those bytes a second time (../shared/DESIGN.md, images)."""
 
 import io
 import subprocess
@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -90,6 +91,15 @@ def test_stages_downstream_read_both_formats(mixed, shared_data):
     tool = shared_data.parent / "tools" / "check_contract.py"
     proc = subprocess.run([sys.executable, str(tool), "data"], cwd=project, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_encoded_columns_are_not_compressed_twice(mixed):
+    project, _ = mixed
+    for table, encoded_column in (("images", "image"), ("parsed", "label_map")):
+        meta = pq.ParquetFile(next((project / "data" / table).glob("*.parquet"))).metadata.row_group(0)
+        codecs = {meta.column(i).path_in_schema: meta.column(i).compression for i in range(meta.num_columns)}
+        assert codecs.pop(encoded_column) == "UNCOMPRESSED"
+        assert set(codecs.values()) == {"ZSTD"}, codecs  # the other columns still are
 
 
 def test_the_demo_stays_png_with_its_generated_bytes(tmp_path):
