@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .lib import params as P
 from .lib import paths
 from .lib.boxes import face_box, face_crop
-from .lib.codec import decode_png, to_grey
+from .lib.codec import decode_image, to_grey
 from .lib.contact_sheet import contact_sheet
 from .lib.errors import StageError, run_stage
 from .lib.label_issues import (
@@ -77,7 +77,7 @@ def grey_face_squares(ids, faces, desc=None) -> list:
     """The judge's grey face square of each id (the whole image where the parser found no face)."""
     out = []
     for i in tqdm(ids, desc=desc, unit="face", disable=desc is None):
-        grey = to_grey(decode_png(faces[i]["image"]))
+        grey = to_grey(decode_image(faces[i]["image"]))
         out.append(face_crop(grey, face_box(grey, faces[i].get("face_bbox"))))
     return out
 

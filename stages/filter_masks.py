@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .lib import params as P
 from .lib import paths
-from .lib.codec import decode_png
+from .lib.codec import decode_image, decode_png
 from .lib.contact_sheet import contact_sheet, overlay_regions
 from .lib.errors import StageError, run_stage
 from .lib.masks import CHECKED_REGIONS, counts_matrix, split_reasons, visibility_reasons
@@ -93,7 +93,7 @@ def write_sheets(table: pa.Table, sheet_max: int, plots=paths.plots_dir("filter_
             face = faces.get(r["id"], {})
             if face.get("image") is None:
                 continue
-            img = decode_png(face["image"])
+            img = decode_image(face["image"])
             lm = face.get("label_map")
             thumbs.append(overlay_regions(img, decode_png(lm) if lm else None))
             captions.append(f"e{r['eyes_px']} b{r['brows_px']} l{r['lips_px']}")

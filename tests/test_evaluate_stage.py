@@ -42,6 +42,7 @@ def write_tables(root, shared_data, n_a=5, n_b=2, roi="mouth", without=()):
                 "split": split,
                 "label": "neutral" if domain == "A" else "happy",
                 "image": png,
+                "image_format": "png",
                 "kept": True,
                 "reason": "",
             }

@@ -53,6 +53,7 @@ def build_inputs(project, shared_data):
                 height=image.shape[0],
                 channels=1 if image.ndim == 2 else 3,
                 image=png,
+                image_format="png",
                 kept=True,
                 reason="",
             )

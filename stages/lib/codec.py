@@ -1,4 +1,9 @@
-"""Image bytes in and out: content ids, safe decoding, deterministic PNG encoding."""
+"""Image bytes in and out: content ids, safe decoding, the bytes the images table stores, deterministic PNG encoding.
+
+One function, `decode_image`, turns any bytes this pipeline reads into pixels: a source file at ingest, and the
+images table's `image` column (JPEG or PNG) in every later stage. It finds the format from the bytes themselves (PIL
+reads the magic number), so a reader needs no second column; `image_format` is there for other tools and the metrics.
+"""
 
 import hashlib
 import io
@@ -10,6 +15,10 @@ from PIL import Image, ImageOps
 
 # Decoding more than this many pixels is refused before the pixels are read (decompression bombs); ingest.max_pixels.
 MAX_PIXELS = 120_000_000
+# PIL refuses above twice its own bomb limit (89 MP) whatever we allow: the most ingest.max_pixels can let through, so
+# the cap for bytes the images table already holds.
+PIL_CEILING = 178_000_000
+EXIF_ORIENTATION = 0x0112
 
 
 class DecodeError(ValueError):
@@ -25,12 +34,41 @@ def content_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode any PIL-readable bytes to uint8 HxW (grey) or HxWx3 (colour).
+def decode_image(data: bytes, max_pixels: int = PIL_CEILING) -> np.ndarray:
+    """Decode any PIL-readable bytes to uint8 HxW (grey) or HxWx3 (colour), turned upright.
 
     16-bit images are scaled to 8 bits and alpha is composited over white, so every
     later stage sees one of two layouts. Raises DecodeError with a reject reason.
     """
+    return to_uint8(upright(open_image(data, max_pixels)))
+
+
+def stored_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple:
+    """(pixels, the bytes to store, their format) for a source file: its own bytes, `jpeg`, when any JPEG decoder
+    gives these pixels straight from them; otherwise lossless PNG of the pixels, `png`. Either way
+    decode_image(stored) == pixels. Raises DecodeError with a reject reason."""
+    img = open_image(data, max_pixels)
+    pixels = to_uint8(upright(img))
+    if plain_jpeg(img):
+        return pixels, data, "jpeg"
+    return pixels, encode_png(pixels), "png"
+
+
+def plain_jpeg(img: Image.Image) -> bool:
+    """Whether a plain decode of this JPEG is already what decode_image returns: 8-bit grey or RGB (libjpeg gives no
+    other depth), no EXIF or XMP turn to apply. CMYK or YCCK needs converting, so it is not. Progressive and baseline
+    files both decode to fixed pixels, so either is kept."""
+    if img.format != "JPEG" or img.mode not in ("L", "RGB"):
+        return False
+    try:
+        return img.getexif().get(EXIF_ORIENTATION, 1) == 1
+    except Exception:  # a malformed EXIF block: another reader might turn the photo where upright() could not
+        return False
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """The loaded PIL image of `data`, refused (DecodeError `too_large`) above `max_pixels` before its pixels are
+    read."""
     if not data:
         raise DecodeError("corrupt_image", "empty file")
     try:
@@ -47,7 +85,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise DecodeError("too_large", str(err)) from None
     except Exception as err:  # PIL raises many types for broken files
         raise DecodeError("corrupt_image", reject_detail(err)) from None
-    return to_uint8(upright(img))
+    return img
 
 
 def upright(img: Image.Image) -> Image.Image:
@@ -96,7 +134,8 @@ def encode_png(arr: np.ndarray) -> bytes:
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    """Decode PNG bytes that this pipeline wrote (trusted, already normalised)."""
+    """Decode PNG bytes that this pipeline wrote (label maps, ROI crops: trusted, already normalised). The images
+    table's `image` column is JPEG or PNG: decode_image."""
     return np.asarray(Image.open(io.BytesIO(data)))
 
 

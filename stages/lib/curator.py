@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from . import paths
 from .boxes import face_box, face_crop
-from .codec import decode_png, to_grey
+from .codec import decode_image, decode_png, to_grey
 from .errors import StageError
 from .labels import REGIONS
 from .tables import iter_faces, save_torch_atomic
@@ -85,7 +85,7 @@ def curator_inputs(ids, backbone: str, with_masks: bool, size: int, device):
     with tqdm(total=len(ids), desc="curator inputs", unit="face") as bar:
         for rows in iter_faces(ids, ["label", "split", "image"], parse_columns):
             rows = [r for r in rows if r.get("image") is not None]
-            greys = [to_grey(decode_png(r["image"])) for r in rows]
+            greys = [to_grey(decode_image(r["image"])) for r in rows]
             bboxes = [r.get("face_bbox") for r in rows]
             maps = [decode_png(r["label_map"]) if r.get("label_map") else None for r in rows] if with_masks else None
             if judge is not None:

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from . import paths
-from .codec import decode_png, to_rgb
+from .codec import decode_image, decode_png, to_rgb
 from .contact_sheet import contact_sheet
 from .errors import StageError
 from .overlay import composite
@@ -164,7 +164,7 @@ def _photos(rows, parse_columns=()):
     missing = [i for i in ids if not joined.get(i, {}).get("image")]
     if missing:
         raise StageError(f"{len(missing)} ids lack a photo in {paths.IMAGES} (first {missing[0]}); rerun extract_rois")
-    return [decode_png(joined[i]["image"]) for i in ids], [joined[i] for i in ids]
+    return [decode_image(joined[i]["image"]) for i in ids], [joined[i] for i in ids]
 
 
 def images_of(rows) -> list:

@@ -9,13 +9,14 @@ from collections import Counter
 import pyarrow as pa
 
 from . import sources
-from .codec import DecodeError, content_id, decode_image, encode_png
+from .codec import DecodeError, content_id, stored_image
 from .labels import canonical_emotion
 
 SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("source_key", pa.string()), ("split", pa.string()),
     ("label", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
-    ("image", pa.binary()), ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
+    ("image", pa.binary()), ("image_format", pa.string()),  # `jpeg`: the source file's own bytes; `png`: re-encoded
+    ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
 ])  # fmt: skip
 TRUTH_SCHEMA = pa.schema([
     ("id", pa.string()), ("source_key", pa.string()), ("true_emotion", pa.string()), ("label_noise", pa.bool_()),
@@ -29,10 +30,11 @@ def split_from_id(image_id, test_fraction):
 
 
 def ingest_record(record, source, min_size, test_fraction, max_file_bytes=64 * 2**20, max_pixels=120_000_000):
-    """One source record -> one row. Runs in a worker thread (decode and PNG encode release the GIL)."""
+    """One source record -> one row. Runs in a worker thread (decode and PNG encode release the GIL). A kept row
+    stores the file's own bytes where they decode plainly to its pixels, else their PNG (codec.stored_image)."""
     label = canonical_emotion(record.raw_label)
     row = dict(source=source, source_key=record.source_key, split=record.split, label=label, kept=False)
-    row.update(dict.fromkeys(("width", "height", "channels", "image")), reason="", detail="")
+    row.update(dict.fromkeys(("width", "height", "channels", "image", "image_format")), reason="", detail="")
 
     def unread(kind, reason, detail):
         # never opened (or not readable): the id hashes the name, not the bytes of a file outside the dataset
@@ -53,7 +55,7 @@ def ingest_record(record, source, min_size, test_fraction, max_file_bytes=64 * 2
     if record.problem:
         return _reject(row, image_id, "corrupt_image", record.problem, test_fraction)
     try:
-        pixels = decode_image(data, max_pixels)
+        pixels, stored, image_format = stored_image(data, max_pixels)
     except DecodeError as err:
         return _reject(row, image_id, err.reason, str(err), test_fraction)
     row.update(height=pixels.shape[0], width=pixels.shape[1], channels=1 if pixels.ndim == 2 else 3)
@@ -61,7 +63,7 @@ def ingest_record(record, source, min_size, test_fraction, max_file_bytes=64 * 2
         return _reject(row, image_id, "unknown_label", f"label {record.raw_label!r}", test_fraction)
     if min(pixels.shape[:2]) < min_size:
         return _reject(row, image_id, "too_small", f"{row['width']}x{row['height']} < {min_size}", test_fraction)
-    row.update(id=image_id, image=encode_png(pixels), kept=True)
+    row.update(id=image_id, image=stored, image_format=image_format, kept=True)
     row["split"] = row["split"] or split_from_id(image_id, test_fraction)
     return row
 
@@ -118,8 +120,8 @@ def apply_settled(batch: dict, start: int, settled: dict) -> dict:
         new_id, reason, detail = verdict
         batch["id"][i] = new_id
         if reason != batch["reason"][i]:
-            batch["reason"][i], batch["kept"][i], batch["image"][i] = reason, False, None
-            batch["detail"][i] = detail
+            batch["reason"][i], batch["kept"][i], batch["detail"][i] = reason, False, detail
+            batch["image"][i] = batch["image_format"][i] = None
     return batch
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .codec import decode_png, encode_png, to_rgb
+from .codec import decode_image, decode_png, encode_png, to_rgb
 from .errors import StageError
 from .rois import box_leaves_image, crop_roi, region_mask, roi_geometry
 from .tables import read_upstream
@@ -46,7 +46,7 @@ def face_inputs(row, domains):
     if not row["face_found"] or row["label_map"] is None:
         raise Reject("no_face")
     try:
-        image = to_rgb(decode_png(row["image"]))
+        image = to_rgb(decode_image(row["image"]))
         labels = decode_png(row["label_map"])
     except Exception:  # PIL raises many types for damaged bytes
         raise Reject("corrupt_image") from None

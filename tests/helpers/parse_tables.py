@@ -8,7 +8,7 @@ from stages.lib.codec import content_id, decode_image, encode_png
 IMAGES_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("source_key", pa.string()), ("split", pa.string()),
     ("label", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int32()),
-    ("image", pa.binary()), ("kept", pa.bool_()), ("reason", pa.string()),
+    ("image", pa.binary()), ("image_format", pa.string()), ("kept", pa.bool_()), ("reason", pa.string()),
 ])  # fmt: skip
 
 
@@ -26,6 +26,7 @@ def _row(key, image=None, raw=None, reason=""):
         "height": h,
         "channels": (image.ndim if image is not None and image.ndim == 2 else 3),
         "image": encode_png(image) if kept else None,
+        "image_format": "png" if kept else None,
         "kept": kept,
         "reason": reason,
     }

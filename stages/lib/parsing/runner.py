@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .. import tables
-from ..codec import encode_png
+from ..codec import DecodeError, decode_image, encode_png
 from ..contact_sheet import overlay, render_sheet
 from ..errors import StageError
 from ..labels import N_PARSE_CLASSES
@@ -93,23 +93,18 @@ class Prepared:
 
 
 def _prepare(parser, chunk):
-    from ..codec import decode_png
-
     out = []
     for row_id, data in chunk:
         p = Prepared(row_id)
         try:
             if data is None:
                 raise ValueError("kept row without image bytes")
-            p.image = decode_png(data)
-            if p.image.dtype != np.uint8 or p.image.ndim not in (2, 3):
-                raise ValueError(f"image is {p.image.dtype} with shape {p.image.shape}")
-            if p.image.ndim == 3 and p.image.shape[2] != 3:
-                p.image = p.image[..., :3]
+            p.image = decode_image(data)  # uint8 grey or RGB, JPEG or PNG: the pixels ingest measured
             p.height, p.width = p.image.shape[:2]
             p.input, p.side = parser.prepare(p.image)
         except Exception as err:  # one bad image is one row with an error, not a failed stage
-            p.error = f"corrupt_image: {type(err).__name__}: {err}"[:200]
+            detail = str(err) if isinstance(err, DecodeError) else f"corrupt_image: {type(err).__name__}: {err}"
+            p.error = detail[:200]
             p.image = None
         out.append(p)
     return out
