@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.lib.codec import decode_png, to_grey
+from stages.lib.codec import decode_image, decode_png, to_grey
 from stages.lib.curator import curator_probs, load_curator
 from stages.lib.tables import load_faces
 from tests.helpers.demo_dag import DEMO
@@ -77,7 +77,7 @@ def test_the_final_curator_classifies_faces_like_the_cross_fit(demo, monkeypatch
     ids = sorted(oof.id)[:60]
     monkeypatch.chdir(demo)
     faces = [load_faces(ids, ["image"], ["face_bbox", "label_map"])[i] for i in ids]
-    greys = [to_grey(decode_png(f["image"])) for f in faces]
+    greys = [to_grey(decode_image(f["image"])) for f in faces]
     bboxes, maps = [f["face_bbox"] for f in faces], [decode_png(f["label_map"]) for f in faces]
     predicted = np.asarray(curator.classes)[curator_probs(curator, greys, bboxes, maps).argmax(axis=1)]
     assert (predicted == oof.set_index("id").loc[ids, "predicted"].to_numpy()).mean() >= 0.9
