@@ -18,26 +18,9 @@ from stages.lib import params as P
 from stages.lib.cyclegan import DeviceData, lr_factor, param_keys, read_config
 from stages.lib.errors import StageError
 from stages.lib.training import Paths, load_domains, train_roi
-from tests.helpers.synthetic_rois import write_manifest
+from tests.helpers.synthetic_rois import SIZE, TINY, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
-SIZE = 16
-TINY = dict(
-    epochs={"mouth": 3},
-    epochs_decay={"mouth": 1},
-    batch={"mouth": 4},
-    ngf=2,
-    ndf=2,
-    pool_size=4,
-    device="cpu",
-    seed=0,
-    n_blocks={"mouth": 1},
-    n_layers={"mouth": 1},
-    n_down={"mouth": 2},
-    generator="residual",
-    lambda_identity={"mouth": 0.5},
-    lambda_expression={"mouth": 0.0},
-)
 
 
 def tiny_params(**train):

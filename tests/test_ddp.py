@@ -19,8 +19,7 @@ from stages.lib.errors import StageError
 from stages.lib.networks import load_generator
 from stages.lib.training import Paths, fingerprint, load_domains, train_roi
 from tests.helpers.stage_runner import run_stage, scratch_project, stage_command
-from tests.helpers.synthetic_rois import write_manifest
-from tests.test_cyclegan import SIZE, TINY
+from tests.helpers.synthetic_rois import SIZE, TINY, write_manifest
 
 # A global batch of 2, one sample a rank: 4 steps an epoch on 8 crops a domain. (The expression loss stays off: its
 # classifier's fit would take 2 of the 3 s each run trains.)

@@ -12,6 +12,25 @@ from PIL import Image, ImageDraw
 from stages.lib.codec import content_id, encode_png
 from stages.lib.tables import write_table_atomic
 
+# The mouth manifests' side, and train params small enough for a test to run a few epochs in seconds.
+SIZE = 16
+TINY = dict(
+    epochs={"mouth": 3},
+    epochs_decay={"mouth": 1},
+    batch={"mouth": 4},
+    ngf=2,
+    ndf=2,
+    pool_size=4,
+    device="cpu",
+    seed=0,
+    n_blocks={"mouth": 1},
+    n_layers={"mouth": 1},
+    n_down={"mouth": 2},
+    generator="residual",
+    lambda_identity={"mouth": 0.5},
+    lambda_expression={"mouth": 0.0},
+)
+
 
 def draw_mouth(size, smile: bool, rng: np.random.Generator) -> np.ndarray:
     skin = tuple(int(v) for v in rng.integers([190, 140, 110], [235, 185, 150]))
