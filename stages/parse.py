@@ -16,7 +16,7 @@ import sys
 from stages.lib import params as P
 from stages.lib import paths
 from stages.lib.errors import run_stage
-from stages.lib.parsing import make_parser, read_params
+from stages.lib.parsing import check_model, make_parser, read_params
 from stages.lib.parsing.runner import check_input, count_kept, parse_table
 from stages.lib.parsing.workers import parse_table_workers, resolve_workers
 from stages.lib.tables import save_png_atomic, write_json_atomic
@@ -60,9 +60,11 @@ def run(args, cfg, progress):
     if cfg["engine"] == "ray":
         from stages.lib.parsing.ray_engine import parse_table_ray
 
+        check_model(cfg)
         return parse_table_ray(args.images, args.out, cfg, progress=progress)
     workers = resolve_workers(cfg, count_kept(args.images))
     if workers > 1:
+        check_model(cfg)
         return parse_table_workers(args.images, args.out, cfg, workers, progress=progress)
     parser = make_parser(cfg)  # a missing weights file stops here, before any image is read
     return parse_table(args.images, args.out, parser, batch_rows=cfg["batch"], progress=progress)

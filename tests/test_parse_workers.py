@@ -54,7 +54,7 @@ def test_two_worker_processes_write_the_in_process_bytes(table, monkeypatch):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own, about its context's fields
 def test_ray_actors_write_the_in_process_bytes(table, monkeypatch):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    ray.init("local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
     try:
         assert run_in_process(table, dict(PARAMS, workers=2, engine="ray"), "parsed_ray", monkeypatch) == 0
     finally:
@@ -73,6 +73,31 @@ def test_ray_actors_write_the_in_process_bytes(table, monkeypatch):
 def test_bad_workers_or_engine_is_one_line(table, monkeypatch, capsys, override, message):
     assert run_in_process(table, dict(PARAMS, **override), "parsed_bad", monkeypatch) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_bad_weights_stop_before_any_worker_starts(table, monkeypatch, capsys, engine):
+    (table / "garbage.pth").write_bytes(b"not a checkpoint")
+    params = dict(PARAMS, backend="bisenet", weights=str(table / "garbage.pth"), workers=2, engine=engine)
+    assert run_in_process(table, params, "parsed_badweights", monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "garbage.pth is not a loadable torch checkpoint" in err
+    assert not (table / "data" / "parsed_badweights").exists()
+
+
+def test_an_actors_stage_error_is_found_in_rays_wrapping():
+    from stages.lib.errors import StageError
+    from stages.lib.parsing.ray_engine import stage_error_in
+
+    died = RuntimeError(
+        "The actor died in its creation task\n  File x\nstages.lib.errors.StageError: parse.weights: bad"
+    )
+    assert stage_error_in(died) == "parse.weights: bad"
+    try:
+        raise KeyError("wrapper") from StageError("params: one line")
+    except KeyError as err:
+        assert stage_error_in(err) == "params: one line"
+    assert stage_error_in(ValueError("unrelated")) is None
 
 
 def test_ray_missing_is_one_line_saying_how_to_install(table, monkeypatch, capsys):

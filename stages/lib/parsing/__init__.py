@@ -81,3 +81,12 @@ def make_parser(cfg: dict):
     from .facexlib_nets import FacexlibParser
 
     return FacexlibParser(cfg["backend"], cfg["weights"], cfg["size"], cfg["device"])
+
+
+def check_model(cfg: dict):
+    """Stop before any worker process or Ray actor starts if it could not build its parser: the facexlib weights are
+    loaded once here, on the CPU (a missing, unreadable or mismatched file is one line). FaceMesh needs no file."""
+    if cfg["backend"] != "facemesh":
+        from .facexlib_nets import load_net
+
+        load_net(cfg["backend"], cfg["weights"], "cpu", half=False)

@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 from .. import tables
 from ..codec import decode_png
 from ..errors import StageError
-from .facexlib_nets import missing_weights_message
 from .runner import (
     INPUT_COLUMNS,
     SCHEMA,
@@ -76,13 +75,19 @@ class _DecodeOnly:
 
 def connect(ray):
     """Use the Ray instance already started in this process, else the cluster at RAY_ADDRESS (shipping the stages
-    package to its workers), else a fresh local one."""
+    package to its workers), else a fresh local instance: never one that a stale /tmp/ray file points at."""
     if ray.is_initialized():
         return
-    runtime_env = None
-    if os.environ.get("RAY_ADDRESS"):
+    address, runtime_env = os.environ.get("RAY_ADDRESS") or "local", None
+    if address != "local":
         runtime_env = {"py_modules": [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]}
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env)
+    ray.init(
+        address,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        runtime_env=runtime_env,
+    )
 
 
 def actor_count(ray, cfg, gpu) -> int:
@@ -124,12 +129,16 @@ def _sheet_tiles(images_path, head, sheet_tiles):
 
 
 def stage_error_in(err):
-    """The StageError an actor raised (a bad weights file), wherever Ray wrapped it in err's chain, or None."""
-    seen = set()
+    """The message of a StageError an actor raised, wherever Ray wrapped it: as the cause, or as the last line of an
+    ActorDiedError's text (the stage checks the model first, so this is the fallback), or None."""
+    prefix, seen = f"{StageError.__module__}.{StageError.__name__}: ", set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         if type(err) is StageError:  # not Ray's RayTaskError(StageError), whose text is the whole traceback
-            return err
+            return str(err)
+        lines = str(err).strip().splitlines()
+        if lines and lines[-1].startswith(prefix):
+            return lines[-1][len(prefix) :]
         err = getattr(err, "cause", None) or err.__cause__
     return None
 
@@ -138,15 +147,13 @@ def parse_table_ray(images_path, out_path, cfg, progress=None, sheet_tiles=24):
     """parse_table's output computed by Ray actors; returns (stats, contact sheet)."""
     ray = import_ray()
     check_input(images_path)
-    if cfg["backend"] != "facemesh" and not os.path.isfile(cfg["weights"]):
-        raise StageError(missing_weights_message(cfg["backend"], cfg["weights"]))  # before Ray starts anything
     try:
         return _run(ray, images_path, out_path, cfg, progress, sheet_tiles)
     except Exception as err:
-        found = stage_error_in(err)
-        if found is None:
+        message = stage_error_in(err)
+        if message is None:
             raise
-        raise StageError(str(found)) from None
+        raise StageError(message) from None
 
 
 def _run(ray, images_path, out_path, cfg, progress, sheet_tiles):
