@@ -12,38 +12,9 @@ from PIL import Image
 
 from stages.lib import tables
 from stages.lib.codec import decode_png
-from tests.helpers.parse_tables import write_images_table
+from tests.helpers.parse_tables import run_in_process, stage_args, write_images_table
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def stage_args(tmp, out):
-    return [
-        "--images",
-        str(tmp / "data" / "images"),
-        "--out",
-        str(tmp / "data" / out),
-        "--metrics",
-        str(tmp / f"{out}.json"),
-        "--plot",
-        str(tmp / f"{out}.png"),
-    ]
-
-
-def run_in_process(tmp, params, out, monkeypatch):
-    """The stage's main in this process (no interpreter start-up); returns (exit status, stderr lines)."""
-    from stages import parse
-    from stages.lib import params as P
-    from stages.lib.errors import run_stage
-
-    params_file = tmp / f"params-{out}.yaml"
-    params_file.write_text("parse: " + json.dumps(params) + "\n")
-    monkeypatch.setattr(P, "PARAMS_FILE", str(params_file))
-    try:
-        run_stage(parse.main, stage_args(tmp, out))
-    except SystemExit as done:
-        return done.code
-    return 0
 
 
 def run_stage(tmp, params, out="parsed"):

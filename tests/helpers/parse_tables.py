@@ -1,4 +1,7 @@
-"""Small images tables (the ingest contract) built from files or arrays, for the parse tests and bench/parse.py."""
+"""Small images tables (the ingest contract) built from files or arrays, for the parse tests and bench/parse.py, and
+the parse stage run in the test's own process on them."""
+
+import json
 
 import pyarrow as pa
 
@@ -54,3 +57,32 @@ def photo_items(paths):
     for path in paths:
         with open(path, "rb") as f:
             yield str(path), decode_image(f.read())
+
+
+def stage_args(tmp, out):
+    return [
+        "--images",
+        str(tmp / "data" / "images"),
+        "--out",
+        str(tmp / "data" / out),
+        "--metrics",
+        str(tmp / f"{out}.json"),
+        "--plot",
+        str(tmp / f"{out}.png"),
+    ]
+
+
+def run_in_process(tmp, params, out, monkeypatch):
+    """The stage's main in this process (no interpreter start-up); returns its exit status."""
+    from stages import parse
+    from stages.lib import params as P
+    from stages.lib.errors import run_stage
+
+    params_file = tmp / f"params-{out}.yaml"
+    params_file.write_text("parse: " + json.dumps(params) + "\n")
+    monkeypatch.setattr(P, "PARAMS_FILE", str(params_file))
+    try:
+        run_stage(parse.main, stage_args(tmp, out))
+    except SystemExit as done:
+        return done.code
+    return 0

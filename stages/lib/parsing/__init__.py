@@ -5,13 +5,15 @@
 - `bisenet`, `parsenet`: facexlib's networks with weights from `parse.weights` (facexlib_nets.py).
 
 `read_params` validates the `parse:` block; `make_parser` builds the backend, checking its weights before any work.
-The streamed loop that writes `data/parsed/` is runner.parse_table.
+The streamed loop that writes `data/parsed/` is runner.parse_table (in the stage's process), workers.py (one parser
+per worker process, `parse.workers`) or ray_engine.py (`parse.engine: ray`); all three write the same bytes.
 """
 
 from .. import params as P
 from ..errors import StageError
 
 BACKENDS = ("facemesh", "bisenet", "parsenet")
+ENGINES = ("local", "ray")
 
 
 def read_params(params: dict) -> dict:
@@ -23,6 +25,8 @@ def read_params(params: dict) -> dict:
         "min_detect_size": P.number(params, "parse.min_detect_size", int, 0, 4096),
         "max_draw_side": P.number(params, "parse.max_draw_side", int, 256, 16384, default=2048),
         "visibility": read_visibility(params),
+        "workers": read_workers(params),
+        "engine": P.choice(params, "parse.engine", ENGINES, default="local"),
     }
     P.known("parse.device")  # facexlib backends only
     P.check_unknown(params, ["parse"])
@@ -35,6 +39,17 @@ def read_params(params: dict) -> dict:
             raise StageError(f"params: parse.weights must name the {cfg['backend']} weights file")
         cfg["device"] = P.device(params, "parse.device")
     return cfg
+
+
+def read_workers(params: dict):
+    """`auto` (resolved where the run happens: workers.resolve_workers, ray_engine) or a count >= 1."""
+    value = P.get(params, "parse.workers", default="auto")
+    if value == "auto":
+        return value
+    try:
+        return P.number(params, "parse.workers", int, 1, 4096)
+    except StageError:
+        raise StageError(f"params: parse.workers={value!r} must be auto or an integer in [1, 4096]") from None
 
 
 def read_visibility(params: dict):
@@ -66,3 +81,12 @@ def make_parser(cfg: dict):
     from .facexlib_nets import FacexlibParser
 
     return FacexlibParser(cfg["backend"], cfg["weights"], cfg["size"], cfg["device"])
+
+
+def check_model(cfg: dict):
+    """Stop before any worker process or Ray actor starts if it could not build its parser: the facexlib weights are
+    loaded once here, on the CPU (a missing, unreadable or mismatched file is one line). FaceMesh needs no file."""
+    if cfg["backend"] != "facemesh":
+        from .facexlib_nets import load_net
+
+        load_net(cfg["backend"], cfg["weights"], "cpu", half=False)
