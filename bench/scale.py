@@ -26,10 +26,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from stages.lib.image_issues import ISSUES  # noqa: E402
 from tests.helpers.stage_runner import scratch_project  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "data" / "facial_expressions"
-STAGES = ("ingest", "parse", "filter_masks", "train_curator", "filter_emotion", "extract_rois")
+STAGES = ("ingest", "parse", "filter_quality", "filter_masks", "train_curator", "filter_emotion", "extract_rois")
 SHIFTS = [(dx, dy) for dx in range(-2, 3) for dy in range(-2, 3)]
 
 
@@ -91,7 +92,11 @@ def measure(n: int, work: Path) -> dict:
     source_bytes = build_folder(n, source) if not (source / "legend.csv").is_file() else None
     if source_bytes is None:
         source_bytes = folder_bytes(source / "images")
-    project = scratch_project(work / f"project_{n}", {"ingest": {"source": "labelled_folder", "path": str(source)}})
+    # The copies are jittered near duplicates of each other by design: filter_quality checks every issue but rejects
+    # none, so the later stages see every copy.
+    quality = {"reject": [], "report": list(ISSUES)}
+    overrides = {"ingest": {"source": "labelled_folder", "path": str(source)}, "filter_quality": quality}
+    project = scratch_project(work / f"project_{n}", overrides)
     stages = {}
     for stage in STAGES:
         stages[stage] = run_measured(project, stage)

@@ -1,12 +1,17 @@
 """filter_masks: keep faces whose eyes, brows and lips are really visible; reject the rest with a reason.
 
 Run from the project root (DVC does this):  python -m stages.filter_masks
-Reads   data/parsed (id, face_found, class_counts; label_map only for the sheets), data/images (sheet thumbnails)
+Reads   data/parsed (id, face_found, class_counts; label_map only for the sheets), data/images (sheet thumbnails),
+        data/filtered/filter_quality.parquet (its rejects are rejected here with its reason, e.g. `dark`)
 Params  filter_masks.ref_size, filter_masks.min_px.{eyes,brows,lips}, filter_masks.sheet_max
 Writes  data/filtered/filter_masks.parquet  id, kept, reason, eyes_px, brows_px, lips_px, eyes_min, brows_min,
                                             lips_min, area (one row per parsed row: kept + rejected = input)
         metrics/filter_masks.json            input, kept, rejected, kept_fraction, by_reason, by_check
         plots/filter_masks/<check>.png       one contact sheet per single check (no_face, eyes_small, ...)
+
+filter_quality runs beside parse on the kept images; its rejects join here because check_contract.py wants parse to
+cover every kept image and this table every parsed row. They are not on this stage's sheets (filter_quality draws
+its own).
 """
 
 import glob
@@ -47,7 +52,19 @@ def read_parsed(path):
     return ids, face, table.column("class_counts"), errors
 
 
-def decide(ids, face, counts, ref_size, min_px, errors=None) -> pa.Table:
+def read_quality(ids) -> list:
+    """filter_quality's reason for each of `ids` ('' where it kept the row); an id it lacks is one line naming it."""
+    table = read_upstream(paths.FILTER_QUALITY, ["id", "kept", "reason"], "filter_quality")
+    verdicts = dict(zip(table.column("id").to_pylist(), table.column("reason").to_pylist()))
+    missing = [i for i in ids if i not in verdicts]
+    if missing:
+        raise StageError(
+            f"{paths.FILTER_QUALITY} lacks {len(missing)} parsed ids (e.g. {missing[0]}); rerun filter_quality"
+        )
+    return [verdicts[i] or "" for i in ids]
+
+
+def decide(ids, face, counts, ref_size, min_px, errors=None, quality=None) -> pa.Table:
     try:
         matrix = counts_matrix(counts)
     except ValueError as err:
@@ -56,6 +73,9 @@ def decide(ids, face, counts, ref_size, min_px, errors=None) -> pa.Table:
     for i, error in enumerate(errors or []):
         if error:  # "corrupt_image: <detail>" from parse
             kept[i], reasons[i] = False, error.split(":", 1)[0]
+    for i, reason in enumerate(quality or []):
+        if reason:  # filter_quality judged the image itself, before any parse
+            kept[i], reasons[i] = False, reason
     order = np.argsort(np.asarray(ids, dtype=object), kind="stable")  # rows sorted by id: same table every run
     cols = {
         "id": pa.array([ids[i] for i in order], pa.string()),
@@ -75,13 +95,14 @@ def summarise(table: pa.Table) -> dict:
     return {**counts, "by_reason": dict(sorted(Counter(reasons).items())), "by_check": dict(sorted(by_check.items()))}
 
 
-def write_sheets(table: pa.Table, sheet_max: int, plots=paths.plots_dir("filter_masks")):
-    """One sheet per single check, showing up to `sheet_max` rejected faces (lowest ids) with the regions tinted."""
+def write_sheets(table: pa.Table, sheet_max: int, skip=frozenset(), plots=paths.plots_dir("filter_masks")):
+    """One sheet per single check, showing up to `sheet_max` rejected faces (lowest ids) with the regions tinted;
+    the ids in `skip` (rejected upstream) are left out."""
     for stale in glob.glob(os.path.join(plots, "*.png")):
         os.unlink(stale)  # a check that no longer rejects anything must not leave last run's sheet behind
     rows = table.select(["id", "reason", "eyes_px", "brows_px", "lips_px"]).to_pylist()
     by_check = {}
-    for row in rows:
+    for row in (r for r in rows if r["id"] not in skip):
         for check in split_reasons(row["reason"]):
             by_check.setdefault(check, []).append(row)
     picks = {check: sorted(members, key=lambda r: r["id"])[:sheet_max] for check, members in by_check.items()}
@@ -104,11 +125,12 @@ def main():
     params = P.load()
     ref_size, min_px, sheet_max = read_params(params)
     ids, face, counts, errors = read_parsed(paths.PARSED)
-    table = decide(ids, face, counts, ref_size, min_px, errors)
+    quality = read_quality(ids)
+    table = decide(ids, face, counts, ref_size, min_px, errors, quality)
     write_table_atomic(table, paths.FILTER_MASKS)
-    metrics = summarise(table)
+    metrics = {**summarise(table), "filter_quality_rejected": sum(map(bool, quality))}
     write_json_atomic(metrics, paths.metrics_file("filter_masks"))
-    write_sheets(table, sheet_max)
+    write_sheets(table, sheet_max, skip={i for i, q in zip(ids, quality) if q})
     print(
         f"filter_masks: kept {metrics['kept']}/{metrics['input']} ({metrics['kept_fraction']:.1%}); "
         f"rejected by check {metrics['by_check']}"

@@ -3,7 +3,7 @@ the key, at the first stage that reads it, never silently ignored."""
 
 import pytest
 
-from stages import evaluate, extract_rois, filter_emotion, filter_masks, ingest, train_curator
+from stages import evaluate, extract_rois, filter_emotion, filter_masks, filter_quality, ingest, train_curator
 from stages.lib import params as P
 from stages.lib.cyclegan import read_config
 from stages.lib.errors import StageError
@@ -13,6 +13,7 @@ from tests.helpers.stage_runner import default_params, merge
 READERS = {
     "ingest": ingest.read_params,
     "parse": parse_params,
+    "filter_quality": filter_quality.read_params,
     "filter_masks": filter_masks.read_params,
     "curator": train_curator.read_params,
     "filter_emotion": filter_emotion.read_params,

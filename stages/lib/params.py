@@ -22,6 +22,7 @@ BLOCKS = (
     "rois",
     "ingest",
     "parse",
+    "filter_quality",
     "filter_masks",
     "curator",
     "filter_emotion",

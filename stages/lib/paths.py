@@ -17,6 +17,7 @@ with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 IMAGES = PATHS["images"]
 DEMO_TRUTH = PATHS["demo_truth"]
 PARSED = PATHS["parsed"]
+FILTER_QUALITY = PATHS["filter_quality"]
 FILTER_MASKS = PATHS["filter_masks"]
 CURATOR_OOF = PATHS["curator_oof"]
 CURATOR = PATHS["curator"]

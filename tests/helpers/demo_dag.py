@@ -17,7 +17,7 @@ DEMO = {
     "ingest": {"source": "demo", "demo": {"n": 300, "side": 256, "seed": 0}},
     "curator": {"backbone": "judge", "input": "grey_masks", "folds": 5, "epochs": 30, "lr": 0.003},
 }
-CHAIN = ("ingest", "parse", "filter_masks", "train_curator", "filter_emotion", "extract_rois")
+CHAIN = ("ingest", "parse", "filter_quality", "filter_masks", "train_curator", "filter_emotion", "extract_rois")
 
 
 def shared_root(tmp_path_factory, worker_id: str) -> Path:
