@@ -85,11 +85,11 @@ def grey_face_squares(ids, faces, desc=None) -> list:
 def judge_verdicts(ids, source, target, device, issue_filter):
     """(labels, classes, probs, label_issue) from the pretrained judge on face crops, cleanlab on its probabilities.
     The faces stream past a row group at a time; only their labels and 7 probabilities are kept."""
-    from .lib.judge import judge_probs, load_judge
+    from .lib.judge import STREAM_BATCH, judge_probs, load_judge
 
     judge, got = load_judge(device=device), {}
     with tqdm(total=len(ids), desc="judge", unit="face") as bar:
-        for rows in iter_faces(ids, ["label", "image"], ["face_bbox"]):
+        for rows in iter_faces(ids, ["label", "image"], ["face_bbox"], batch_rows=STREAM_BATCH):
             faces = {r["id"]: r for r in rows}
             fer_probs = judge_probs(judge, grey_face_squares(list(faces), faces))
             got.update((i, (faces[i]["label"], p)) for i, p in zip(faces, fer_probs))

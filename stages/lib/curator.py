@@ -35,6 +35,7 @@ from . import paths
 from .boxes import face_box, face_crop
 from .codec import decode_image, decode_png, to_grey
 from .errors import StageError
+from .judge import STREAM_BATCH
 from .labels import REGIONS
 from .tables import iter_faces, save_torch_atomic
 
@@ -83,7 +84,7 @@ def curator_inputs(ids, backbone: str, with_masks: bool, size: int, device):
     got = {}
     parse_columns = ["face_bbox"] + (["label_map"] if with_masks else [])
     with tqdm(total=len(ids), desc="curator inputs", unit="face") as bar:
-        for rows in iter_faces(ids, ["label", "split", "image"], parse_columns):
+        for rows in iter_faces(ids, ["label", "split", "image"], parse_columns, batch_rows=STREAM_BATCH):
             rows = [r for r in rows if r.get("image") is not None]
             greys = [to_grey(decode_image(r["image"])) for r in rows]
             bboxes = [r.get("face_bbox") for r in rows]

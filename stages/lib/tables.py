@@ -71,7 +71,9 @@ def read_frame(path, columns=None):
 def iter_batches(path, columns=None, batch_rows=ROW_GROUP_ROWS):
     """Stream a table as pyarrow RecordBatches, shard by shard, without loading it whole."""
     for f in shard_paths(path):
-        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+        # pyarrow's default pre_buffer reads a whole shard's column chunks ahead: streaming a 340 MB images table of
+        # 20k photos peaked at 417 MB RSS with it and 170 MB without (pyarrow 26, 2026-12-01).
+        yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def kept_summary(table: pa.Table) -> tuple:
@@ -145,16 +147,29 @@ def _joined(images, parsed):
         raise StageError(f"{paths.PARSED} is not in the order of {paths.IMAGES} (at id {head['id']}); rerun parse")
 
 
-def iter_faces(ids, image_columns=(), parse_columns=(), optional=()) -> Iterator[list]:
-    """load_faces streamed: lists of joined row dicts for `ids`, in the images table's order, one row group of each
-    table in memory at a time. As in load_faces, an id without a parse row has only the image columns; `optional`
-    image columns are read where the table has them. A missing table or column is one line naming the stage."""
+def _rebatched(batches, size: int) -> Iterator[list]:
+    """The rows of `batches` again, in lists of exactly `size` (the last one shorter)."""
+    held = []
+    for rows in batches:
+        held.extend(rows)
+        while len(held) >= size:
+            yield held[:size]
+            held = held[size:]
+    if held:
+        yield held
+
+
+def iter_faces(ids, image_columns=(), parse_columns=(), optional=(), batch_rows=ROW_GROUP_ROWS) -> Iterator[list]:
+    """load_faces streamed: lists of `batch_rows` joined row dicts for `ids` (the last list shorter), in the images
+    table's order, about one row group of each table in memory at a time. As in load_faces, an id without a parse
+    row has only the image columns; `optional` image columns are read where the table has them. A missing table or
+    column is one line naming the stage. Equal batches matter to torch: every new batch shape costs memory that the
+    CPU kernels keep (a judge pass over row groups of 230-256 faces grew by ~80 MB per new shape)."""
     own = lambda columns: ["id"] + [c for c in columns if c != "id"]  # noqa: E731
     images = iter_rows_of(paths.IMAGES, ids, own(image_columns), "ingest", optional)
-    if not parse_columns:
-        yield from images
-        return
-    yield from _joined(images, iter_rows_of(paths.PARSED, ids, own(parse_columns), "parse"))
+    if parse_columns:
+        images = _joined(images, iter_rows_of(paths.PARSED, ids, own(parse_columns), "parse"))
+    yield from _rebatched(images, batch_rows)
 
 
 def compression(schema: pa.Schema) -> dict:
