@@ -1,11 +1,12 @@
 """ingest: read a face dataset and write the shared image table `data/images/` (see ../shared/DESIGN.md).
 
     python -m stages.ingest                       # params.yaml `ingest:` block; demo by default
-    dvc exp run -S ingest.source=labelled_folder -S ingest.path=../shared/data/facial_expressions
+    dvc exp run -S ingest.source=labelled_folder -S ingest.path=../shared/data/facial_expressions \
+        -S ingest.split_by=group                  # splits drawn per identity and near-duplicate group
 
 Every input row ends as one output row: kept, or rejected with a `reason`
 (outside_root, missing_file, corrupt_image, too_large, unknown_label, too_small, duplicate, label_conflict) and a
-human `detail`.
+human `detail`. A split the source does not give is drawn from the row's `group` (stages/lib/ingest_groups.py).
 The demo source also writes its ground truth to `data/demo_truth.parquet`, for tests only.
 """
 
@@ -13,7 +14,6 @@ import os
 import tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from itertools import islice
 
 import pyarrow as pa
@@ -29,10 +29,11 @@ from .lib.image_table import (
     apply_settled,
     count_keys,
     ingest_metrics,
-    ingest_record,
+    record_worker,
     settle_copies,
     truth_row,
 )
+from .lib.ingest_groups import Signatures, apply_groups
 from .lib.tables import ShardWriter, write_json_atomic, write_table_atomic
 
 CHUNK = 256
@@ -49,6 +50,8 @@ def read_params(p):
         # PIL refuses above 2x its own 89 MP bomb limit whatever we allow
         "max_pixels": P.number(p, "ingest.max_pixels", int, lo=1, hi=178_000_000, default=120_000_000),
         "duplicate_labels": P.choice(p, "ingest.duplicate_labels", ["reject", "first"], default="reject"),
+        "split_by": P.choice(p, "ingest.split_by", ["id", "group"], default="id"),
+        "group_distance": P.number(p, "ingest.group_distance", float, above=0, hi=2, default=0.55),
     }
     # Each source reads its own keys; all of them are valid whichever source is chosen.
     P.known(
@@ -75,19 +78,13 @@ def read_params(p):
     return cfg
 
 
-def decode_all(cfg, records, rows_path):
-    """Pass 1: decode every record once into the scratch table `rows_path`; returns which rows share their bytes
-    ({content id: [(position, source_key, label, reason)]}) and the demo's ground truth by position."""
+def decode_all(cfg, records, rows_path, signatures):
+    """Pass 1: decode every record once into the scratch table `rows_path`, signing what grouping needs; returns
+    which rows share their bytes ({content id: [(position, source_key, label, reason)]}) and the demo's ground
+    truth by position."""
     copies, truths = defaultdict(list), {}
     total = cfg["demo"]["n"] if cfg["source"] == "demo" else None
-    work = partial(
-        ingest_record,
-        source=cfg["source"],
-        min_size=cfg["min_size"],
-        test_fraction=cfg["test_fraction"],
-        max_file_bytes=cfg["max_file_bytes"],
-        max_pixels=cfg["max_pixels"],
-    )
+    work = record_worker(cfg)
     position = 0
     with (
         ShardWriter(rows_path, SCHEMA, cfg["shard_bytes"]) as rows_out,
@@ -103,18 +100,19 @@ def decode_all(cfg, records, rows_path):
                 if record.truth:
                     truths[position] = record.truth
                 position += 1
+            signatures.add(rows, chunk)
             rows_out.write({name: [row[name] for row in rows] for name in SCHEMA.names})
             bar.update(len(rows))
     return copies, truths
 
 
-def write_settled(cfg, rows_path, settled, truths):
-    """Pass 2: stream the scratch table into data/images with the copies settled; returns (row counts by kept,
-    reason, label and split; the demo's truth rows; the number of rows)."""
+def write_settled(cfg, rows_path, settled, groups, truths):
+    """Pass 2: stream the scratch table into data/images with the copies settled and the splits drawn; returns
+    (row counts by kept, reason, label and split; the demo's truth rows; the number of rows)."""
     counts, truth, start = Counter(), [], 0
     with ShardWriter(paths.IMAGES, SCHEMA, cfg["shard_bytes"]) as out:
         for batch in tables.iter_batches(rows_path):
-            columns = apply_settled(batch.to_pydict(), start, settled)
+            columns = apply_groups(apply_settled(batch.to_pydict(), start, settled), groups, cfg)
             out.write(columns)
             for i in range(len(columns["id"])):
                 row = {name: columns[name][i] for name in ("id", "source_key", "kept", "reason", "label", "split")}
@@ -127,16 +125,19 @@ def write_settled(cfg, rows_path, settled, truths):
 
 def main():
     cfg = read_params(P.load())
-    # A label conflict can only be seen once every copy has been read, hence two passes over a scratch table.
+    # A label conflict, and a group, can only be seen once every copy has been read: two passes over a scratch table.
     tables.clear_leftovers(paths.IMAGES, kinds=("scratch",))
     parent = os.path.dirname(os.path.abspath(paths.IMAGES))
     os.makedirs(parent, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent, prefix=tables.temp_prefix(paths.IMAGES, "scratch")) as scratch:
         rows_path = os.path.join(scratch, "rows")
-        copies, truths = decode_all(cfg, sources.open_source(cfg), rows_path)
-        counts, truth, n_rows = write_settled(cfg, rows_path, settle_copies(copies, cfg["duplicate_labels"]), truths)
+        with Signatures(cfg["split_by"] == "group", os.cpu_count() or 2) as signatures:
+            copies, truths = decode_all(cfg, sources.open_source(cfg), rows_path, signatures)
+        settled = settle_copies(copies, cfg["duplicate_labels"])
+        groups = signatures.groups(copies, settled, cfg["group_distance"])
+        counts, truth, n_rows = write_settled(cfg, rows_path, settled, groups, truths)
     write_table_atomic(pa.Table.from_pylist(truth, schema=TRUTH_SCHEMA), paths.DEMO_TRUTH)
-    write_json_atomic(ingest_metrics(counts), paths.metrics_file("ingest"))
+    write_json_atomic(ingest_metrics(counts, signatures.metrics(groups)), paths.metrics_file("ingest"))
     if n_rows == 0:
         raise StageError(f"ingest: source {cfg['source']!r} at {cfg['path']!r} yielded no images")
     kept = sum(n for (kept, *_), n in counts.items() if kept)

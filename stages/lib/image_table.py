@@ -5,6 +5,7 @@ through these.
 
 import os
 from collections import Counter
+from functools import partial
 
 import pyarrow as pa
 
@@ -14,6 +15,7 @@ from .labels import canonical_emotion
 
 SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("source_key", pa.string()), ("split", pa.string()),
+    ("group", pa.string()),  # what the split was drawn from: the row's own id, or its group's (ingest.split_by)
     ("label", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
     ("image", pa.binary()), ("image_format", pa.string()),  # `jpeg`: the source file's own bytes; `png`: re-encoded
     ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
@@ -25,20 +27,22 @@ TRUTH_SCHEMA = pa.schema([
 
 
 def split_from_id(image_id, test_fraction):
-    """Deterministic split from the id, so re-ingesting never moves an image between train and test."""
+    """Deterministic split from the id, so re-ingesting never moves an image between train and test
+    (`ingest.split_by: id`; a copy `<id>-dupN` draws what `<id>` draws)."""
     return "test" if int(image_id[:8], 16) / 16**8 < test_fraction else "train"
 
 
-def ingest_record(record, source, min_size, test_fraction, max_file_bytes=64 * 2**20, max_pixels=120_000_000):
+def ingest_record(record, source, min_size, max_file_bytes=64 * 2**20, max_pixels=120_000_000):
     """One source record -> one row. Runs in a worker thread (decode and PNG encode release the GIL). A kept row
-    stores the file's own bytes where they decode plainly to its pixels, else their PNG (codec.stored_image)."""
+    stores the file's own bytes where they decode plainly to its pixels, else their PNG (codec.stored_image). Its
+    `split` is the source's, or None until pass 2 draws it (stages/lib/ingest_groups.py)."""
     label = canonical_emotion(record.raw_label)
     row = dict(source=source, source_key=record.source_key, split=record.split, label=label, kept=False)
-    row.update(dict.fromkeys(("width", "height", "channels", "image", "image_format")), reason="", detail="")
+    row.update(dict.fromkeys(("group", "width", "height", "channels", "image", "image_format")), reason="", detail="")
 
     def unread(kind, reason, detail):
         # never opened (or not readable): the id hashes the name, not the bytes of a file outside the dataset
-        return _reject(row, content_id(f"{kind}:".encode() + record.source_key.encode()), reason, detail, test_fraction)
+        return _reject(row, content_id(f"{kind}:".encode() + record.source_key.encode()), reason, detail)
 
     if record.outside_root:
         return unread("outside_root", "outside_root", f"{record.source_key!r} resolves outside the dataset root")
@@ -53,24 +57,28 @@ def ingest_record(record, source, min_size, test_fraction, max_file_bytes=64 * 2
         return unread("unreadable", "corrupt_image", err.strerror or type(err).__name__)
     image_id = content_id(data)
     if record.problem:
-        return _reject(row, image_id, "corrupt_image", record.problem, test_fraction)
+        return _reject(row, image_id, "corrupt_image", record.problem)
     try:
         pixels, stored, image_format = stored_image(data, max_pixels)
     except DecodeError as err:
-        return _reject(row, image_id, err.reason, str(err), test_fraction)
+        return _reject(row, image_id, err.reason, str(err))
     row.update(height=pixels.shape[0], width=pixels.shape[1], channels=1 if pixels.ndim == 2 else 3)
     if label is None:
-        return _reject(row, image_id, "unknown_label", f"label {record.raw_label!r}", test_fraction)
+        return _reject(row, image_id, "unknown_label", f"label {record.raw_label!r}")
     if min(pixels.shape[:2]) < min_size:
-        return _reject(row, image_id, "too_small", f"{row['width']}x{row['height']} < {min_size}", test_fraction)
+        return _reject(row, image_id, "too_small", f"{row['width']}x{row['height']} < {min_size}")
     row.update(id=image_id, image=stored, image_format=image_format, kept=True)
-    row["split"] = row["split"] or split_from_id(image_id, test_fraction)
     return row
 
 
-def _reject(row, image_id, reason, detail, test_fraction):
+def record_worker(cfg):
+    """ingest_record with the source and limits of ingest's params (stages.ingest.read_params)."""
+    limits = {k: cfg[k] for k in ("min_size", "max_file_bytes", "max_pixels")}
+    return partial(ingest_record, source=cfg["source"], **limits)
+
+
+def _reject(row, image_id, reason, detail):
     row.update(id=image_id, reason=reason, detail=str(detail).splitlines()[0][:200] if detail else "")
-    row["split"] = row["split"] or split_from_id(image_id, test_fraction)
     return row
 
 
@@ -140,7 +148,7 @@ def count_keys(row):
     return (row["kept"], row["reason"], row["label"] or "unknown", row["split"])
 
 
-def ingest_metrics(counts):
+def ingest_metrics(counts, grouping=None):
     def tally(pick, only_kept):
         out = Counter()
         for key, n in counts.items():
@@ -160,4 +168,5 @@ def ingest_metrics(counts):
         "kept_by_label": tally(lambda k: k[2], True),
         "kept_by_split": tally(lambda k: k[3], True),
         "rejected_by_reason": rejected,
+        **({"grouping": grouping} if grouping is not None else {}),  # ingest.split_by: group only
     }
