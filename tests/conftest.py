@@ -48,9 +48,18 @@ def _quiet_threads():
     torch.set_num_threads(1)
 
 
-# The files that build a DAG, longest first: xdist hands out files in collection order, so starting these first keeps
+# The slowest files (the DAG builders, torchrun, Ray), longest first: xdist hands out files in collection order, so
+# starting these first keeps
 # one worker from finishing the quick files and then waiting alone on the end-to-end run.
-SLOW_FIRST = ("test_end_to_end.py", "test_extract_rois.py", "test_filters_demo.py", "test_ingest.py")
+SLOW_FIRST = (
+    "test_end_to_end.py",
+    "test_extract_rois.py",
+    "test_filters_demo.py",
+    "test_ddp.py",
+    "test_parse_workers.py",
+    "test_cyclegan.py",
+    "test_ingest.py",
+)
 
 
 def pytest_collection_modifyitems(items):
