@@ -49,8 +49,7 @@ def _quiet_threads():
 
 
 # The slowest files (the DAG builders, torchrun, Ray), longest first: xdist hands out files in collection order, so
-# starting these first keeps
-# one worker from finishing the quick files and then waiting alone on the end-to-end run.
+# starting these first keeps one worker from finishing the quick files and then waiting alone on a slow one.
 SLOW_FIRST = (
     "test_end_to_end.py",
     "test_extract_rois.py",
