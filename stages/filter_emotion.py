@@ -23,7 +23,6 @@ import os
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from .lib import params as P
@@ -43,9 +42,10 @@ from .lib.label_issues import (
     judge_to_classes,
     verdict_summary,
     verdict_table,
+    write_confusion,
 )
 from .lib.labels import FER_ORDER
-from .lib.tables import iter_faces, kept_ids, load_faces, write_bytes_atomic, write_json_atomic, write_table_atomic
+from .lib.tables import iter_faces, kept_ids, load_faces, write_json_atomic, write_table_atomic
 
 PLOTS = paths.plots_dir("filter_emotion")
 
@@ -98,17 +98,6 @@ def judge_verdicts(ids, source, target, device, issue_filter):
     classes = curator_classes(source, target, labels)
     probs = judge_to_classes(np.array([got[i][1] for i in ids]).reshape(len(ids), len(FER_ORDER)), classes)
     return labels, classes, probs, find_issues(class_index(labels, classes), probs, issue_filter)
-
-
-def write_confusion(table: pa.Table, classes, path):
-    """Given class vs the classifier's argmax class, one row per input face, for DVC's `confusion` template."""
-    given = [classes[k] for k in class_index(table.column("label").to_pylist(), classes)]
-    rows = pa.table(
-        {"id": table.column("id"), "given": pa.array(given, pa.string()), "predicted": table.column("predicted")}
-    )
-    sink = pa.BufferOutputStream()
-    pacsv.write_csv(rows, sink)
-    write_bytes_atomic(sink.getvalue().to_pybytes(), path)
 
 
 def removed_sheets(table: pa.Table, sheet_max, plots=PLOTS):

@@ -16,10 +16,11 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from .errors import StageError
 from .labels import FER_ORDER
-from .tables import kept_summary, read_table
+from .tables import kept_summary, read_table, write_bytes_atomic
 
 OTHER = "other"
 # filter_emotion's reject reasons, in the order its rules apply (decide)
@@ -162,3 +163,14 @@ def verdict_summary(table: pa.Table, classifier) -> dict:
     per_domain = Counter(d for d in table.column("domain").to_pylist() if d)
     return {**counts, "classifier": classifier, "by_reason": {r: reasons.count(r) for r in REASONS},
             "kept_per_domain": dict(sorted(per_domain.items()))}  # fmt: skip
+
+
+def write_confusion(table: pa.Table, classes, path):
+    """Given class vs the classifier's argmax class, one row per input face, for DVC's `confusion` template."""
+    given = [classes[k] for k in class_index(table.column("label").to_pylist(), classes)]
+    rows = pa.table(
+        {"id": table.column("id"), "given": pa.array(given, pa.string()), "predicted": table.column("predicted")}
+    )
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(rows, sink)
+    write_bytes_atomic(sink.getvalue().to_pybytes(), path)
