@@ -9,10 +9,11 @@ Writes  data/filtered/filter_emotion.parquet  id, kept, reason, label, domain (A
         metrics/filter_emotion.json           input, kept, rejected, kept_fraction, by_reason, kept_per_domain
         plots/confusion/filter_emotion.csv    given label class vs the classifier's class per input row (a DVC
             `confusion` plot, declared in dvc.yaml, so `dvc plots diff` compares it across experiments)
-        plots/filter_emotion/<reason>.png     removed faces per reason
+        plots/filter_emotion/<reason>.png     removed faces per reason, captioned given>read class, P(source), P(target)
 
 Rules, in order: a label that is neither source nor target -> other_emotion; a label cleanlab flags as an issue on
-the classifier's probabilities (e.g. a "neutral" that smiles) -> label_issue; the classifier's probability of the
+the classifier's probabilities -> label_issue when it reads the other of source and target (a "neutral" that smiles),
+label_other when it reads neither (a "neutral" that talks or frowns); the classifier's probability of the
 given label below min_confidence -> low_confidence; otherwise kept. With classifier=curator the probabilities and
 flags are the curator's out-of-fold ones from train_curator; with classifier=judge the pretrained mini-Xception reads
 the face crops here and cleanlab runs on its probabilities (it never saw these faces, so they are out-of-sample too).
@@ -101,7 +102,8 @@ def judge_verdicts(ids, source, target, device, issue_filter):
 
 
 def removed_sheets(table: pa.Table, sheet_max, plots=PLOTS):
-    rows = [r for r in table.select(["id", "reason", "label", "p_source", "p_target"]).to_pylist() if r["reason"]]
+    columns = ["id", "reason", "label", "p_source", "p_target", "predicted"]
+    rows = [r for r in table.select(columns).to_pylist() if r["reason"]]
     picks = {
         reason: sorted((r for r in rows if r["reason"] == reason), key=lambda r: r["id"])[:sheet_max]
         for reason in REASONS
@@ -110,7 +112,10 @@ def removed_sheets(table: pa.Table, sheet_max, plots=PLOTS):
     faces = load_faces(wanted, ["image"], ["face_bbox"])
     for reason, members in picks.items():
         if members:
-            captions = [f"{r['label'][:7]} s{r['p_source']:.2f} t{r['p_target']:.2f}" for r in members]
+            # given label > the classifier's top class, then P(source) and P(target)
+            captions = [
+                f"{r['label'][:5]}>{r['predicted'][:5]} s{r['p_source']:.2f} t{r['p_target']:.2f}" for r in members
+            ]
             contact_sheet(
                 grey_face_squares([r["id"] for r in members], faces), captions, os.path.join(plots, f"{reason}.png")
             )

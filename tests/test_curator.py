@@ -62,12 +62,15 @@ def test_cross_fit_learns_a_separable_toy_task():
 
 def test_decide_rules_in_order():
     classes = ["neutral", "happy", "other"]
-    labels = ["neutral", "happy", "sad", "neutral", "happy"]
-    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.9, 0.0], [0.3, 0.4, 0.3]])
-    issues = np.array([False, False, False, True, False])
+    labels = ["neutral", "happy", "sad", "neutral", "happy", "neutral"]
+    probs = np.array(
+        [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.9, 0.0], [0.3, 0.4, 0.3], [0.2, 0.1, 0.7]]
+    )
+    issues = np.array([False, False, False, True, False, True])
     kept, reasons, conf = decide(labels, classes, probs, issues, "neutral", "happy", 0.5)
-    assert reasons == ["", "", "other_emotion", "label_issue", "low_confidence"]
-    assert kept.tolist() == [True, True, False, False, False]
+    # the last: labelled neutral, read as neither neutral nor happy
+    assert reasons == ["", "", "other_emotion", "label_issue", "low_confidence", "label_other"]
+    assert kept.tolist() == [True, True, False, False, False, False]
 
 
 def test_judge_probs_fold_into_classes():

@@ -23,8 +23,10 @@ from .labels import FER_ORDER
 from .tables import kept_summary, read_table, write_bytes_atomic
 
 OTHER = "other"
-# filter_emotion's reject reasons, in the order its rules apply (decide)
-REASONS = ("other_emotion", "label_issue", "low_confidence")
+# filter_emotion's reject reasons, in the order its rules apply (decide). A disputed label is `label_issue` when the
+# classifier reads the other of source and target, `label_other` when it reads neither (talking, stern or surprised
+# faces labelled neutral often land there, #14): both are rejected, but a user can tell them apart.
+REASONS = ("other_emotion", "label_issue", "label_other", "low_confidence")
 
 
 def curator_classes(source: str, target: str, labels) -> list:
@@ -124,12 +126,13 @@ def decide(labels, classes, probs, issues, source, target, min_confidence):
     """(kept, reasons, given_prob) by the rules in the module docstring."""
     y = class_index(labels, classes)
     given_prob = probs[np.arange(len(y)), y]
+    top = [classes[k] for k in probs.argmax(axis=1)] if len(y) else []
     reasons = []
-    for label, issue, conf in zip(labels, issues, given_prob):
+    for label, issue, conf, read in zip(labels, issues, given_prob, top):
         if label not in (source, target):
             reasons.append("other_emotion")
         elif issue:
-            reasons.append("label_issue")
+            reasons.append("label_other" if read not in (source, target) else "label_issue")
         elif conf < min_confidence:
             reasons.append("low_confidence")
         else:
