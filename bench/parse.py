@@ -214,7 +214,7 @@ def bare_loops(n_images, count):
 
 
 def bench_workers(tmp, n_images, repeats):
-    from stages.lib.parsing.workers import usable_cores
+    from stages.lib.params import usable_cores
 
     paths = photo_paths(n_images)
     images = build_table(os.path.join(tmp, "images_workers"), paths)

@@ -58,7 +58,7 @@ def read_params(params) -> dict:
         resamples=P.number(params, "evaluate.resamples", int, lo=100, hi=100000, default=1000),
     )
     batch = P.number(params, "evaluate.batch", int, lo=1, hi=4096, default=64)
-    workers = P.number(params, "evaluate.workers", int, lo=0, hi=1024, default=0) or os.cpu_count() or 1
+    workers = P.number(params, "evaluate.workers", int, lo=0, hi=1024, default=0) or P.usable_cores()
     p = {
         "source": source,
         "target": target,

@@ -88,7 +88,7 @@ def decode_all(cfg, records, rows_path, signatures):
     position = 0
     with (
         ShardWriter(rows_path, SCHEMA, cfg["shard_bytes"]) as rows_out,
-        ThreadPoolExecutor(os.cpu_count() or 2) as pool,
+        ThreadPoolExecutor(P.usable_cores()) as pool,
         tqdm(total=total, desc="ingest", unit="img") as bar,
     ):
         while chunk := list(islice(records, CHUNK)):
@@ -131,7 +131,7 @@ def main():
     os.makedirs(parent, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent, prefix=tables.temp_prefix(paths.IMAGES, "scratch")) as scratch:
         rows_path = os.path.join(scratch, "rows")
-        with Signatures(cfg["split_by"] == "group", os.cpu_count() or 2) as signatures:
+        with Signatures(cfg["split_by"] == "group", P.usable_cores()) as signatures:
             copies, truths = decode_all(cfg, sources.open_source(cfg), rows_path, signatures)
         settled = settle_copies(copies, cfg["duplicate_labels"])
         groups = signatures.groups(copies, settled, cfg["group_distance"])

@@ -165,6 +165,11 @@ def check_unknown(params: dict, blocks, roi_names=()):
                 raise StageError(f"params: unknown key {key}{hint}")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and `taskset` narrow), for pool sizes."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def device(params, key):
     """`auto` picks cuda when available, else cpu; `cpu` or `cuda` force one."""
     import torch

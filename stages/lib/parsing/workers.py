@@ -14,12 +14,12 @@ stay in-process and pay no start-up; an explicit count is taken as given, up to 
 
 import math
 import multiprocessing
-import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from ..errors import StageError
+from ..params import usable_cores
 from . import make_parser
 from .runner import Output, check_input, count_kept, kept_chunks, parse_chunk
 
@@ -27,10 +27,6 @@ from .runner import Output, check_input, count_kept, kept_chunks, parse_chunk
 # once), the time of 50-100 photos parsed (~15 ms CPU each); below that a worker costs more than it brings.
 ROWS_PER_WORKER = 100
 _STATE = {}  # this worker process's cfg, parser and quiet-stderr block
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def resolve_workers(cfg, kept_rows) -> int:
