@@ -8,6 +8,7 @@ none and counts as a person of its own, so it adds no pair), over the kept image
 - identity leakage: test images whose person also has a train image, as the stage drew the splits, and its mean
   over 200 redraws of the split (another salt in the hash that draws each group's, or each id's, split).
 Intervals are 95% bootstraps over people (recall, leakage) or groups (precision), 2,000 draws, seed 0.
+A third run adds ingest.group_pattern (--pattern; the file names' person, as the names are read above).
 --sweep also signs the kept images again (about 2 minutes on two cores) and prints the same for other
 ingest.group_distance values, and what the near-duplicate thresholds of stages/lib/groups.py rest on.
 """
@@ -39,11 +40,11 @@ def person_of(name: str) -> str:
     return m.group("person") if m else f"unknown:{name}"
 
 
-def run_ingest(folder, split_by, legend):
+def run_ingest(folder, split_by, legend, group_pattern=""):
     """The kept rows of data/images after one ingest run, and (wall s, cpu s) of the run and its workers."""
     with open(os.path.join(ROOT, "params.yaml")) as f:
         params = yaml.safe_load(f)
-    params["ingest"].update(source="labelled_folder", path=PHOTOS, split_by=split_by)
+    params["ingest"].update(source="labelled_folder", path=PHOTOS, split_by=split_by, group_pattern=group_pattern)
     if legend:
         params["ingest"]["csv"] = legend
     os.symlink(os.path.join(ROOT, "stages"), os.path.join(folder, "stages"))
@@ -134,6 +135,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, help="only the first N rows of legend.csv")
     ap.add_argument("--sweep", action="store_true", help="other group distances and the near-duplicate thresholds")
+    ap.add_argument("--pattern", default=r"^(.+)_\d+\.jpe?g$", help="ingest.group_pattern of a third run ('' = none)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-groups-") as tmp:
         legend = None
@@ -144,11 +146,17 @@ def main():
         for split_by in ("id", "group"):
             os.makedirs(os.path.join(tmp, split_by))
             runs[split_by] = run_ingest(os.path.join(tmp, split_by), split_by, legend)
+        if args.pattern:
+            os.makedirs(os.path.join(tmp, "pattern"))
+            runs["pattern"] = run_ingest(os.path.join(tmp, "pattern"), "group", legend, args.pattern)
     with open(os.path.join(ROOT, "params.yaml")) as f:
         fraction = yaml.safe_load(f)["ingest"]["test_fraction"]
     (by_id, id_cost), (by_group, group_cost) = runs["id"], runs["group"]
     report("split_by: id", by_id, by_id.id, fraction, id_cost)
     report("split_by: group", by_group, by_group.group, fraction, group_cost)
+    if args.pattern:
+        by_name, name_cost = runs["pattern"]
+        report(f"split_by: group, group_pattern {args.pattern!r}", by_name, by_name.group, fraction, name_cost)
     if args.sweep:
         from bench.groups_sweep import sweep
 

@@ -3,20 +3,24 @@
 Run from the project root (DVC does this):  python -m stages.filter_emotion
 Reads   data/filtered/filter_masks.parquet (its kept ids are this stage's input rows),
         data/filtered/curator_oof.parquet (classifier=curator), data/images + data/parsed (judge crops, sheets)
-Params  filter_emotion.{classifier,min_confidence,device,sheet_max}, emotions.{source,target}
+Params  filter_emotion.{classifier,min_confidence,label_other,device,sheet_max}, emotions.{source,target}
 Writes  data/filtered/filter_emotion.parquet  id, kept, reason, label, domain (A source / B target, kept rows),
             classifier, p_source, p_target, given_prob, predicted, label_issue
-        metrics/filter_emotion.json           input, kept, rejected, kept_fraction, by_reason, kept_per_domain
+        metrics/filter_emotion.json           input, kept, rejected, kept_fraction, by_reason, kept_per_domain,
+            kept_read_other (kept faces the classifier reads as neither source nor target)
         plots/confusion/filter_emotion.csv    given label class vs the classifier's class per input row (a DVC
             `confusion` plot, declared in dvc.yaml, so `dvc plots diff` compares it across experiments)
-        plots/filter_emotion/<reason>.png     removed faces per reason, captioned given>read class, P(source), P(target)
+        plots/filter_emotion/<name>.png       removed faces per reason, and kept_read_other, captioned given>read
+            class P(source)/P(target)
 
-Rules, in order: a label that is neither source nor target -> other_emotion; a label cleanlab flags as an issue on
-the classifier's probabilities -> label_issue when it reads the other of source and target (a "neutral" that smiles),
-label_other when it reads neither (a "neutral" that talks or frowns); the classifier's probability of the
-given label below min_confidence -> low_confidence; otherwise kept. With classifier=curator the probabilities and
-flags are the curator's out-of-fold ones from train_curator; with classifier=judge the pretrained mini-Xception reads
-the face crops here and cleanlab runs on its probabilities (it never saw these faces, so they are out-of-sample too).
+Rules, in order: a label that is neither source nor target -> other_emotion; with label_other=keep, a face the
+classifier reads as neither source nor target but prefers its given label to the other of the two -> kept; a label
+cleanlab flags as an issue on the classifier's probabilities -> label_issue when it reads the other of source and
+target (a "neutral" that smiles), label_other when it reads neither (a "neutral" that talks or frowns); the
+classifier's probability of the given label below min_confidence -> low_confidence; otherwise kept. With
+classifier=curator the probabilities and flags are the curator's out-of-fold ones from train_curator; with
+classifier=judge the pretrained mini-Xception reads the face crops here and cleanlab runs on its probabilities (it
+never saw these faces, so they are out-of-sample too).
 """
 
 import glob
@@ -34,6 +38,8 @@ from .lib.contact_sheet import contact_sheet
 from .lib.errors import StageError, run_stage
 from .lib.label_issues import (
     ISSUE_FILTERS,
+    LABEL_OTHER,
+    OTHER,
     REASONS,
     class_index,
     curator_classes,
@@ -67,6 +73,7 @@ def read_params(params):
         "target": target,
         "classifier": classifier,
         "min_confidence": P.number(params, "filter_emotion.min_confidence", float, lo=0.0, hi=1.0),
+        "label_other": P.choice(params, "filter_emotion.label_other", LABEL_OTHER),
         "sheet_max": P.number(params, "filter_emotion.sheet_max", int, lo=0, default=32),
         "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS),
     }
@@ -102,22 +109,23 @@ def judge_verdicts(ids, source, target, device, issue_filter):
 
 
 def removed_sheets(table: pa.Table, sheet_max, plots=PLOTS):
-    columns = ["id", "reason", "label", "p_source", "p_target", "predicted"]
-    rows = [r for r in table.select(columns).to_pylist() if r["reason"]]
-    picks = {
-        reason: sorted((r for r in rows if r["reason"] == reason), key=lambda r: r["id"])[:sheet_max]
-        for reason in REASONS
-    }
+    """A sheet per reject reason, and kept_read_other.png: faces kept under their label that the classifier reads
+    as neither source nor target (label_other=keep), so a user sees what that setting lets in."""
+    columns = ["id", "kept", "reason", "label", "p_source", "p_target", "predicted"]
+    rows = table.select(columns).to_pylist()
+    sheets = {reason: [r for r in rows if r["reason"] == reason] for reason in REASONS}
+    sheets["kept_read_other"] = [r for r in rows if r["kept"] and r["predicted"] == OTHER]
+    picks = {name: sorted(members, key=lambda r: r["id"])[:sheet_max] for name, members in sheets.items()}
     wanted = [r["id"] for members in picks.values() for r in members]
     faces = load_faces(wanted, ["image"], ["face_bbox"])
-    for reason, members in picks.items():
+    for name, members in picks.items():
         if members:
-            # given label > the classifier's top class, then P(source) and P(target)
+            # given label > the classifier's top class, then P(source)/P(target): 17 characters fit a 100-pixel cell
             captions = [
-                f"{r['label'][:5]}>{r['predicted'][:5]} s{r['p_source']:.2f} t{r['p_target']:.2f}" for r in members
+                f"{r['label'][:3]}>{r['predicted'][:3]} {r['p_source']:.2f}/{r['p_target']:.2f}" for r in members
             ]
             contact_sheet(
-                grey_face_squares([r["id"] for r in members], faces), captions, os.path.join(plots, f"{reason}.png")
+                grey_face_squares([r["id"] for r in members], faces), captions, os.path.join(plots, f"{name}.png")
             )
 
 
@@ -130,7 +138,9 @@ def main():
     else:
         device = P.device(params, "filter_emotion.device")
         labels, classes, probs, issues = judge_verdicts(ids, p["source"], p["target"], device, p["issue_filter"])
-    kept, reasons, given_prob = decide(labels, classes, probs, issues, p["source"], p["target"], p["min_confidence"])
+    kept, reasons, given_prob = decide(
+        labels, classes, probs, issues, p["source"], p["target"], p["min_confidence"], p["label_other"]
+    )
     table = verdict_table(ids, labels, classes, probs, issues, kept, reasons, given_prob, p)
     write_table_atomic(table, paths.FILTER_EMOTION)
     metrics = verdict_summary(table, p["classifier"])

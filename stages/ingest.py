@@ -52,6 +52,7 @@ def read_params(p):
         "duplicate_labels": P.choice(p, "ingest.duplicate_labels", ["reject", "first"], default="reject"),
         "split_by": P.choice(p, "ingest.split_by", ["id", "group"], default="id"),
         "group_distance": P.number(p, "ingest.group_distance", float, above=0, hi=2, default=0.55),
+        "group_pattern": P.regex(p, "ingest.group_pattern", default=""),
     }
     # Each source reads its own keys; all of them are valid whichever source is chosen.
     P.known(
@@ -134,7 +135,7 @@ def main():
         with Signatures(cfg["split_by"] == "group", P.usable_cores()) as signatures:
             copies, truths = decode_all(cfg, sources.open_source(cfg), rows_path, signatures)
         settled = settle_copies(copies, cfg["duplicate_labels"])
-        groups = signatures.groups(copies, settled, cfg["group_distance"])
+        groups = signatures.groups(copies, settled, cfg["group_distance"], cfg["group_pattern"])
         counts, truth, n_rows = write_settled(cfg, rows_path, settled, groups, truths)
     write_table_atomic(pa.Table.from_pylist(truth, schema=TRUTH_SCHEMA), paths.DEMO_TRUTH)
     write_json_atomic(ingest_metrics(counts, signatures.metrics(groups)), paths.metrics_file("ingest"))

@@ -73,6 +73,18 @@ def test_decide_rules_in_order():
     assert kept.tolist() == [True, True, False, False, False, False]
 
 
+def test_label_other_keep_keeps_faces_read_as_neither_that_prefer_their_label():
+    classes = ["neutral", "happy", "other"]
+    labels = ["neutral", "neutral", "happy", "neutral"]
+    # read as other: prefers neutral to happy / prefers happy to neutral / prefers happy; then a smiling "neutral"
+    probs = np.array([[0.3, 0.1, 0.6], [0.1, 0.3, 0.6], [0.1, 0.3, 0.6], [0.1, 0.8, 0.1]])
+    issues = np.array([True, True, False, True])
+    kept, reasons, _ = decide(labels, classes, probs, issues, "neutral", "happy", 0.5, label_other="keep")
+    assert reasons == ["", "label_other", "", "label_issue"]
+    _, rejected, _ = decide(labels, classes, probs, issues, "neutral", "happy", 0.5, label_other="reject")
+    assert rejected == ["label_other", "label_other", "low_confidence", "label_issue"]
+
+
 def test_judge_probs_fold_into_classes():
     fer = np.zeros((1, 7))
     fer[0, 3], fer[0, 6], fer[0, 4] = 0.5, 0.2, 0.3  # happy, neutral, sad

@@ -6,6 +6,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from stages.lib.codec import decode_image, to_grey
@@ -93,10 +94,47 @@ def test_hash_joins_copies_without_a_face_and_groups_ignore_order(shared_data):
     assert assign_groups([ids[k] for k in order], [None] * 7, [hashes[k] for k in order], 0.55) == groups
 
 
+def test_names_from_file_names_join_groups_the_embeddings_keep_apart(shared_data):
+    names = sorted(f.name for f in photos(shared_data).glob("A*.jpg"))[:6]
+    hashes = [perceptual_hash(to_grey(decode_image((photos(shared_data) / n).read_bytes()))) for n in names]
+    ids = [f"{k:02d}" for k in range(6)]
+    # two images say they show "x", one says "x" and "y" (two copies, two names), one "y"; the rest none
+    given = [["x"], [], ["x"], ["x", "y"], [], ["y"]]
+    groups = assign_groups(ids, [None] * 6, hashes, 0.55, given)
+    assert groups == {"00": "00", "01": "01", "02": "00", "03": "00", "04": "04", "05": "00"}
+    order = [5, 2, 0, 4, 1, 3]
+    shuffled = assign_groups([ids[k] for k in order], [None] * 6, [hashes[k] for k in order], 0.55,
+                             [given[k] for k in order])  # fmt: skip
+    assert shuffled == groups
+
+
+def test_group_pattern_joins_what_the_file_names_join(grouped, tmp_path, shared_data):
+    project, before = grouped
+    folder = tmp_path / "faces"
+    # a fifth photo of Tony Blair filed under Adam Ant's name: its embedding joins Blair, its name Adam Ant
+    blair = sorted(f.name for f in photos(shared_data).glob(f"{PEOPLE[0]}_0*.jpg"))[4]
+    (folder / "images" / "Adam_Ant_0002.jpg").write_bytes((photos(shared_data) / blair).read_bytes())
+    with open(folder / "legend.csv", "a") as f:
+        f.write("Adam_Ant_0002.jpg,neutral\n")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ingest"]["group_pattern"] = r"^(.+)_\d+\.jpe?g$"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    run_stage(project, "ingest")
+    df = pd.read_parquet(project / "data" / "images").set_index("source_key")
+    blairs = df.index.str.startswith(PEOPLE[0])
+    assert (df.group[blairs] == df.group["Adam_Ant_0001.jpg"]).all() and df.group["Adam_Ant_0002.jpg"] == df.group[
+        blairs
+    ].iloc[0]
+    assert before.group["Adam_Ant_0001.jpg"] != before.group[before.index.str.startswith(PEOPLE[0])].iloc[0]
+    assert df.group["Aaron_Guiel_0001.jpg"] != df.group["Adam_Ant_0001.jpg"]
+    assert df.group["copy.jpg"] == df.group[OTHERS[0]]  # no name: the near-copy still joins by its hash
+
+
 @pytest.mark.parametrize(
     "overrides, needle",
     [
         ({"split_by": "person"}, "ingest.split_by"),
+        ({"split_by": "group", "group_pattern": "(unclosed"}, "ingest.group_pattern"),
         ({"split_by": "group", "group_distance": 0}, "ingest.group_distance"),
         ({"group_distance": "far"}, "ingest.group_distance"),
     ],

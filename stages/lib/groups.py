@@ -107,12 +107,18 @@ def _average_linkage(faces: np.ndarray, distance: float, union: _Union, members:
             union.join(members[first.setdefault(label, row)], members[row])
 
 
-def assign_groups(ids: list, embeddings: list, hashes: list, identity_distance: float) -> dict:
+def assign_groups(ids: list, embeddings: list, hashes: list, identity_distance: float, names=None) -> dict:
     """{id: group id} for distinct `ids`, with each id's embedding (float32[128] or None) and perceptual hash
-    (uint8[32]). The result depends only on the set of (id, embedding, hash), not on their order."""
+    (uint8[32]), and optionally the identity names the source gives it (a list per id, e.g. from its file name):
+    ids sharing a name share a group. The result depends only on the set of (id, embedding, hash, names), not on
+    their order."""
     order = sorted(range(len(ids)), key=lambda k: ids[k])
     ids = [ids[k] for k in order]
     union = _Union(len(ids))
+    first_with = {}
+    for i, k in enumerate(order):
+        for name in names[k] if names else ():
+            union.join(first_with.setdefault(name, i), i)
     members = [i for i, k in enumerate(order) if embeddings[k] is not None]
     if members:
         faces = np.stack([np.asarray(embeddings[order[i]], np.float64) for i in members])

@@ -7,6 +7,7 @@ cost nothing here. Each signature is 128 floats and 32 bytes; the images themsel
 """
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 from .face_signature import signature_of_bytes
@@ -41,15 +42,17 @@ class Signatures:
         results = self._pool.map(signature_of_bytes, list(todo.values()), chunksize=8)
         self.by_id.update(zip(todo, results))
 
-    def groups(self, copies: dict, settled: dict, identity_distance: float) -> dict:
+    def groups(self, copies: dict, settled: dict, identity_distance: float, name_pattern=None) -> dict:
         """{content id: group id} over the signed images that are still kept once the copies are settled (a label
-        conflict rejects every copy, and a rejected image must not link two groups)."""
+        conflict rejects every copy, and a rejected image must not link two groups). `name_pattern` (a compiled
+        regex or None) reads an identity name from each kept copy's file name: images sharing one share a group."""
         if not self.enabled:
             return {}
         ids = [cid for cid in sorted(self.by_id) if _still_kept(copies[cid], settled)]
         embeddings = [self.by_id[cid][0] for cid in ids]
         hashes = [self.by_id[cid][1] for cid in ids]
-        return assign_groups(ids, embeddings, hashes, identity_distance)
+        names = [_names(copies[cid], settled, name_pattern) for cid in ids] if name_pattern else None
+        return assign_groups(ids, embeddings, hashes, identity_distance, names)
 
     def metrics(self, groups: dict):
         """What grouping found, for metrics/ingest.json; None when it did not run."""
@@ -65,6 +68,18 @@ class Signatures:
             "groups": len(sizes),
             "largest_group": max(sizes.values(), default=0),
         }
+
+
+def _names(rows, settled, pattern) -> list:
+    """The identity names `pattern` reads from the file names of a content id's kept copies: its first group, or the
+    whole match when it has none."""
+    found = set()
+    for position, source_key, _, reason in rows:
+        if settled.get(position, (None, reason))[1] == "":
+            match = pattern.search(os.path.basename(source_key or ""))
+            if match:
+                found.add(match.group(1) if pattern.groups else match.group(0))
+    return sorted(found)
 
 
 def _still_kept(rows, settled) -> bool:

@@ -4,7 +4,7 @@ from train_curator to filter_emotion.
     classes = curator_classes("neutral", "happy", labels)     # ["neutral", "happy", "other"]
     y = class_index(labels, classes)
     issues = find_issues(y, probs)                             # bool (N,), cleanlab.filter.find_label_issues
-    kept, reasons, given_prob = decide(labels, classes, probs, issues, "neutral", "happy", min_confidence=0.5)
+    kept, reasons, given_prob = decide(labels, classes, probs, issues, "neutral", "happy", 0.5, label_other="keep")
 
 Why three classes: filter_emotion needs P(source) and P(target). Faces labelled with any other emotion are merged into
 one `other` class instead of being dropped, so the classifier still learns what is neither (a sad face labelled
@@ -122,17 +122,27 @@ def judge_to_classes(fer_probs: np.ndarray, classes) -> np.ndarray:
     return out / np.clip(out.sum(axis=1, keepdims=True), 1e-12, None)
 
 
-def decide(labels, classes, probs, issues, source, target, min_confidence):
-    """(kept, reasons, given_prob) by the rules in the module docstring."""
+# What filter_emotion does with a face whose given label is source or target but which the classifier reads as
+# neither (its top class is `other`): reject it as label_other, or keep it under its given label when the classifier
+# still prefers that label to the other of source and target (a talking "neutral" is no smile).
+LABEL_OTHER = ("reject", "keep")
+
+
+def decide(labels, classes, probs, issues, source, target, min_confidence, label_other="reject"):
+    """(kept, reasons, given_prob) by the rules in filter_emotion's docstring."""
     y = class_index(labels, classes)
     given_prob = probs[np.arange(len(y)), y]
     top = [classes[k] for k in probs.argmax(axis=1)] if len(y) else []
+    pair = {source: classes.index(target), target: classes.index(source)}
     reasons = []
-    for label, issue, conf, read in zip(labels, issues, given_prob, top):
+    for label, issue, conf, read, row in zip(labels, issues, given_prob, top, probs):
+        reads_other = read not in (source, target)
         if label not in (source, target):
             reasons.append("other_emotion")
+        elif reads_other and label_other == "keep" and conf > row[pair[label]]:
+            reasons.append("")
         elif issue:
-            reasons.append("label_other" if read not in (source, target) else "label_issue")
+            reasons.append("label_other" if reads_other else "label_issue")
         elif conf < min_confidence:
             reasons.append("low_confidence")
         else:
@@ -164,8 +174,11 @@ def verdict_summary(table: pa.Table, classifier) -> dict:
     """metrics/filter_emotion.json."""
     counts, reasons = kept_summary(table)
     per_domain = Counter(d for d in table.column("domain").to_pylist() if d)
+    read_other = sum(
+        k and p == OTHER for k, p in zip(table.column("kept").to_pylist(), table.column("predicted").to_pylist())
+    )
     return {**counts, "classifier": classifier, "by_reason": {r: reasons.count(r) for r in REASONS},
-            "kept_per_domain": dict(sorted(per_domain.items()))}  # fmt: skip
+            "kept_per_domain": dict(sorted(per_domain.items())), "kept_read_other": read_other}  # fmt: skip
 
 
 def write_confusion(table: pa.Table, classes, path):

@@ -100,6 +100,19 @@ def text(params, key, default=_MISSING):
     return value
 
 
+def regex(params, key, default=_MISSING):
+    """A compiled regular expression, or None for an empty string."""
+    import re
+
+    value = text(params, key, default)
+    if not value:
+        return None
+    try:
+        return re.compile(value)
+    except re.error as e:
+        raise StageError(f"params: {key}={value!r} is not a regular expression ({e})") from None
+
+
 def emotions(params) -> tuple:
     """(source, target): domain A and domain B of every stage after the masks filter; they must differ."""
     source = choice(params, "emotions.source", EMOTIONS)
