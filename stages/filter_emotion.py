@@ -3,15 +3,16 @@
 Run from the project root (DVC does this):  python -m stages.filter_emotion
 Reads   data/filtered/filter_masks.parquet (its kept ids are this stage's input rows),
         data/filtered/curator_oof.parquet (classifier=curator), data/images + data/parsed (judge crops, sheets)
-Params  filter_emotion.{classifier,min_confidence,device,sheet_max}, emotions.{source,target}
-Writes  data/filtered/filter_emotion.parquet  id, kept, reason, label, domain (A source / B target, kept rows),
-            classifier, p_source, p_target, given_prob, predicted, label_issue
+Params  filter_emotion.{classifier,min_confidence,min_pseudo_confidence,device,sheet_max}, emotions.{source,target}
+Writes  data/filtered/filter_emotion.parquet  id, kept, reason, label, label_source, label_prob (ingest's),
+            domain (A source / B target, kept rows), classifier, p_source, p_target, given_prob, predicted, label_issue
         metrics/filter_emotion.json           input, kept, rejected, kept_fraction, by_reason, kept_per_domain
         plots/confusion/filter_emotion.csv    given label class vs the classifier's class per input row (a DVC
             `confusion` plot, declared in dvc.yaml, so `dvc plots diff` compares it across experiments)
         plots/filter_emotion/<reason>.png     removed faces per reason, captioned given>read class, P(source), P(target)
 
-Rules, in order: a label that is neither source nor target -> other_emotion; a label cleanlab flags as an issue on
+Rules, in order: a label that is neither source nor target -> other_emotion; a judge pseudo-label (label_source
+judge, ingest.source image_folder) below min_pseudo_confidence -> pseudo_low_confidence; a label cleanlab flags on
 the classifier's probabilities -> label_issue when it reads the other of source and target (a "neutral" that smiles),
 label_other when it reads neither (a "neutral" that talks or frowns); the classifier's probability of the
 given label below min_confidence -> low_confidence; otherwise kept. With classifier=curator the probabilities and
@@ -41,6 +42,8 @@ from .lib.label_issues import (
     decide,
     find_issues,
     judge_to_classes,
+    label_provenance,
+    pseudo_rule,
     verdict_summary,
     verdict_table,
     write_confusion,
@@ -67,6 +70,7 @@ def read_params(params):
         "target": target,
         "classifier": classifier,
         "min_confidence": P.number(params, "filter_emotion.min_confidence", float, lo=0.0, hi=1.0),
+        "min_pseudo": P.number(params, "filter_emotion.min_pseudo_confidence", float, lo=0.0, hi=1.0),
         "sheet_max": P.number(params, "filter_emotion.sheet_max", int, lo=0, default=32),
         "issue_filter": P.choice(params, "curator.issue_filter", ISSUE_FILTERS),
     }
@@ -131,7 +135,9 @@ def main():
         device = P.device(params, "filter_emotion.device")
         labels, classes, probs, issues = judge_verdicts(ids, p["source"], p["target"], device, p["issue_filter"])
     kept, reasons, given_prob = decide(labels, classes, probs, issues, p["source"], p["target"], p["min_confidence"])
-    table = verdict_table(ids, labels, classes, probs, issues, kept, reasons, given_prob, p)
+    provenance = label_provenance(ids, paths.IMAGES)
+    kept, reasons = pseudo_rule(reasons, labels, *provenance, p["source"], p["target"], p["min_pseudo"])
+    table = verdict_table(ids, labels, classes, probs, issues, kept, reasons, given_prob, p, provenance)
     write_table_atomic(table, paths.FILTER_EMOTION)
     metrics = verdict_summary(table, p["classifier"])
     write_json_atomic(metrics, paths.metrics_file("filter_emotion"))
