@@ -5,7 +5,8 @@ from train_curator to filter_emotion.
     y = class_index(labels, classes)
     issues = find_issues(y, probs)                             # bool (N,), cleanlab.filter.find_label_issues
     kept, reasons, given_prob = decide(labels, classes, probs, issues, "neutral", "happy", min_confidence=0.5)
-    kept, reasons = pseudo_rule(reasons, labels, label_sources, label_probs, "neutral", "happy", 0.6)
+    label_sources, label_probs = label_provenance(ids, "data/images")   # `given`, or `judge` with its probability
+    kept, reasons = pseudo_rule(reasons, labels, label_sources, label_probs, "neutral", "happy", 0.5)
 
 Why three classes: filter_emotion needs P(source) and P(target). Faces labelled with any other emotion are merged into
 one `other` class instead of being dropped, so the classifier still learns what is neither (a sad face labelled
