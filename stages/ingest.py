@@ -3,10 +3,13 @@
     python -m stages.ingest                       # params.yaml `ingest:` block; demo by default
     dvc exp run -S ingest.source=labelled_folder -S ingest.path=../shared/data/facial_expressions \
         -S ingest.split_by=group                  # splits drawn per identity and near-duplicate group
+    dvc exp run -S ingest.source=image_folder -S ingest.path=/data/ffhq   # no labels: the judge's pseudo-labels
 
 Every input row ends as one output row: kept, or rejected with a `reason`
 (outside_root, missing_file, corrupt_image, too_large, unknown_label, too_small, duplicate, label_conflict) and a
 human `detail`. A split the source does not give is drawn from the row's `group` (stages/lib/ingest_groups.py).
+`label_source` is `given`, or `judge` for image_folder: `label` is then the judge's top class on the whole image and
+`label_prob` its probability (stages/lib/pseudo_labels.py; `ingest.device` runs the judge).
 The demo source also writes its ground truth to `data/demo_truth.parquet`, for tests only.
 """
 
@@ -34,6 +37,7 @@ from .lib.image_table import (
     truth_row,
 )
 from .lib.ingest_groups import Signatures, apply_groups
+from .lib.pseudo_labels import PseudoLabeller
 from .lib.tables import ShardWriter, write_json_atomic, write_table_atomic
 
 CHUNK = 256
@@ -55,14 +59,7 @@ def read_params(p):
         "group_pattern": P.regex(p, "ingest.group_pattern", default=""),
     }
     # Each source reads its own keys; all of them are valid whichever source is chosen.
-    P.known(
-        "ingest.demo.n",
-        "ingest.demo.side",
-        "ingest.demo.seed",
-        "ingest.csv",
-        "ingest.image_column",
-        "ingest.label_column",
-    )
+    P.known(*(f"ingest.{key}" for key in ("demo", "csv", "image_column", "label_column", "device")))
     P.check_unknown(p, ["ingest"])
     if cfg["source"] == "demo":
         cfg["demo"] = dict(
@@ -70,6 +67,8 @@ def read_params(p):
             size=P.number(p, "ingest.demo.side", int, lo=32),
             seed=P.number(p, "ingest.demo.seed", int, lo=0),
         )
+    if cfg["source"] == "image_folder":
+        cfg["device"] = P.device(p, "ingest.device")
     if cfg["source"] == "labelled_folder":
         cfg["labelled"] = dict(
             csv_path=P.get(p, "ingest.csv", "") or "",
@@ -85,7 +84,8 @@ def decode_all(cfg, records, rows_path, signatures):
     truth by position."""
     copies, truths = defaultdict(list), {}
     total = cfg["demo"]["n"] if cfg["source"] == "demo" else None
-    work = record_worker(cfg)
+    labeller = PseudoLabeller(cfg["source"] == "image_folder", cfg.get("device"))
+    work = record_worker(cfg, labeller.face_square)
     position = 0
     with (
         ShardWriter(rows_path, SCHEMA, cfg["shard_bytes"]) as rows_out,
@@ -94,6 +94,7 @@ def decode_all(cfg, records, rows_path, signatures):
     ):
         while chunk := list(islice(records, CHUNK)):
             rows = list(pool.map(work, chunk))
+            labeller.label(rows)  # before the copies are noted: copies of one image get one label
             for row, record in zip(rows, chunk):
                 if row["reason"] not in CONTENT_FREE:
                     label = row["label"] if row["reason"] != "unknown_label" else None

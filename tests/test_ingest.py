@@ -78,6 +78,7 @@ def test_bad_inputs_become_reasoned_rejects(tmp_path, messy_folder):
     }
     assert df.reason.to_dict() == expected
     assert df.kept.to_dict() == {k: v == "" for k, v in expected.items()}
+    assert (df.label_source == "given").all() and df.label_prob.isna().all()  # only image_folder's are the judge's
     assert df.id.is_unique
     assert df[~df.kept].image.isna().all() and df[df.kept].image.notna().all()
     # 16-bit is scaled down to 8-bit grey; RGBA is composited to RGB.
@@ -94,6 +95,8 @@ def test_bad_inputs_become_reasoned_rejects(tmp_path, messy_folder):
         ({"ingest": {"source": "labelled_folder", "path": ""}}, "ingest.path"),
         ({"ingest": {"source": "fer2031_csv"}}, "ingest.source"),
         ({"ingest": {"min_size": -3}}, "ingest.min_size"),
+        ({"ingest": {"source": "image_folder", "device": "gpu"}}, "ingest.device"),
+        ({"ingest": {"source": "image_folder", "path": "params.yaml"}}, "ingest.path"),
     ],
 )
 def test_bad_params_are_one_line_errors(tmp_path, overrides, needle):
@@ -139,6 +142,7 @@ def test_fer2013_csv_keeps_ids_labels_and_usage(tmp_path):
     assert df.label.tolist()[:4] == ["angry", "disgust", "fear", "happy"]
     assert df.split.tolist()[:4] == ["train", "val", "test", "train"]
     assert df.reason.tolist() == ["", "", "", "", "corrupt_image", "unknown_label"]
+    assert (df.label_source == "given").all()
     assert df.detail.iloc[4] == "3 pixels, expected 2304"  # says what is wrong with the row
     assert (df[df.kept].width == 48).all()
 

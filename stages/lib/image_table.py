@@ -16,7 +16,9 @@ from .labels import canonical_emotion
 SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("source_key", pa.string()), ("split", pa.string()),
     ("group", pa.string()),  # what the split was drawn from: the row's own id, or its group's (ingest.split_by)
-    ("label", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
+    ("label", pa.string()),
+    ("label_prob", pa.float32()), ("label_source", pa.string()),  # `given`; or `judge`: its top class and probability
+    ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
     ("image", pa.binary()), ("image_format", pa.string()),  # `jpeg`: the source file's own bytes; `png`: re-encoded
     ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
 ])  # fmt: skip
@@ -32,12 +34,14 @@ def split_from_id(image_id, test_fraction):
     return "test" if int(image_id[:8], 16) / 16**8 < test_fraction else "train"
 
 
-def ingest_record(record, source, min_size, max_file_bytes=64 * 2**20, max_pixels=120_000_000):
+def ingest_record(record, source, min_size, max_file_bytes=64 * 2**20, max_pixels=120_000_000, face_square=None):
     """One source record -> one row. Runs in a worker thread (decode and PNG encode release the GIL). A kept row
     stores the file's own bytes where they decode plainly to its pixels, else their PNG (codec.stored_image). Its
-    `split` is the source's, or None until pass 2 draws it (stages/lib/ingest_groups.py)."""
+    `split` is the source's, or None until pass 2 draws it (stages/lib/ingest_groups.py). A kept row to pseudo-label
+    also carries `face_square(pixels)` as `face`, for the judge (stages/lib/pseudo_labels.py)."""
     label = canonical_emotion(record.raw_label)
     row = dict(source=source, source_key=record.source_key, split=record.split, label=label, kept=False)
+    row.update(label_prob=None, label_source="judge" if record.pseudo_label else "given")
     row.update(dict.fromkeys(("group", "width", "height", "channels", "image", "image_format")), reason="", detail="")
 
     def unread(kind, reason, detail):
@@ -63,18 +67,20 @@ def ingest_record(record, source, min_size, max_file_bytes=64 * 2**20, max_pixel
     except DecodeError as err:
         return _reject(row, image_id, err.reason, str(err))
     row.update(height=pixels.shape[0], width=pixels.shape[1], channels=1 if pixels.ndim == 2 else 3)
-    if label is None:
+    if label is None and not record.pseudo_label:
         return _reject(row, image_id, "unknown_label", f"label {record.raw_label!r}")
     if min(pixels.shape[:2]) < min_size:
         return _reject(row, image_id, "too_small", f"{row['width']}x{row['height']} < {min_size}")
     row.update(id=image_id, image=stored, image_format=image_format, kept=True)
+    if record.pseudo_label and face_square is not None:
+        row["face"] = face_square(pixels)  # here, where the pixels are decoded anyway: a small square, not the image
     return row
 
 
-def record_worker(cfg):
+def record_worker(cfg, face_square=None):
     """ingest_record with the source and limits of ingest's params (stages.ingest.read_params)."""
     limits = {k: cfg[k] for k in ("min_size", "max_file_bytes", "max_pixels")}
-    return partial(ingest_record, source=cfg["source"], **limits)
+    return partial(ingest_record, source=cfg["source"], face_square=face_square, **limits)
 
 
 def _reject(row, image_id, reason, detail):

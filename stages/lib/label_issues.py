@@ -5,6 +5,8 @@ from train_curator to filter_emotion.
     y = class_index(labels, classes)
     issues = find_issues(y, probs)                             # bool (N,), cleanlab.filter.find_label_issues
     kept, reasons, given_prob = decide(labels, classes, probs, issues, "neutral", "happy", 0.5, label_other="keep")
+    label_sources, label_probs = label_provenance(ids, "data/images")   # `given`, or `judge` with its probability
+    kept, reasons = pseudo_rule(reasons, labels, label_sources, label_probs, "neutral", "happy", 0.5)
 
 Why three classes: filter_emotion needs P(source) and P(target). Faces labelled with any other emotion are merged into
 one `other` class instead of being dropped, so the classifier still learns what is neither (a sad face labelled
@@ -17,16 +19,21 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from tqdm import tqdm
 
+from .boxes import face_box, face_crop
+from .codec import decode_image, to_grey
 from .errors import StageError
 from .labels import FER_ORDER
-from .tables import kept_summary, read_table, write_bytes_atomic
+from .tables import iter_faces, iter_rows_of, kept_summary, read_table, write_bytes_atomic
 
 OTHER = "other"
 # filter_emotion's reject reasons, in the order its rules apply (decide). A disputed label is `label_issue` when the
 # classifier reads the other of source and target, `label_other` when it reads neither (talking, stern or surprised
-# faces labelled neutral often land there, #14): both are rejected, but a user can tell them apart.
-REASONS = ("other_emotion", "label_issue", "label_other", "low_confidence")
+# faces labelled neutral often land there, #14): both are rejected, but a user can tell them apart. A judge
+# pseudo-label (ingest.source: image_folder) of source or target below filter_emotion.min_pseudo_confidence is
+# `pseudo_low_confidence` before any of the classifier's rules (pseudo_rule).
+REASONS = ("other_emotion", "pseudo_low_confidence", "label_issue", "label_other", "low_confidence")
 
 
 def curator_classes(source: str, target: str, labels) -> list:
@@ -150,8 +157,32 @@ def decide(labels, classes, probs, issues, source, target, min_confidence, label
     return np.asarray([r == "" for r in reasons]), reasons, given_prob
 
 
-def verdict_table(ids, labels, classes, probs, issues, kept, reasons, given_prob, p) -> pa.Table:
-    """filter_emotion's output table (its schema is in the stage's docstring)."""
+def pseudo_rule(reasons, labels, label_sources, label_probs, source, target, min_pseudo_confidence):
+    """(kept, reasons) once the pseudo-label rule has spoken: a `judge` label of source or target whose probability is
+    below `min_pseudo_confidence` is rejected as pseudo_low_confidence, whatever decide() found. Given labels, and
+    pseudo-labels that are neither source nor target (other_emotion), keep decide()'s reason."""
+    out = [
+        "pseudo_low_confidence"
+        if kind == "judge" and label in (source, target) and (prob is None or prob < min_pseudo_confidence)
+        else reason
+        for reason, label, kind, prob in zip(reasons, labels, label_sources, label_probs)
+    ]
+    return np.asarray([r == "" for r in out], bool), out
+
+
+def label_provenance(ids, images_path) -> tuple:
+    """(label_source, label_prob) of each id, in `ids` order, from the images table (ingest)."""
+    got = {}
+    for rows in iter_rows_of(images_path, ids, ["id", "label_source", "label_prob"], "ingest"):
+        got.update((r["id"], (r["label_source"], r["label_prob"])) for r in rows)
+    missing = [i for i in ids if i not in got]
+    if missing:
+        raise StageError(f"{images_path} lacks {len(missing)} of filter_masks' kept ids (e.g. {missing[0]}); rerun")
+    return [got[i][0] for i in ids], [got[i][1] for i in ids]
+
+
+def verdict_table(ids, labels, classes, probs, issues, kept, reasons, given_prob, p, provenance) -> pa.Table:
+    """filter_emotion's output table (its schema is in the stage's docstring); `provenance` is label_provenance's."""
     domain = {p["source"]: "A", p["target"]: "B"}
     return pa.table(
         {
@@ -159,6 +190,8 @@ def verdict_table(ids, labels, classes, probs, issues, kept, reasons, given_prob
             "kept": pa.array(kept, pa.bool_()),
             "reason": pa.array(reasons, pa.string()),
             "label": pa.array(labels, pa.string()),
+            "label_source": pa.array(provenance[0], pa.string()),
+            "label_prob": pa.array(provenance[1], pa.float32()),
             "domain": pa.array([domain[lab] if k else None for lab, k in zip(labels, kept)], pa.string()),
             "classifier": pa.array([p["classifier"]] * len(ids), pa.string()),
             "p_source": pa.array(probs[:, 0], pa.float32()),
@@ -190,3 +223,30 @@ def write_confusion(table: pa.Table, classes, path):
     sink = pa.BufferOutputStream()
     pacsv.write_csv(rows, sink)
     write_bytes_atomic(sink.getvalue().to_pybytes(), path)
+
+
+def grey_face_squares(ids, faces, desc=None) -> list:
+    """The judge's grey face square of each id (the whole image where the parser found no face)."""
+    out = []
+    for i in tqdm(ids, desc=desc, unit="face", disable=desc is None):
+        grey = to_grey(decode_image(faces[i]["image"]))
+        out.append(face_crop(grey, face_box(grey, faces[i].get("face_bbox"))))
+    return out
+
+
+def judge_verdicts(ids, source, target, device, issue_filter):
+    """(labels, classes, probs, label_issue) from the pretrained judge on face crops, cleanlab on its probabilities.
+    The faces stream past a row group at a time; only their labels and 7 probabilities are kept."""
+    from .judge import STREAM_BATCH, judge_probs, load_judge
+
+    judge, got = load_judge(device=device), {}
+    with tqdm(total=len(ids), desc="judge", unit="face") as bar:
+        for rows in iter_faces(ids, ["label", "image"], ["face_bbox"], batch_rows=STREAM_BATCH):
+            faces = {r["id"]: r for r in rows}
+            fer_probs = judge_probs(judge, grey_face_squares(list(faces), faces))
+            got.update((i, (faces[i]["label"], p)) for i, p in zip(faces, fer_probs))
+            bar.update(len(rows))
+    labels = [got[i][0] for i in ids]
+    classes = curator_classes(source, target, labels)
+    probs = judge_to_classes(np.array([got[i][1] for i in ids]).reshape(len(ids), len(FER_ORDER)), classes)
+    return labels, classes, probs, find_issues(class_index(labels, classes), probs, issue_filter)

@@ -7,6 +7,7 @@ happen in one place, `stages/ingest.py`, so every source is held to the same rul
     fer2013_csv      fer2013.csv: `emotion,pixels,Usage` rows of 48x48 grey
     fer2013_folders  <path>/{train,test}/<emotion>/*.png
     labelled_folder  an image folder plus a CSV naming the image and label columns
+    image_folder     every image under a folder, no labels: the judge's pseudo-labels (stages/lib/pseudo_labels.py)
     celeba           <path>/img_align_celeba/*.jpg + list_attr_celeba.txt (+ list_eval_partition.txt)
 """
 
@@ -35,17 +36,19 @@ class SourceRecord:
     missing: bool = False  # the source names a file that is not there
     outside_root: bool = False  # the named file resolves (symlinks followed) outside the dataset root
     problem: str | None = None  # the reader already knows the row is broken: the reject's detail
+    pseudo_label: bool = False  # no label given: ingest labels the decoded face with the judge
     truth: dict = field(default_factory=dict)  # demo ground truth; never used by the pipeline
 
 
-def file_record(real_root: str, source_key: str, raw_label, file: str, split=None) -> SourceRecord:
+def file_record(real_root: str, source_key: str, raw_label, file: str, split=None, pseudo=False) -> SourceRecord:
     """A record for a file the dataset names. Paths are resolved, symlinks included, and one that lands outside the
     dataset root (`real_root`, resolved once by the reader) is marked outside_root and never opened
     (`../../etc/passwd`, an absolute path, a symlink out)."""
     real = os.path.realpath(file)
     inside = os.path.commonpath([real_root, real]) == real_root
+    missing = inside and not os.path.isfile(real)
     return SourceRecord(
-        source_key, raw_label, split, path=file, outside_root=not inside, missing=inside and not os.path.isfile(real)
+        source_key, raw_label, split, path=file, outside_root=not inside, missing=missing, pseudo_label=pseudo
     )
 
 
@@ -171,6 +174,27 @@ def _labelled_rows(root, csv_path, images_dir, image_column, label_column):
             yield file_record(root, name, row[label_column], os.path.join(images_dir, name))
 
 
+def image_folder(path):
+    _require(path, "image folder")
+    if not os.path.isdir(path):
+        raise StageError(f"params: ingest.path={path!r} is not a folder (image_folder reads every image under one)")
+    return _image_folder_rows(path)
+
+
+def _image_folder_rows(path):
+    """Every image file under `path`, walked in sorted order (a folder's own files, then its subfolders). A linked
+    folder is not walked (no loops, no leaving the root); a linked file is resolved and may be outside_root."""
+    root = os.path.realpath(path)
+    for folder, subfolders, _ in os.walk(path):
+        subfolders.sort()
+        for name in _image_files(folder):
+            file = os.path.join(folder, name)
+            if os.path.isdir(file):  # a folder named like an image
+                continue
+            key = os.path.relpath(file, path).replace(os.sep, "/")
+            yield file_record(root, key, None, file, pseudo=True)
+
+
 def celeba(path):
     _require(path, "CelebA root holding img_align_celeba/ and list_attr_celeba.txt")
     attrs = os.path.join(path, "list_attr_celeba.txt")
@@ -211,7 +235,7 @@ def _image_files(folder):
     return [n for n in sorted(os.listdir(folder)) if n.lower().endswith(IMAGE_EXTS)]
 
 
-SOURCES = ("demo", "fer2013_csv", "fer2013_folders", "labelled_folder", "celeba")
+SOURCES = ("demo", "fer2013_csv", "fer2013_folders", "labelled_folder", "image_folder", "celeba")
 
 
 def open_source(cfg):
@@ -221,4 +245,10 @@ def open_source(cfg):
         return demo(**cfg["demo"])
     if name == "labelled_folder":
         return labelled_folder(path, **cfg["labelled"])
-    return {"fer2013_csv": fer2013_csv, "fer2013_folders": fer2013_folders, "celeba": celeba}[name](path)
+    readers = {
+        "fer2013_csv": fer2013_csv,
+        "fer2013_folders": fer2013_folders,
+        "image_folder": image_folder,
+        "celeba": celeba,
+    }
+    return readers[name](path)
