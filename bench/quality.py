@@ -12,7 +12,6 @@ Run from the project root:  python bench/quality.py [--copies 100] [--work /tmp/
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -24,16 +23,9 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
 from stages.lib.image_issues import DUPLICATES, ISSUES, flag_column  # noqa: E402
+from stages.lib.intervals import wilson  # noqa: E402
 from tests.helpers.quality_variants import PHOTOS, VARIANTS, grey_and_colour, legend_rows, variant_folder  # noqa: E402
 from tests.helpers.stage_runner import run_stage, scratch_project  # noqa: E402
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p, d = k / n, 1 + z * z / n
-    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def rate(k: int, n: int) -> str:

@@ -17,8 +17,9 @@ import os
 import sys
 
 from .lib.errors import StageError, run_stage
+from .lib.figures import figure, save_figure
 from .lib.paths import PATHS, plots_dir
-from .lib.tables import save_png_atomic, write_bytes_atomic
+from .lib.tables import write_bytes_atomic
 
 PLOT = os.path.join(plots_dir("evaluate"), "summary.png")
 # (row, metric): a metric with a `<metric>_ci` is printed as "value [lo, hi]".
@@ -92,16 +93,13 @@ def summary_table(folder="eval") -> str:
 
 def summary_plot(folder=PATHS["eval"], path=PLOT):
     """Grouped bars with 95% error bars, one group per ROI; returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     by_roi = read_metrics(folder)
     rois = list(by_roi)
     width = 0.8 / len(BARS)
-    fig, ax = plt.subplots(figsize=(1.2 + 2.2 * len(rois), 4.2), dpi=100)
+    fig, axes = figure(1.2 + 2.2 * len(rois), 4.2)
+    ax = axes[0, 0]
     for k, (label, key, colour) in enumerate(BARS):
         xs, ys, lo, hi = [], [], [], []
         for i, roi in enumerate(rois):
@@ -118,14 +116,7 @@ def summary_plot(folder=PATHS["eval"], path=PLOT):
     ax.set_ylabel("gain or rate (95% interval)")
     ax.set_title("overlay evaluation: translator vs oracle vs identity control")
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.canvas.draw()
-    from PIL import Image
-
-    image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
-    plt.close(fig)
-    save_png_atomic(image, path)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv):

@@ -11,7 +11,12 @@ of the same face) keeps its pairing and two numbers of one run can be compared d
 
 NaN entries (a face the geometry judge could not re-detect, say) are ignored by statistics written with nanmean;
 a statistic that is NaN on a resample is left out of that statistic's interval.
+
+A share of items counted once each (k of n test images leak, say) gets `wilson(k, n)` instead: a bootstrap of 0 of n
+resamples nothing but zeros and says [0, 0], where Wilson's score interval still says how high the rate may be.
 """
+
+import math
 
 import numpy as np
 
@@ -38,3 +43,12 @@ def bootstrap(per_face: dict, stats: dict, resamples: int = 2000, seed: int = 0,
         values = values[np.isfinite(values)]
         out[name] = [float(v) for v in np.percentile(values, [tail, 100 - tail])] if len(values) else None
     return out
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple:
+    """Wilson's score interval (lo, hi) of the share k / n (95% with z=1.96); (nan, nan) when n is 0."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p, d = k / n, 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -29,6 +29,7 @@ BLOCKS = (
     "extract_rois",
     "train",
     "evaluate",
+    "data_card",
 )
 _READ = set()  # dotted keys read in this process
 

@@ -50,5 +50,9 @@ def eval_dir(edit: str) -> str:
     return os.path.join(PATHS["eval"], edit)
 
 
+def report_file(name: str) -> str:
+    return os.path.join(PATHS["reports"], f"{name}.md")
+
+
 def live_dir(*parts: str) -> str:
     return os.path.join(PATHS["dvclive"], *parts)
