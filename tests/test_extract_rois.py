@@ -70,7 +70,7 @@ def build_inputs(project, shared_data):
                     class_counts=np.bincount(labels.ravel(), minlength=19).tolist(),
                 )
             )
-        filt.append(dict(id=image_id, kept=name != "2125", reason="" if name != "2125" else "judge_disagrees"))
+        filt.append(dict(id=image_id, kept=name != "2125", reason="" if name != "2125" else "label_issue"))
     write_table_atomic(pa.Table.from_pylist(images), str(project / "data/images/part-00000.parquet"))
     write_table_atomic(pa.Table.from_pylist(parsed), str(project / "data/parsed/part-00000.parquet"))
     write_table_atomic(pa.Table.from_pylist(filt), str(project / "data/filtered/filter_emotion.parquet"))
