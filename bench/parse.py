@@ -17,6 +17,7 @@ Parts:
   workers' tasks and the stage's process, against the bare loops' own; start-up left out on both sides), which
   other load on the machine disturbs less. Also the share of the stage's CPU time spent outside the model, and the
   stage with `workers: 1` (in its own process, prepare/finish in two threads) for the speed-up the workers bring.
+Every part's images table holds the bytes ingest stores for the photos (their own JPEGs; build_table).
 The facemesh and memory parts run the stage with `workers: 1` (in its own process), as they did before workers.
 """
 
