@@ -27,6 +27,16 @@ def test_face_crop_rejects_bad_boxes(bbox):
         face_crop(np.zeros((10, 10), np.uint8), bbox)
 
 
+def test_mask_bbox_is_the_box_of_the_true_pixels_for_any_layout():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        mask = rng.random(tuple(rng.integers(1, 40, 2))) < rng.choice([0.0, 0.01, 0.5])
+        for m in (mask, mask[1:, 2:], mask.astype(np.uint8) * 7, mask.astype(np.int32)):  # OpenCV's path and numpy's
+            rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+            want = None if rows.size == 0 else [cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1]
+            assert mask_bbox(m) == want
+
+
 def test_mask_bbox_and_face_box():
     mask = np.zeros((6, 8), bool)
     mask[2:5, 3:7] = True

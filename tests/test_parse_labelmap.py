@@ -1,9 +1,11 @@
+import cv2
 import numpy as np
 import pytest
 
 from stages.lib.boxes import mask_bbox
+from stages.lib.codec import decode_png
 from stages.lib.parsing.facemesh import walk_contours
-from stages.lib.parsing.labelmap import class_counts, colourise, iou, reference_ious
+from stages.lib.parsing.labelmap import class_counts, colourise, encode_label_map, iou, reference_ious
 
 
 def test_class_counts_at_map_resolution():
@@ -18,6 +20,40 @@ def test_class_counts_at_map_resolution():
 def test_class_counts_rejects_ids_beyond_canonical():
     with pytest.raises(ValueError):
         class_counts(np.full((2, 2), 19, np.uint8))
+
+
+def test_class_counts_are_the_bincount_of_any_map():
+    rng = np.random.default_rng(0)
+    for top in range(19):  # the per-id passes stop at the highest id present
+        m = rng.integers(0, top + 1, (37, 23), dtype=np.uint8)
+        assert class_counts(m) == np.bincount(m.ravel(), minlength=19).tolist()
+    wide = rng.integers(0, 19, (9, 11)).astype(np.int32)  # not uint8: numpy's count
+    assert class_counts(wide) == np.bincount(wide.ravel(), minlength=19).tolist()
+
+
+def label_map_runs(rng, shape):
+    """A map of horizontal and vertical bands of a few ids, like a drawn face, with some noise."""
+    rows, cols = shape
+    m = np.zeros(shape, np.uint8)
+    for _ in range(6):
+        y, x = rng.integers(0, rows), rng.integers(0, cols)
+        m[y : y + rng.integers(1, 30), x : x + rng.integers(1, 30)] = rng.integers(1, 19)
+    m[rng.random(shape) < 0.01] = 13
+    return m
+
+
+def test_label_map_png_reads_back_in_any_reader_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    for shape in ((1, 1), (1, 300), (300, 1), (57, 91), (256, 256)):
+        m = label_map_runs(rng, shape)
+        data = encode_label_map(m)
+        assert data == encode_label_map(m.copy())
+        assert np.array_equal(decode_png(data), m)
+        assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), m)
+    assert np.array_equal(decode_png(encode_label_map(m[10:40, 5:60])), m[10:40, 5:60])  # a view
+    for bad in (np.zeros((4, 4), np.float32), np.zeros((4, 4, 3), np.uint8), np.zeros((0, 4), np.uint8)):
+        with pytest.raises(TypeError):
+            encode_label_map(bad)
 
 
 def test_iou_and_bbox():

@@ -4,11 +4,25 @@ filter_masks' rule then rejects on the demo (per recorded defect) and on real ph
 Run: pytest tests/test_parse_visibility.py   (about 30 s on one core: 300 demo faces and 150 photos through FaceMesh)
 """
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from stages.lib.parsing.visibility import BACKGROUND, SKIN, VisibilityThresholds, eye_opening, hidden_features, measure
+from stages.lib.parsing.visibility import (
+    BACKGROUND,
+    MOUTH,
+    SKIN,
+    VisibilityThresholds,
+    class_mask,
+    eye_opening,
+    hidden_features,
+    luminance,
+    measure,
+    median,
+    ring_around,
+    spread,
+)
 from tests.helpers.visibility_rates import HIDDEN_DEFECTS, find_landmarks, rates_by_defect, rejected
 
 pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype:UserWarning")
@@ -66,6 +80,69 @@ def test_eye_opening_is_lid_gap_over_width():
     for k, (up, low) in enumerate(((385, 380), (386, 374), (387, 373))):
         points[up], points[low] = (10 + 10 * k, -4), (10 + 10 * k, 4)
     assert eye_opening(points, 4) == pytest.approx(8 / 40)
+
+
+# ------------------------------------------------- fast rewrites: the numbers of the formulas they replace, exactly
+
+
+def dilated_ring(mask, width):
+    """The ring as it was first written: OpenCV's elliptic dilation minus the mask."""
+    side = 2 * width + 1
+    grown = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+    return grown.astype(bool) & ~mask
+
+
+def test_ring_is_the_elliptic_dilation_on_random_masks():
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # both of ring_around's paths: small rings and windows go to OpenCV, the rest to runs
+        rows, cols = rng.integers(3, 90, 2)
+        mask = rng.random((rows, cols)) < rng.choice([0.0, 0.005, 0.2, 0.9])
+        mask = mask[rng.integers(0, 2) :, rng.integers(0, 3) :]  # views, not only fresh arrays
+        width = int(rng.integers(1, 40))
+        assert np.array_equal(ring_around(mask, width), dilated_ring(mask, width)), (mask.shape, width)
+
+
+@pytest.fixture(scope="module")
+def grey_faces(facemesh, shared_data):
+    """(grey image, landmark-only label map) of 12 real grey photos FaceMesh finds a face in."""
+    from stages.lib.parsing.facemesh import rasterise
+
+    paths = sorted((shared_data / "facial_expressions" / "images").glob("*"))[::150]
+    faces = []
+    for image in (np.asarray(Image.open(p).convert("L")) for p in paths):
+        pts = facemesh.landmarks(facemesh.detection_input(image)[0])
+        if pts is not None:
+            h, w = image.shape
+            faces.append((image, rasterise(pts * [w, h], h, w)))
+    assert len(faces) >= 12
+    return faces[:12]
+
+
+def test_rewrites_give_the_same_numbers_on_real_photos(grey_faces):
+    for image, label_map in grey_faces:
+        skin = label_map == SKIN
+        lum = luminance(image)
+        assert median(image[skin]) == float(np.median(lum[skin]))
+        for classes in ((4,), (5,), (2,), (3,), MOUTH):
+            feature = class_mask(label_map, classes)
+            assert np.array_equal(feature, np.isin(label_map, classes))
+            rows, cols = np.flatnonzero(feature.any(axis=1)), np.flatnonzero(feature.any(axis=0))
+            inside = feature[max(rows[0] - 40, 0) : rows[-1] + 40, max(cols[0] - 40, 0) : cols[-1] + 40]
+            for width in (2, 6, 13, 19, 30):
+                assert np.array_equal(ring_around(inside, width), dilated_ring(inside, width)), (classes, width)
+            values = image[feature]
+            assert spread(values) == tuple(np.percentile(values.astype(np.float32), [5, 95]))
+            assert median(values) == float(np.median(values.astype(np.float32)))
+            # the whole measure, grey pixels (histograms) against their float luminance (numpy's sorts)
+            assert measure(image, feature, skin, 19, 150.0) == measure(lum, feature, skin, 19, 150.0)
+
+
+def test_grey_percentiles_match_numpy_on_any_sample():
+    rng = np.random.default_rng(1)
+    for n in list(range(1, 40)) + [255, 256, 1001, 4096]:
+        values = rng.integers(0, 256, n).astype(np.uint8) if n % 2 else rng.integers(90, 96, n).astype(np.uint8)
+        assert spread(values) == tuple(np.percentile(values.astype(np.float32), [5, 95])), n
+        assert median(values) == float(np.median(values.astype(np.float32))), n
 
 
 # ---------------------------------------------------------------------- occluders painted over a real photo's face

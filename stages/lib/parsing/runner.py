@@ -25,11 +25,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .. import tables
-from ..codec import DecodeError, decode_image, encode_png
+from ..codec import DecodeError, decode_image
 from ..contact_sheet import overlay, render_sheet
 from ..errors import StageError
 from ..labels import N_PARSE_CLASSES
-from .labelmap import PALETTE, class_counts
+from .labelmap import PALETTE, class_counts, encode_label_map
 
 SCHEMA = pa.schema(
     [
@@ -38,7 +38,7 @@ SCHEMA = pa.schema(
         ("parse_size", pa.int32()),
         ("face_found", pa.bool_()),
         ("face_bbox", pa.list_(pa.int32())),  # x, y, w, h in image pixels; null when no face
-        ("label_map", pa.binary()),  # PNG, uint8 canonical ids, at the image's resolution
+        ("label_map", pa.binary()),  # PNG (labelmap.encode_label_map), uint8 canonical ids, at the image's resolution
         ("class_counts", pa.list_(pa.int64())),  # 19 pixel counts at the image's resolution
         ("width", pa.int32()),
         ("height", pa.int32()),
@@ -131,7 +131,7 @@ def _finish(parser, prepared, raws, want_tiles):
         else:
             if not found:
                 label_map = np.zeros((p.height, p.width), np.uint8)
-            png, counts = encode_png(label_map), class_counts(label_map)
+            png, counts = encode_label_map(label_map), class_counts(label_map)
         for name, value in (
             ("id", p.id),
             ("backend", parser.backend),

@@ -27,6 +27,7 @@ The thresholds (VisibilityThresholds) were read off measured distributions; see 
 prints the rejection rates they give on the demo and on the real photos.
 """
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -97,6 +98,40 @@ def luminance(image: np.ndarray) -> np.ndarray:
     return image[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
 
 
+def grey_percentiles(pixels: np.ndarray, qs) -> list:
+    """np.percentile(pixels.astype(np.float32), qs) of uint8 pixels, as floats, read off their histogram.
+
+    Same numbers as numpy's default (linear) method, the same floating-point steps included: the value at index
+    (n - 1) * q / 100 of the sorted pixels, between its two neighbours (tests/test_parse_visibility.py checks this
+    against numpy). np.percentile's sort and call overhead, ~50 us even for a few hundred pixels (2-core dev VM,
+    2026-12-01), were a third of the check's time on a grey photo once the rings were cheap.
+    """
+    n = pixels.size
+    cumulative = np.cumsum(np.bincount(pixels.ravel(), minlength=256))
+    out = []
+    for q in qs:
+        virtual = (n - 1) * (q / 100)
+        low = int(virtual)  # floor: virtual >= 0; at the top (virtual = n - 1) both neighbours are the last value
+        a, b = (float(v) for v in np.searchsorted(cumulative, [low + 1, min(low + 2, n)]))
+        t = virtual - low
+        out.append(a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t))
+    return out
+
+
+def spread(values: np.ndarray):
+    """(5th, 95th percentile) of luminance values: float luminance, or a grey image's own uint8 values."""
+    if values.dtype == np.uint8:
+        return tuple(grey_percentiles(values, (5, 95)))
+    return tuple(np.percentile(values, [5, 95]))
+
+
+def median(values: np.ndarray) -> float:
+    """np.median of luminance values as a float (for uint8 values the 50th percentile is the same number)."""
+    if values.dtype == np.uint8:
+        return grey_percentiles(values, (50,))[0]
+    return float(np.median(values))
+
+
 def eye_opening(points: np.ndarray, eye_class: int) -> float:
     """Mean vertical lid gap over the corner-to-corner width of one eye, from landmarks in pixels."""
     outer, inner, pairs = LIDS[eye_class]
@@ -121,16 +156,74 @@ def window(mask: np.ndarray, pad: int):
     return slice(max(y - pad, 0), min(y + h + pad, rows)), slice(max(x - pad, 0), min(x + w + pad, cols))
 
 
-def ring_around(mask: np.ndarray, width: int) -> np.ndarray:
-    """The pixels within `width` of the mask but outside it (an elliptic dilation minus the mask)."""
+def class_mask(label_map: np.ndarray, classes) -> np.ndarray:
+    """Boolean mask of the pixels holding any of `classes`: np.isin's answer, without its sort of the whole map."""
+    mask = label_map == classes[0]
+    for cls in classes[1:]:
+        mask |= label_map == cls
+    return mask
+
+
+@functools.lru_cache(maxsize=None)
+def ellipse_half_widths(width: int) -> np.ndarray:
+    """Half-width of each row of OpenCV's elliptic structuring element of side 2 * width + 1, top row first.
+
+    Each row of that element is one run of ones centred on its middle column; the dilation in ring_around is built
+    from these half-widths, so it is checked here rather than assumed.
+    """
     side = 2 * width + 1
-    grown = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
-    return grown.astype(bool) & ~mask
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)).astype(bool)
+    half = (kernel.sum(axis=1) - 1) // 2
+    cols = np.arange(side)
+    if not np.array_equal(kernel, np.abs(cols[None, :] - width) <= half[:, None]):
+        raise ValueError(f"OpenCV's elliptic element of side {side} is not rows of centred runs")
+    half.flags.writeable = False  # shared by every caller through the cache
+    return half
+
+
+# Below this many (window pixels x element pixels), OpenCV's dilation, a pass per element pixel, is cheaper than the
+# run bookkeeping of ring_around's other path. An eye's window at a 6 px ring (the demo's): 7 vs 28 us; at 19 px (a
+# 350 px photo's): 164 vs 56 us; at 25 px: 1,190 vs 74 us (2-core dev VM, 2026-12-01).
+OPENCV_DILATION_WORK = 250_000
+
+
+def ring_around(mask: np.ndarray, width: int) -> np.ndarray:
+    """The pixels within `width` of the mask but outside it: exactly cv2.dilate with the elliptic element of side
+    2 * width + 1 (nothing outside the array), minus the mask.
+
+    The dilation's cost grows with the element's area, 1,200 pixels at the 19 px ring of a 350 px photo (a third of
+    the stage's CPU time went there). For all but small rings each run of mask pixels in a row is instead widened by
+    the element's row half-widths onto the rows around it, and the widened runs painted with one cumulative sum:
+    the cost follows the runs and the window, and the pixels are the same (tests/test_parse_visibility.py).
+    """
+    side = 2 * width + 1
+    if mask.size * side * side <= OPENCV_DILATION_WORK:
+        element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+        return cv2.dilate(mask.view(np.uint8), element).view(bool) & ~mask
+    rows, cols = mask.shape
+    span = cols + 2  # a zero column either side, so that every run starts and ends inside its own row
+    padded = np.zeros((rows, span), np.int8)
+    padded[:, 1:-1] = mask
+    flat = padded.ravel()
+    edges = flat[1:] - flat[:-1]  # at flat index row * span + col: +1 where a run starts at col, -1 just past its end
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    offsets = np.arange(-width, width + 1)
+    target_rows = starts[:, None] // span + offsets
+    on_array = (target_rows >= 0) & (target_rows < rows)
+    half = ellipse_half_widths(width)
+    lo = starts[:, None] + offsets * span - np.minimum(half, (starts % span)[:, None])
+    hi = stops[:, None] + offsets * span + np.minimum(half, cols - (stops % span)[:, None])
+    paint = np.bincount(lo[on_array], minlength=rows * span)
+    paint -= np.bincount(hi[on_array], minlength=rows * span)
+    # Each widened run starts and ends in one row, so a running sum over the flat array restarts at 0 every row.
+    grown = (np.cumsum(paint) > 0).reshape(rows, span)[:, :cols]
+    return grown & ~mask
 
 
 def measure(lum: np.ndarray, feature: np.ndarray, skin: np.ndarray, ring_px: int, skin_level: float):
     """{'dark', 'bright', 'contrast'} of one feature (boolean mask) against the skin ring around it.
 
+    `lum`: luminance (float), or a grey image's own uint8 pixels, whose percentiles are cheaper (grey_percentiles).
     None when the feature or its ring has too few pixels to judge.
 
     Only the feature's window is touched, so the cost follows the feature's size, not the image's.
@@ -140,11 +233,10 @@ def measure(lum: np.ndarray, feature: np.ndarray, skin: np.ndarray, ring_px: int
         return None
     inside = feature[box]
     ring = ring_around(inside, ring_px) & skin[box]
-    if inside.sum() < MIN_PIXELS or ring.sum() < MIN_PIXELS:
+    if np.count_nonzero(inside) < MIN_PIXELS or np.count_nonzero(ring) < MIN_PIXELS:
         return None
-    values, ring_values = lum[box][inside], lum[box][ring]
-    p5, p95 = np.percentile(values, [5, 95])
-    skin_near = float(np.median(ring_values))
+    p5, p95 = spread(lum[box][inside])
+    skin_near = median(lum[box][ring])
     return {
         "dark": (skin_near - p5) / skin_level,
         "bright": (p95 - skin_near) / skin_level,
@@ -171,18 +263,22 @@ def hidden_features(image: np.ndarray, points: np.ndarray, label_map: np.ndarray
     region and, when hidden, all three of its classes go.
     """
     skin = label_map == SKIN
-    if skin.sum() < MIN_PIXELS:
+    if np.count_nonzero(skin) < MIN_PIXELS:
         return {}
-    lum = luminance(image)
-    skin_level = max(float(np.median(lum[skin])), SKIN_LEVEL_FLOOR)
+    # A grey image's luminance is its own values; kept as uint8, its percentiles are read off histograms.
+    lum = image if image.ndim == 2 and image.dtype == np.uint8 else luminance(image)
+    skin_level = max(median(lum[skin]), SKIN_LEVEL_FLOOR)
     ring_px = max(1, round(limits.ring * eye_distance(points)))
 
     def measured(classes):
-        return measure(lum, np.isin(label_map, classes), skin, ring_px, skin_level)
+        return measure(lum, class_mask(label_map, classes), skin, ring_px, skin_level)
 
     hidden = {}
     for cls in EYES:
-        replacement = eye_replacement(eye_opening(points, cls), measured((cls,)), limits)
+        opening = eye_opening(points, cls)
+        # An eye this shut is closed whatever its pixels show (eye_replacement), so they are not measured.
+        m = None if opening < limits.eye_opening else measured((cls,))
+        replacement = eye_replacement(opening, m, limits)
         if replacement is not None:
             hidden[cls] = replacement
     for cls in BROWS:
