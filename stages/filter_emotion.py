@@ -109,6 +109,7 @@ def main():
         labels, classes, probs, issues = curator_verdicts(ids, p["source"], p["target"], paths.CURATOR_OOF)
     else:
         device = P.device(params, "filter_emotion.device")
+        P.pin_torch_threads()
         labels, classes, probs, issues = judge_verdicts(ids, p["source"], p["target"], device, p["issue_filter"])
     kept, reasons, given_prob = decide(
         labels, classes, probs, issues, p["source"], p["target"], p["min_confidence"], p["label_other"]

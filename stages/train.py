@@ -23,6 +23,7 @@ def main(argv):
         raise StageError("usage: python -m stages.train <roi>")
     roi = argv[0]
     cfg = read_config(params.load(), roi)
+    params.pin_torch_threads()
     with open_world(cfg.device) as world:
         train_roi(cfg, Paths(roi), world=world)
 

@@ -102,6 +102,7 @@ def main():
     # Deterministic cuBLAS needs a fixed workspace; without it torch raises at the first matmul on CUDA.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
+    P.pin_torch_threads()
     ids = kept_ids(paths.FILTER_MASKS, "filter_masks")
     if len(ids) < 2 * p["cfg"].folds:
         raise StageError(

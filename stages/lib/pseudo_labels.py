@@ -26,7 +26,9 @@ class PseudoLabeller:
         self.enabled, self.judge = enabled, None
         if enabled:
             from .judge import INPUT_SIZE, load_judge
+            from .params import pin_torch_threads
 
+            pin_torch_threads()
             self.judge, self.side = load_judge(device=device or "cpu"), INPUT_SIZE
 
     def face_square(self, pixels: np.ndarray) -> np.ndarray:
