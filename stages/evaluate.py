@@ -19,22 +19,23 @@ Writes  eval/<roi>/metrics.json   for the translator, the oracle (oracle_*: real
         dvclive/evaluate/<roi>/metrics.json   the numbers with intervals as scalars (<name>, <name>_lo, <name>_hi),
             which `dvc metrics diff` and `dvc exp show` list (they drop the lists of eval/<roi>/metrics.json)
         plots/evaluate/<roi>.png  original | ROI | generated ROI | composite for the lowest-id test faces
-The faces and their parts are read by stages/lib/eval_faces.py; the numbers are defined in stages/lib/evaluation.py.
+The faces stream past evaluate.batch at a time (stages/lib/eval_faces.py reads them, stages/lib/eval_batch.py scores
+a batch); only per-face numbers are kept, reduced in id order by stages/lib/evaluation.py, which defines them.
 """
 
 import os
 import sys
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from .lib import params as P
 from .lib import paths
-from .lib.codec import decode_png
 from .lib.curator import curator_classifier
 from .lib.errors import StageError, run_stage
-from .lib.eval_faces import images_of, per_face, read_faces, read_manifests, sample_sheet, target_faces, translate
-from .lib.evaluation import EvalConfig, Judges, evaluate_faces
+from .lib.eval_faces import photo_batches, read_inputs, sample_sheet, stream_faces
+from .lib.evaluation import EvalConfig, Evaluation, Judges
 from .lib.geometry import GeometryJudge, fit_threshold
 from .lib.judge import load_judge
 from .lib.live import log_with_intervals
@@ -56,14 +57,14 @@ def read_params(params) -> dict:
         kid_subset_size=P.number(params, "evaluate.kid_subset_size", int, lo=2, default=1000),
         seed=P.number(params, "evaluate.seed", int, lo=0, default=0),
         resamples=P.number(params, "evaluate.resamples", int, lo=100, hi=100000, default=1000),
+        batch=P.number(params, "evaluate.batch", int, lo=1, hi=4096, default=64),
     )
-    batch = P.number(params, "evaluate.batch", int, lo=1, hi=4096, default=64)
     workers = P.number(params, "evaluate.workers", int, lo=0, hi=1024, default=0) or P.usable_cores()
     p = {
         "source": source,
         "target": target,
         "config": config,
-        "batch": batch,
+        "batch": config.batch,
         "identity": P.flag(params, "evaluate.identity", default=True),
         "geometry": P.flag(params, "evaluate.geometry", default=True),
         "workers": workers,
@@ -73,13 +74,14 @@ def read_params(params) -> dict:
     return p
 
 
-def geometry_judge(roi: str, groups: dict):
-    """The landmark judge and its cut, fitted on the real train faces of both domains (never on test faces)."""
+def geometry_judge(roi: str, train: dict, batch: int):
+    """The landmark judge and its cut, fitted on the real train faces of both domains (never on test faces), their
+    photos streamed `batch` at a time."""
     judge = GeometryJudge(roi)
-    scores = {
-        d: judge.scores(tqdm(images_of(groups["train", d]), desc=f"geometry cut: train {d}", unit="face", leave=False))
-        for d in ("A", "B")
-    }
+    scores = {}
+    for d in ("A", "B"):
+        batches = tqdm(photo_batches(train[d], batch), desc=f"geometry cut: train {d}", unit="batch", leave=False)
+        scores[d] = np.concatenate([judge.scores(images) for images in batches] or [np.zeros(0)])
     try:
         cut = fit_threshold(scores["A"], scores["B"])
     except ValueError:
@@ -89,42 +91,32 @@ def geometry_judge(roi: str, groups: dict):
     return judge, cut
 
 
+def streamed_run(edit: str, p: dict, inputs) -> Evaluation:
+    """The Evaluation of `edit` under params `p` (read_params), every test face of `inputs` streamed past it."""
+    device = p["device"]
+    generators = [read_generator(paths.generator_file(r), r, device, inputs.crop_side(r)) for r in inputs.parts]
+    curator, classify = curator_classifier(paths.CURATOR, p["source"], p["target"], device)
+    judge = load_judge(device=device)
+    judges = Judges(judge=judge, curator=classify, identity=p["identity"], identity_workers=p["workers"])
+    if p["geometry"]:
+        judges.geometry, judges.geometry_cut = geometry_judge(inputs.geometry_roi, inputs.train, p["batch"])
+    print(
+        f"evaluate@{edit}: {len(inputs.test_a)} test faces ({p['source']}), {len(inputs.test_b)} real "
+        f"{p['target']} crops, color_match={p['config'].color_match}, blend={p['config'].blend}, "
+        f"device={device}, batch={p['batch']}",
+        file=sys.stderr,
+    )
+    run = Evaluation(judges, p["source"], p["target"], p["config"], inputs.test_a, len(inputs.test_b), inputs.real_crop)
+    stream_faces(inputs, run, generators, curator.input == "grey_masks", device, p["batch"])
+    return run
+
+
 def evaluate(edit: str):
     p = read_params(P.load())
     torch.set_num_threads(min(4, torch.get_num_threads()))
     P.seed_everything(p["config"].seed)
-    parts, rows_a, rows_b, geometry_roi, groups = read_manifests(edit)
-    generators = [
-        read_generator(paths.generator_file(r), r, p["device"], decode_png(rows[0]["crop"]).shape[0])
-        for r, rows in zip(parts, rows_a)
-    ]
-    curator, classify = curator_classifier(paths.CURATOR, p["source"], p["target"], p["device"])
-    faces = read_faces(rows_a[0], curator.input == "grey_masks", more_rows=rows_a[1:])
-    generated = per_face(
-        [translate(g, [f.parts[k].crop for f in faces], p["device"], p["batch"]) for k, g in enumerate(generators)],
-        parts,
-    )
-    real_b = per_face([[decode_png(x["crop"]) for x in rows] for rows in rows_b], parts)
-    judges = Judges(
-        judge=load_judge(device=p["device"]), curator=classify, identity=p["identity"], identity_workers=p["workers"]
-    )
-    if p["geometry"]:
-        judges.geometry, judges.geometry_cut = geometry_judge(geometry_roi, groups)
-    print(
-        f"evaluate@{edit}: {len(faces)} test faces ({p['source']}), {len(real_b)} real {p['target']} crops, "
-        f"color_match={p['config'].color_match}, blend={p['config'].blend}, device={p['device']}",
-        file=sys.stderr,
-    )
-    metrics, picks = evaluate_faces(
-        faces,
-        generated,
-        judges,
-        p["source"],
-        p["target"],
-        real_b,
-        p["config"],
-        real_target_faces=target_faces(rows_b[0]),
-    )
+    with read_inputs(edit) as inputs:
+        metrics, picks = streamed_run(edit, p, inputs).result()
     write_json_atomic(metrics, os.path.join(paths.eval_dir(edit), "metrics.json"))
     log_with_intervals(metrics, paths.live_dir("evaluate", edit))
     # Pictures live under plots/ so that eval/ holds only metrics (dvc metrics reads every file of a listed folder).

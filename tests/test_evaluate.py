@@ -11,8 +11,9 @@ from PIL import Image
 from stages.lib.boxes import face_crop
 from stages.lib.codec import to_grey
 from stages.lib.errors import StageError
+from stages.lib.eval_batch import hits
 from stages.lib.eval_faces import Face, Part, sample_sheet, translate
-from stages.lib.evaluation import EvalConfig, Judges, _hits, evaluate_faces
+from stages.lib.evaluation import EvalConfig, Judges, evaluate_faces
 from stages.lib.judge import load_judge
 from stages.lib.labels import FER_ORDER
 from stages.lib.overlay import outside_changed_px
@@ -190,7 +191,7 @@ def test_rates_distinguish_argmax_from_source_vs_target():
     probs[1, [sad, tgt, src]] = 0.5, 0.3, 0.2  # beats neutral, but the argmax is sad
     probs[2, [src, tgt]] = 0.6, 0.4
     probs[3, [sad, src]] = 0.9, 0.1
-    assert tuple(float(h.mean()) for h in _hits(probs, src, tgt)) == (0.25, 0.5)
+    assert tuple(float(h.mean()) for h in hits(probs, src, tgt)) == (0.25, 0.5)
 
 
 def test_an_emotion_the_judge_lacks_is_an_error(faces, judge):
@@ -223,11 +224,11 @@ def test_swapping_in_another_persons_face_loses_the_identity(shared_data, judge)
 
 
 def test_the_oracle_pastes_real_target_crops_and_the_share_divides_by_it(faces, judge):
-    from stages.lib.evaluation import oracle_crops
+    from stages.lib.evaluation import oracle_pairs
 
     real = [f.crop for f in faces[::-1]]
-    picked = oracle_crops(len(faces), real, seed=0)
-    assert oracle_crops(len(faces), real, seed=0) == picked and sorted(map(id, picked)) == sorted(map(id, real))
+    pairs = oracle_pairs(len(real), seed=0)  # face k pastes real[pairs[k % len(real)]]
+    assert np.array_equal(oracle_pairs(len(real), seed=0), pairs) and sorted(pairs) == list(range(len(real)))
     metrics, _ = evaluate_faces(faces, real, judge, "neutral", "happy", real, EvalConfig(color_match="none"))
     assert metrics["oracle_transfer_gain"] is not None and metrics["oracle_geometry_gain"] is None  # geometry off
     if metrics["oracle_transfer_gain_ci"][0] > 0:

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from stages import evaluate as stage
+from stages.lib import params as P
 from stages.lib import paths
 from stages.lib.codec import content_id, decode_png, encode_png, to_grey
 from stages.lib.curator import CuratorConfig, final_seed, judge_features, save_curator, train_net
 from stages.lib.errors import StageError, run_stage
+from stages.lib.eval_faces import read_inputs
 from stages.lib.networks import ResnetGenerator, generator_file, init_weights
 from stages.lib.tables import write_table_atomic
 from tests.helpers.stage_runner import scratch_project
@@ -130,6 +132,29 @@ def test_stage_writes_metrics_and_samples_deterministically(tmp_path, shared_dat
     first = (root / "eval/mouth/metrics.json").read_bytes()
     stage.main(["mouth"])
     assert (root / "eval/mouth/metrics.json").read_bytes() == first
+
+
+def test_streamed_numbers_do_not_depend_on_the_batch(tmp_path, shared_data, monkeypatch):
+    # The 5 test faces in batches of 4 (the last one alone) and in one batch of 64: every per-face number (judge,
+    # geometry, pixel scores, curator, KID features, the real target side) and every metric keeps its bits. The
+    # photos stream in the images table's order, which is not the ids' (content hashes), so the reordering counts.
+    root = scratch(tmp_path, shared_data, {"evaluate": {"identity": False}})
+    write_generator(root)
+    write_curator(root, shared_data)
+    monkeypatch.chdir(root)
+    runs = []
+    for batch in (4, 64):
+        p = stage.read_params(P.load())
+        p["batch"] = p["config"].batch = batch
+        with read_inputs("mouth") as inputs:
+            run = stage.streamed_run("mouth", p, inputs)
+        runs.append((run.per_face(), run.result()[0]))
+    (small, small_metrics), (whole, whole_metrics) = runs
+    assert {"comp_p", "oracle_geo", "control_hit", "px_ssim_roi", "cur_comp", "feat_comp", "target_agree"} <= set(whole)
+    assert small.keys() == whole.keys() and len(whole["comp_p"]) == 5 and whole["target_features"].shape == (2, 128)
+    for key, values in whole.items():
+        assert np.array_equal(small[key], values, equal_nan=True), key
+    assert small_metrics == whole_metrics
 
 
 def error_line(capsys) -> str:

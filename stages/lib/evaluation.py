@@ -1,14 +1,22 @@
 """Overlay evaluation of one ROI translator: translate each test face's ROI, paste it back, and score the composites
 with judges that share nothing with each other, each number with a 95% interval over the test faces.
 
-Use (stages/evaluate.py reads the tables and calls this; tests call it with tiny fake generators):
+Use: stages/evaluate.py streams the test faces past an Evaluation a batch at a time (stages/lib/eval_batch.py
+scores a batch); tests call evaluate_faces, the same on faces in memory, with tiny fake generators:
     from stages.lib.eval_faces import Face, translate
-    from stages.lib.evaluation import EvalConfig, Judges, evaluate_faces
-    faces = [Face(id, image, face_bbox, bbox, crop, alpha, label_map), ...]  # domain A, split test, kept
-    generated = translate(generator, [f.crop for f in faces], device)  # uint8 RGB crops, generator A->B
+    from stages.lib.evaluation import EvalConfig, Evaluation, Judges, evaluate_faces
     judges = Judges(judge=load_judge(), identity=True, geometry=GeometryJudge("mouth"),
                     geometry_cut=fit_threshold(train_a_scores, train_b_scores), curator=classify)
+    run = Evaluation(judges, "neutral", "happy", config, sorted_test_ids, n_real, real_crop)  # real_crop(k): crop
+    for faces in batches:                                   # [Face(id, image, face_bbox, bbox, crop, alpha), ...]
+        run.add(faces, translate(generator, [f.crop for f in faces], device))   # uint8 RGB crops, A->B
+    run.add_real_crops(positions, crops); run.add_target_faces(positions, images, face_bboxes)   # domain B
+    metrics, picks = run.result()
     metrics, picks = evaluate_faces(faces, generated, judges, "neutral", "happy", real_target_crops, config)
+
+Only per-face numbers are kept between batches (probabilities, scores, distances, the judge features KID needs, the
+originals' dlib embeddings, the few sample-sheet faces), and every reduction runs over them in the order given
+(the stage: sorted ids), so the numbers do not depend on the batch size or on the order the photos stream in.
 
 What is measured, and why each number is defined so (every `<name>_ci` is a paired percentile bootstrap over the
 test faces, `config.resamples` draws, seeded; `n_test` faces):
@@ -50,20 +58,21 @@ test faces, `config.resamples` draws, seeded; `n_test` faces):
   with the configured colour matching; brightness_shift_raw the same without colour matching.
 """
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 from .boxes import face_box, face_crop
 from .errors import StageError
-from .eval_faces import Face, Picks
-from .identity import different_faces_kept_rate, embed_all, embedding_distances, same_person
+from .eval_batch import PIXEL_KEYS, fixed_rows, score_batch
+from .eval_faces import Picks
+from .identity import different_faces_kept_rate
 from .intervals import bootstrap
 from .judge import features, judge_probs
 from .labels import FER_ORDER
-from .overlay import brightness_shift, color_match, outside_changed_px
-from .quality import kid, psnr, ssim_map
+from .overlay import color_match
+from .quality import kid
 
 
 @dataclass
@@ -74,7 +83,7 @@ class EvalConfig:
     kid_subset_size: int = 1000
     seed: int = 0
     n_samples: int = 8
-    judge_batch: int = 256
+    batch: int = 64  # faces per batch of evaluate_faces (the stage streams its own batches)
     resamples: int = 1000  # bootstrap draws for every _ci
     oracle: bool = True  # also paste real target crops of other test faces (the ceiling)
     control: bool = True  # also score the identity generator (each face's own crop)
@@ -97,28 +106,6 @@ def _class_index(emotion: str, role: str) -> int:
     if emotion not in FER_ORDER:
         raise StageError(f"the judge knows only {', '.join(FER_ORDER)}; emotions.{role}={emotion!r} cannot be judged")
     return FER_ORDER.index(emotion)
-
-
-def _box_region(face: Face) -> np.ndarray:
-    """The pixels inside any of the face's ROI boxes (clipped to the image)."""
-    shape = face.image.shape
-    region = np.zeros(shape[:2], bool)
-    for part in face.parts:
-        x, y, w, h = (int(v) for v in part.bbox)
-        region[max(y, 0) : max(min(y + h, shape[0]), 0), max(x, 0) : max(min(x + w, shape[1]), 0)] = True
-    return region
-
-
-def _hits(probs: np.ndarray, source: int, target: int):
-    """Per face: the judge's argmax is the target; and the looser p[target] > p[source]."""
-    return probs.argmax(axis=1) == target, probs[:, target] > probs[:, source]
-
-
-def _above(scores: np.ndarray, cut) -> np.ndarray:
-    """1.0 where a geometry score is above the cut, 0.0 at or below, NaN without a score or without a cut."""
-    if cut is None:
-        return np.full(len(scores), np.nan)
-    return np.where(np.isfinite(scores), scores > cut, np.nan)
 
 
 def _nanmean(values) -> float:
@@ -159,149 +146,14 @@ def share_statistics() -> dict:
     }
 
 
-def _pixel_scores(face: Face, out: np.ndarray, gen, config: EvalConfig) -> dict:
-    """Pixel-level numbers of one composite (brightness, PSNR, SSIM; outside_changed_px is counted per edit)."""
-    raw = out if config.color_match == "none" else face.paste(gen, "none", config.blend)
-    region = _box_region(face)
-    ssim = ssim_map(face.image, out)
-    return {
-        "brightness_shift": brightness_shift(face.image, out, *face.support()),
-        "brightness_shift_raw": brightness_shift(face.image, raw, *face.support()),
-        "psnr_image": psnr(face.image, out),
-        "psnr_roi": psnr(face.image, out, region),
-        "ssim_image": float(ssim.mean()),
-        "ssim_roi": float(ssim[region].mean()),
-    }
-
-
-def _paste(faces, crops, config: EvalConfig, desc: str) -> list:
-    return [
-        f.paste(c, config.color_match, config.blend)
-        for f, c in zip(tqdm(faces, desc=desc, unit="face", leave=False), crops)
-    ]
-
-
-def _judge_images(images, boxes, judges: Judges, config: EvalConfig, desc: str) -> dict:
-    """Per image: the CNN judge's probabilities on the face square, and the geometry score (NaN without one)."""
-    probs = judge_probs(judges.judge, [face_crop(im, b) for im, b in zip(images, boxes)], config.judge_batch)
-    geometry = np.full(len(images), np.nan)
-    if judges.geometry is not None:
-        geometry = judges.geometry.scores(tqdm(images, desc=f"{desc}: landmarks", unit="face", leave=False))
-    return {"probs": probs, "geometry": geometry}
-
-
-def _embeddings(judges: Judges, images, face_bboxes, desc: str) -> list:
-    """dlib embeddings from the parser's boxes (None without a box, or when identity is off)."""
-    if not judges.identity:
-        return [None] * len(images)
-    return embed_all(images, face_bboxes, judges.identity_workers, desc)
-
-
-def _kid(generated, real_target_crops, judge, config: EvalConfig):
-    """KID of generated vs real target crops in the judge's feature space; (None, None) below 2 crops a side, and
-    for an edit of several ROIs (each ROI's own evaluation has its KID)."""
-    if len(generated) < 2 or len(real_target_crops) < 2 or isinstance(generated[0], tuple):
-        return None, None
-    fake = features(judge, generated, config.judge_batch)
-    real = features(judge, list(real_target_crops), config.judge_batch)
-    return kid(fake, real, config.kid_subsets, config.kid_subset_size, config.seed)
-
-
-def _curator_rates(curator, faces, composites, face_boxes, target: str) -> dict:
-    """curator_transfer_rate (argmax is the target) and its baseline on the originals; nulls without a curator.
-    The composite keeps the original's label map: the paste only changes pixels inside the ROI."""
-    if curator is None:
-        return {"curator_transfer_rate": None, "curator_baseline_rate": None}
-    maps = [f.label_map for f in faces]
-    p_orig, classes = curator([f.image for f in faces], face_boxes, maps)
-    p_comp, _ = curator(composites, face_boxes, maps)
-    if target not in classes:
-        raise StageError(f"the curator's classes {classes} lack emotions.target={target!r}; retrain it")
-    tgt = classes.index(target)
-    rate = float((p_comp.argmax(axis=1) == tgt).mean())
-    base = float((p_orig.argmax(axis=1) == tgt).mean())
-    return {"curator_transfer_rate": rate, "curator_baseline_rate": base}
-
-
-def oracle_crops(n_faces: int, real_target_crops, seed: int) -> list:
-    """One real target crop per source face, drawn by a seeded permutation (cycled when there are fewer)."""
-    order = np.random.default_rng(seed).permutation(len(real_target_crops))
-    return [real_target_crops[order[i % len(order)]] for i in range(n_faces)]
+def oracle_pairs(n_real: int, seed: int) -> np.ndarray:
+    """The seeded draw of real target crops for the oracle: the k-th test face (in the evaluation's order) gets crop
+    pairs[k % n_real], cycled when there are fewer crops than faces."""
+    return np.random.default_rng(seed).permutation(n_real)
 
 
 def _finite(value):
     return float(value) if value is not None and np.isfinite(value) else None
-
-
-def _judge_label_agreement(orig_probs, target_faces, judges, config, src, tgt) -> dict:
-    """Share of real test faces (source and target domain) where the judge's p[target] > p[source] matches the
-    domain, with its interval; null without target faces."""
-    if not target_faces:
-        return {"judge_label_agreement": None, "judge_label_agreement_ci": None}
-    images = [im for im, _ in target_faces]
-    boxes = [face_box(im, b) for im, b in target_faces]
-    probs_b = judge_probs(judges.judge, [face_crop(im, b) for im, b in zip(images, boxes)], config.judge_batch)
-    agree = np.concatenate([orig_probs[:, src] >= orig_probs[:, tgt], probs_b[:, tgt] > probs_b[:, src]])
-    ci = bootstrap({"a": agree}, {"judge_label_agreement": lambda d: d["a"].mean()}, config.resamples, config.seed)
-    return {"judge_label_agreement": float(agree.mean()), "judge_label_agreement_ci": ci["judge_label_agreement"]}
-
-
-def _edits(faces, generated, real_target_crops, config: EvalConfig) -> dict:
-    """The crops of every edit scored: the translator's, the oracle's and the control's."""
-    edits = {"comp": generated}
-    if config.oracle and len(real_target_crops):
-        edits["oracle"] = oracle_crops(len(faces), real_target_crops, config.seed)
-    if config.control:
-        edits["control"] = [f.own_crops() for f in faces]
-    return edits
-
-
-def _identity_embeddings(faces, composites: dict, judges: Judges):
-    """(embeddings of the originals, {edit: embeddings of its composites}), from one pool: the originals and each
-    edit but the oracle, which pastes another person's feature (its identity is not a ceiling of anything)."""
-    embedded = ["comp"] + (["control"] if "control" in composites else [])
-    face_bboxes = [f.face_bbox for f in faces]
-    flat = _embeddings(
-        judges,
-        [f.image for f in faces] + [im for e in embedded for im in composites[e]],
-        face_bboxes * (1 + len(embedded)),
-        "identity",
-    )
-    n = len(faces)
-    return flat[:n], {e: flat[(k + 1) * n : (k + 2) * n] for k, e in enumerate(embedded)}
-
-
-def _score_edit(edit, crops, faces, composites, boxes, judges, config, ids, real_target_crops):
-    """(per-face arrays, statistics, plain metrics) of one edit. `ids`: (source, target class, original
-    embeddings, this edit's embeddings)."""
-    src, tgt, orig_embeddings, edit_embeddings = ids
-    prefix = EDITS[edit]
-    scored = _judge_images(composites, boxes, judges, config, edit)
-    dist = embedding_distances(orig_embeddings, edit_embeddings or [None] * len(faces))
-    hit, binary = _hits(scored["probs"], src, tgt)
-    per_face = {
-        f"{edit}_hit": hit,
-        f"{edit}_bin": binary,
-        f"{edit}_p": scored["probs"][:, tgt],
-        f"{edit}_geo": scored["geometry"],
-        f"{edit}_geo_above": _above(scored["geometry"], judges.geometry_cut),
-        f"{edit}_id_dist": dist,
-        f"{edit}_id_kept": same_person(dist),
-    }
-    stats = {
-        prefix + name: fn
-        for name, fn in edit_statistics(edit).items()
-        if not (edit == "oracle" and name.startswith("identity"))
-    }
-    metrics = {}
-    if edit != "oracle":  # the oracle's crops are real ones: KID and the pixel checks say nothing of them
-        metrics[prefix + "kid_roi"], metrics[prefix + "kid_roi_std"] = _kid(
-            crops, real_target_crops, judges.judge, config
-        )
-        metrics[prefix + "outside_changed_px"] = int(
-            sum(outside_changed_px(f.image, out, *f.support()) for f, out in zip(faces, composites))
-        )
-    return per_face, stats, metrics
 
 
 def _interval_metrics(per_face: dict, stats: dict, judges: Judges, orig_embeddings, config: EvalConfig) -> dict:
@@ -328,15 +180,148 @@ def _interval_metrics(per_face: dict, stats: dict, judges: Judges, orig_embeddin
     return metrics
 
 
-def _picks(faces, generated, composites, orig_probs, comp_p, tgt, target, config: EvalConfig) -> Picks:
-    picks = Picks(target=target)
-    for face, gen, out in list(zip(faces, generated, composites))[: config.n_samples]:
-        matched = tuple(
-            color_match(g, p.crop, p.alpha, config.color_match) for g, p in zip(face.split(gen), face.parts)
-        )
-        picks.rows.append((face, face.join(matched), out))
-    picks.p_orig, picks.p_comp = orig_probs[: len(picks.rows), tgt], comp_p[: len(picks.rows)]
-    return picks
+def _ordered(chunks: list, at: list, n: int, what: str) -> np.ndarray:
+    """The per-face values of `chunks` (one array per batch; the faces at positions `at`, in the order they came) in
+    position order. Every position of range(n) must have come exactly once."""
+    if sorted(at) != list(range(n)):
+        raise StageError(f"{len(set(at))} distinct of {len(at)} {what} scored, for {n}")
+    values = np.concatenate(chunks) if chunks else np.zeros(0)
+    return values[np.argsort(np.asarray(at, np.int64), kind="stable")]
+
+
+class Evaluation:
+    """An evaluation fed a batch at a time; result() reduces what the batches left.
+
+    `order`: every test face's id, in the order every reduction runs (bootstrap, means, KID subsets, the sample
+    sheet's first faces, the oracle's pairing). `real_crop(k)`: the k-th of the `n_real` real target crops, which
+    the oracle pastes (none without it). add_real_crops and add_target_faces take the real target side by its
+    positions 0..n_real-1: the crops for KID, the photos for judge_label_agreement.
+    """
+
+    def __init__(self, judges: Judges, source: str, target: str, config: EvalConfig, order, n_real=0, real_crop=None):
+        if not order:
+            raise StageError("no test faces to evaluate")
+        self.judges, self.config, self.target = judges, config, target
+        self.src, self.tgt = _class_index(source, "source"), _class_index(target, "target")
+        self.order, self.n_real, self.real_crop = list(order), n_real, real_crop
+        self.position = {face_id: k for k, face_id in enumerate(self.order)}
+        if len(self.position) != len(self.order):
+            raise StageError(f"{len(self.order) - len(self.position)} test face ids repeat")
+        self.pairs = oracle_pairs(n_real, config.seed) if config.oracle and n_real and real_crop else None
+        self.at, self.columns, self.embeddings = [], defaultdict(list), []
+        self.outside = defaultdict(int)
+        self.picks = {}  # position -> (face, generated crop as pasted, composite, p_orig[target], p_comp[target])
+        self.real = defaultdict(list)
+
+    def add(self, faces, generated):
+        """Score a batch of test faces (in any order) with their translated crops."""
+        if len(generated) != len(faces):
+            raise StageError(f"{len(generated)} generated crops for {len(faces)} faces")
+        at = [self.position[f.id] for f in faces]
+        edits = {"comp": list(generated)}
+        if self.pairs is not None:
+            edits["oracle"] = [self.real_crop(self.pairs[k % self.n_real]) for k in at]
+        if self.config.control:
+            edits["control"] = [f.own_crops() for f in faces]
+        scored = score_batch(faces, edits, self.judges, self.config, self.src, self.tgt, self.target)
+        per_face = {
+            **scored.table,
+            "agree": scored.agree,
+            **{f"px_{key}": values for key, values in scored.pixels.items()},
+            **{f"cur_{key}": values for key, values in scored.curator.items()},
+            **{f"feat_{edit}": values for edit, values in scored.features.items()},
+        }
+        for name, values in per_face.items():
+            self.columns[name].append(np.asarray(values))
+        self.at += at
+        self.embeddings += scored.embeddings
+        for edit, changed in scored.outside.items():
+            self.outside[edit] += int(changed)
+        for i, (face, k) in enumerate(zip(faces, at)):
+            if k < self.config.n_samples:
+                matched = tuple(
+                    color_match(g, p.crop, p.alpha, self.config.color_match)
+                    for g, p in zip(face.split(generated[i]), face.parts)
+                )
+                p_orig, p_comp = scored.table["orig_p"][i], scored.table["comp_p"][i]
+                self.picks[k] = (face, face.join(matched), scored.composites[i], p_orig, p_comp)
+
+    def add_real_crops(self, at, crops):
+        """Real target crops at positions `at`: their judge features, for KID (none for tuples of several ROIs)."""
+        if len(crops) and not isinstance(crops[0], tuple):
+            self.real["features"].append(fixed_rows(features, self.judges.judge, crops))
+        self.real["crops_at"] += list(at)
+
+    def add_target_faces(self, at, images, face_bboxes):
+        """Real target faces at positions `at`: whether the judge's p[target] > p[source] on them."""
+        boxes = [face_box(im, b) for im, b in zip(images, face_bboxes)]
+        probs = fixed_rows(judge_probs, self.judges.judge, [face_crop(im, b) for im, b in zip(images, boxes)])
+        self.real["agree"].append(probs[:, self.tgt] > probs[:, self.src])
+        self.real["faces_at"] += list(at)
+
+    def per_face(self) -> dict:
+        """Every per-face number, in the evaluation's order: the bootstrap's columns (orig_*, <edit>_*), agree,
+        px_<pixel score>, cur_orig / cur_comp and feat_<edit> (KID's judge features) per test face; target_agree and
+        target_features per real target face (positions 0..n_real-1), where they were added."""
+        n = len(self.order)
+        cols = {name: _ordered(chunks, self.at, n, "test faces") for name, chunks in self.columns.items()}
+        if self.real["faces_at"]:
+            at = self.real["faces_at"]
+            cols["target_agree"] = _ordered(self.real["agree"], at, len(at), "real target faces")
+        if self.real["features"]:
+            at = self.real["crops_at"]
+            cols["target_features"] = _ordered(self.real["features"], at, self.n_real, "real target crops")
+        return cols
+
+    def _kid(self, fake, real):
+        """KID of generated vs real target crops in the judge's feature space; (None, None) below 2 crops a side."""
+        if fake is None or real is None or len(fake) < 2 or len(real) < 2:
+            return None, None
+        return kid(fake, real, self.config.kid_subsets, self.config.kid_subset_size, self.config.seed)
+
+    def _agreement(self, orig_agree, target_agree) -> dict:
+        """Share of real test faces (source and target domain) where the judge's p[target] > p[source] matches the
+        domain, with its interval; null without target faces."""
+        if target_agree is None:
+            return {"judge_label_agreement": None, "judge_label_agreement_ci": None}
+        agree = np.concatenate([orig_agree, target_agree])
+        stat = {"judge_label_agreement": lambda d: d["a"].mean()}
+        ci = bootstrap({"a": agree}, stat, self.config.resamples, self.config.seed)
+        return {"judge_label_agreement": float(agree.mean()), "judge_label_agreement_ci": ci["judge_label_agreement"]}
+
+    def _picks(self) -> Picks:
+        chosen = [self.picks[k] for k in sorted(self.picks)]
+        picks = Picks(rows=[c[:3] for c in chosen], target=self.target)
+        picks.p_orig, picks.p_comp = (np.array([c[i] for c in chosen], np.float32) for i in (3, 4))
+        return picks
+
+    def result(self):
+        """(metrics dict, Picks) over every test face; each must have been added once."""
+        cols = self.per_face()
+        embeddings = [self.embeddings[i] for i in np.argsort(np.asarray(self.at, np.int64), kind="stable")]
+        edits = ["comp"] + (["oracle"] if self.pairs is not None else []) + (["control"] if self.config.control else [])
+        metrics, stats = {"n_test": len(self.order), "n_real_target": self.n_real}, {}
+        for edit in edits:
+            prefix = EDITS[edit]
+            stats.update(
+                (prefix + name, fn)
+                for name, fn in edit_statistics(edit).items()
+                if not (edit == "oracle" and name.startswith("identity"))
+            )
+            if edit != "oracle":  # the oracle's crops are real ones: KID and the pixel checks say nothing of them
+                kid_roi = self._kid(cols.get(f"feat_{edit}"), cols.get("target_features"))
+                metrics[prefix + "kid_roi"], metrics[prefix + "kid_roi_std"] = kid_roi
+                metrics[prefix + "outside_changed_px"] = self.outside[edit]
+        if "oracle" in edits:
+            stats.update(share_statistics())
+        table = {k: v for k, v in cols.items() if k.split("_")[0] in ("orig", *edits)}
+        metrics.update(_interval_metrics(table, stats, self.judges, embeddings, self.config))
+        for key in PIXEL_KEYS:
+            metrics[key] = float(np.mean(cols[f"px_{key}"]))
+        rates = (None, None) if "cur_comp" not in cols else (cols["cur_comp"].mean(), cols["cur_orig"].mean())
+        metrics["curator_transfer_rate"], metrics["curator_baseline_rate"] = (_finite(r) for r in rates)
+        metrics.update(self._agreement(cols["agree"], cols.get("target_agree")))
+        return metrics, self._picks()
 
 
 def evaluate_faces(
@@ -349,46 +334,19 @@ def evaluate_faces(
     config: EvalConfig,
     real_target_faces=None,
 ):
-    """Composite every face and score the composites against the originals; returns (metrics dict, Picks).
+    """The Evaluation of faces in memory, in their order, `config.batch` at a time; returns (metrics dict, Picks).
 
     `real_target_crops` are the domain-B test crops KID compares with and the oracle pastes; `real_target_faces`,
     (image, face box) of the same faces, give judge_label_agreement.
     """
-    if not faces:
-        raise StageError("no test faces to evaluate")
     if len(generated) != len(faces):
         raise StageError(f"{len(generated)} generated crops for {len(faces)} faces")
-    src, tgt = _class_index(source, "source"), _class_index(target, "target")
-    boxes = [face_box(f.image, f.face_bbox) for f in faces]
-    edits = _edits(faces, generated, real_target_crops, config)
-    orig = _judge_images([f.image for f in faces], boxes, judges, config, "originals")
-    composites = {edit: _paste(faces, crops, config, edit) for edit, crops in edits.items()}
-    orig_embeddings, edit_embeddings = _identity_embeddings(faces, composites, judges)
-    orig_hit, orig_bin = _hits(orig["probs"], src, tgt)
-    per_face = {
-        "orig_hit": orig_hit,
-        "orig_bin": orig_bin,
-        "orig_p": orig["probs"][:, tgt],
-        "orig_geo": orig["geometry"],
-        "orig_geo_above": _above(orig["geometry"], judges.geometry_cut),
-    }
-    metrics = {"n_test": len(faces), "n_real_target": len(real_target_crops)}
-    stats = {}
-    for edit, crops in edits.items():
-        ids = (src, tgt, orig_embeddings, edit_embeddings.get(edit))
-        edit_face, edit_stats, edit_metrics = _score_edit(
-            edit, crops, faces, composites[edit], boxes, judges, config, ids, real_target_crops
-        )
-        per_face.update(edit_face)
-        stats.update(edit_stats)
-        metrics.update(edit_metrics)
-    if "oracle" in edits:
-        stats.update(share_statistics())
-    metrics.update(_interval_metrics(per_face, stats, judges, orig_embeddings, config))
-    pixels = [_pixel_scores(f, out, gen, config) for f, out, gen in zip(faces, composites["comp"], generated)]
-    for key in ("brightness_shift", "brightness_shift_raw", "psnr_image", "psnr_roi", "ssim_image", "ssim_roi"):
-        metrics[key] = float(np.mean([s[key] for s in pixels]))
-    metrics.update(_curator_rates(judges.curator, faces, composites["comp"], boxes, target))
-    metrics.update(_judge_label_agreement(orig["probs"], real_target_faces, judges, config, src, tgt))
-    picks = _picks(faces, generated, composites["comp"], orig["probs"], per_face["comp_p"], tgt, target, config)
-    return metrics, picks
+    real = list(real_target_crops)
+    run = Evaluation(judges, source, target, config, [f.id for f in faces], len(real), real.__getitem__)
+    for start in range(0, len(faces), config.batch):
+        run.add(faces[start : start + config.batch], generated[start : start + config.batch])
+    run.add_real_crops(range(len(real)), real)
+    if real_target_faces:
+        images, boxes = zip(*real_target_faces)
+        run.add_target_faces(range(len(images)), images, boxes)
+    return run.result()

@@ -2,7 +2,7 @@
 
 One row per face that filter_emotion kept, for each ROI: kept with its crop and paste-back alpha, or rejected with a
 reason (the payload then null). This module holds the schema, the rows (kept, or rejected with their reason), their
-per-ROI counts, and the reading of the kept rows by split and domain.
+per-ROI counts, and the ids of the kept rows by split and domain.
 """
 
 from collections import Counter
@@ -128,9 +128,10 @@ class Tally:
         return out
 
 
-def kept_groups(path, columns) -> dict:
-    """The manifest's kept rows by (split, domain), each sorted by id: {("test", "A"): [row, ...], ...}."""
-    table = read_upstream(path, columns, "extract_rois")
+def kept_id_groups(path) -> dict:
+    """The ids of the manifest's kept rows by (split, domain), each sorted: {("test", "A"): [id, ...], ...}. Only the
+    small columns are read: a reader streams the payload of the rows it needs."""
+    table = read_upstream(path, ["id", "split", "domain", "kept"], "extract_rois")
     table = table.filter(pc.fill_null(table.column("kept"), False))
     groups = {}
     for split in ("train", "test"):
@@ -138,7 +139,7 @@ def kept_groups(path, columns) -> dict:
             part = table.filter(
                 pc.and_(pc.equal(table.column("split"), split), pc.equal(table.column("domain"), domain))
             )
-            groups[split, domain] = sorted(part.to_pylist(), key=lambda r: r["id"])
+            groups[split, domain] = sorted(part.column("id").to_pylist())
     if not groups["test", "A"]:
         raise StageError(
             f"{path} has no kept test rows of domain A (the source emotion): nothing to evaluate; "
