@@ -27,7 +27,6 @@ import os
 import sys
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from .lib import params as P
@@ -113,7 +112,7 @@ def streamed_run(edit: str, p: dict, inputs) -> Evaluation:
 
 def evaluate(edit: str):
     p = read_params(P.load())
-    torch.set_num_threads(min(4, torch.get_num_threads()))
+    P.pin_torch_threads()
     P.seed_everything(p["config"].seed)
     with read_inputs(edit) as inputs:
         metrics, picks = streamed_run(edit, p, inputs).result()
