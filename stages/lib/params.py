@@ -184,18 +184,18 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def pin_torch_threads() -> int:
-    """One intra-op torch thread per process (or OMP_NUM_THREADS where the user sets it); returns the count.
+def pin_torch_threads(threads: int = 1) -> int:
+    """Pin torch's intra-op threads to `threads` (OMP_NUM_THREADS, where the user sets it, wins); returns the count.
 
-    On the 2-core VM with other jobs running, two threads made the demo's mouth training take 545 s instead of 58 s
-    and train_curator 31-85 s instead of 12 s (2026-12-01): a thread that waits for its partner spins on a core the
-    partner needs. Quiet, two threads gave the same wall time for twice the CPU. The thread count also changes how
-    sums are split, so the trained weights differ between 1 and 2 threads: pinning it keeps the bytes the same on
-    every machine. More cores: more processes (parse.workers, torchrun), or a GPU.
+    The count changes how sums are split, so it changes result bits: a fixed count gives the same bytes on every
+    machine, where torch's default (one thread per core) does not. One thread is the default because extra threads
+    buy nothing here: on the 2-core VM with other jobs running, train_curator took 12 s on one thread and 31-85 s on
+    two (a waiting thread spins on the core its partner needs), with the same bytes; quiet, two threads gave the
+    same wall time for twice the CPU (2026-12-01). More cores: more processes (parse.workers, torchrun), or a GPU.
     """
     import torch
 
-    threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or threads)
     torch.set_num_threads(threads)
     return threads
 

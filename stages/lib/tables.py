@@ -24,28 +24,6 @@ from .errors import StageError
 SHARD_BYTES = 256 * 2**20
 # Row groups stay small so that readers can stream images without holding a whole shard.
 ROW_GROUP_ROWS = 256
-
-
-def _give_freed_memory_back():
-    """Streaming reads allocate and free a row group of image bytes at a time; by default neither allocator hands that
-    memory back. pyarrow's mimalloc pool keeps it, and glibc serves blocks below its (growing) mmap threshold from a
-    heap that fragments. Streaming the demo's 83 MB images table grew RSS by 259 MB; with the system pool and blocks
-    of 64 KiB and more mapped on their own, by 10 MB (2026-12-01). Linux/glibc only; elsewhere the defaults stay."""
-    import ctypes
-    import ctypes.util
-
-    pa.set_memory_pool(pa.system_memory_pool())
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        return
-    if mallopt is not None:
-        mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-
-
-_give_freed_memory_back()
 # Byte columns that hold PNG or JPEG (images.image, parsed.label_map, roi crop and alpha) are compressed already, so
 # Parquet stores them as they are (DESIGN.md). zstd over them saved 0.3% of facial_expressions' JPEGs and nothing on
 # the demo's PNGs; only the demo's parsed table (label maps at PNG level 1) grew without it, 0.45 -> 0.52 MB.
