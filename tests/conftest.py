@@ -58,6 +58,13 @@ SLOW_FIRST = (
     "test_parse_workers.py",
     "test_cyclegan.py",
     "test_ingest.py",
+    "test_evaluate_stage.py",
+    "test_data_card.py",
+    "test_image_folder.py",
+    "test_groups.py",
+    "test_parse_visibility.py",
+    "test_filter_quality.py",
+    "test_evaluate.py",
 )
 
 
