@@ -19,6 +19,7 @@ from tests.helpers.stage_runner import assert_contract, merge
 TINY = {
     "ingest": {"demo": {"n": 120, "side": 192}},
     "curator": {"folds": 3},
+    "parse": {"workers": 1},  # same bytes for any count (test_parse_workers.py); spares two workers' start-up
     # identity off as on the demo, geometry off: test_evaluate runs the stage with both on
     "evaluate": {"resamples": 200, "geometry": False},
     # One epoch reaches every stage; the mouth gets the fewest (~720 steps, ~20 s) that gave a smile the judge reads:

@@ -30,9 +30,11 @@ def reencoded(data: bytes, side: int) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def grouped(tmp_path, shared_data):
-    """Four photos of each of two people, three other people, a near-copy of one of those, and a rejected file."""
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory, shared_data):
+    """Four photos of each of two people, three other people, a near-copy of one of those, and a rejected file.
+    Module-scoped: ingest with dlib's grouping costs seconds; the one test that changes the folder runs last."""
+    tmp_path = tmp_path_factory.mktemp("grouped")
     folder = tmp_path / "faces"
     (folder / "images").mkdir(parents=True)
     names = [n for p in PEOPLE for n in sorted(f.name for f in photos(shared_data).glob(f"{p}_0*.jpg"))[:4]]
@@ -108,9 +110,9 @@ def test_names_from_file_names_join_groups_the_embeddings_keep_apart(shared_data
     assert shuffled == groups
 
 
-def test_group_pattern_joins_what_the_file_names_join(grouped, tmp_path, shared_data):
+def test_group_pattern_joins_what_the_file_names_join(grouped, shared_data):
     project, before = grouped
-    folder = tmp_path / "faces"
+    folder = project.parent / "faces"
     # a fifth photo of Tony Blair filed under Adam Ant's name: its embedding joins Blair, its name Adam Ant
     blair = sorted(f.name for f in photos(shared_data).glob(f"{PEOPLE[0]}_0*.jpg"))[4]
     (folder / "images" / "Adam_Ant_0002.jpg").write_bytes((photos(shared_data) / blair).read_bytes())

@@ -16,6 +16,9 @@ from tests.helpers.stage_runner import run_stage, scratch_project
 DEMO = {
     "ingest": {"source": "demo", "demo": {"n": 300, "side": 256, "seed": 0}},
     "curator": {"backbone": "judge", "input": "grey_masks", "folds": 5, "epochs": 30, "lr": 0.003},
+    # the same bytes for any worker count (tests/test_parse_workers.py); one spares the two workers' start-up while
+    # the other xdist worker needs the cores
+    "parse": {"workers": 1},
 }
 CHAIN = ("ingest", "parse", "filter_quality", "filter_masks", "train_curator", "filter_emotion", "extract_rois")
 
