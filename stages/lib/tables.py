@@ -41,7 +41,9 @@ def read_table(path, columns=None) -> pa.Table:
     files = shard_paths(path)
     if not files:
         raise FileNotFoundError(path)
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    # pre_buffer=False, as in iter_batches: reading three small columns of a 20k-photo parsed table (41 MB, 3 MB
+    # read) grew RSS by 88 MB with pyarrow's read-ahead and 43 MB without (2026-12-01)
+    return pa.concat_tables([pq.ParquetFile(f, pre_buffer=False).read(columns=columns) for f in files])
 
 
 def read_upstream(path, columns, stage) -> pa.Table:
