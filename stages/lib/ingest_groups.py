@@ -74,16 +74,20 @@ def _names(rows, settled, pattern) -> list:
     """The identity names `pattern` reads from the file names of a content id's kept copies: its first group, or the
     whole match when it has none."""
     found = set()
-    for position, source_key, _, reason in rows:
-        if settled.get(position, (None, reason))[1] == "":
-            match = pattern.search(os.path.basename(source_key or ""))
-            if match:
-                found.add(match.group(1) if pattern.groups else match.group(0))
+    for source_key in _kept_copies(rows, settled):
+        match = pattern.search(os.path.basename(source_key or ""))
+        if match:
+            found.add(match.group(1) if pattern.groups else match.group(0))
     return sorted(found)
 
 
+def _kept_copies(rows, settled) -> list:
+    """The source keys of a content id's copies that are still kept once the copies are settled."""
+    return [key for position, key, _, reason in rows if settled.get(position, (None, reason))[1] == ""]
+
+
 def _still_kept(rows, settled) -> bool:
-    return any(settled.get(position, (None, reason))[1] == "" for position, _, _, reason in rows)
+    return bool(_kept_copies(rows, settled))
 
 
 def apply_groups(batch: dict, groups: dict, cfg: dict) -> dict:
