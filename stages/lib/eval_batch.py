@@ -20,13 +20,14 @@ from tqdm import tqdm
 from .boxes import face_box, face_crop
 from .errors import StageError
 from .identity import embed_all, embedding_distances, same_person
-from .judge import INPUT_SIZE, STREAM_BATCH, features, judge_probs
+from .judge import INPUT_SIZE, features, judge_probs
 from .overlay import brightness_shift, outside_changed_px
 from .quality import psnr, ssim_map
 
 # Faces per judge input. Padded to this, every face gets the bits a whole-set pass over 2-256 faces gave before the
-# evaluation streamed (one face alone gets other bits), so the metrics stayed byte-identical.
-JUDGE_ROWS = STREAM_BATCH
+# evaluation streamed (one face alone gets other bits), so the metrics stayed byte-identical. 16, not the stream's 64:
+# the same bits, and a 15-face test set pays for 16 padded rows per judge call instead of 64 (evaluate 4.6 -> 3.4 s).
+JUDGE_ROWS = 16
 PIXEL_KEYS = ("brightness_shift", "brightness_shift_raw", "psnr_image", "psnr_roi", "ssim_image", "ssim_roi")
 
 
