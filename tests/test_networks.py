@@ -9,6 +9,7 @@ from stages.lib.networks import (
     generator_file,
     init_weights,
     load_generator,
+    warp,
 )
 
 
@@ -131,7 +132,7 @@ def test_the_pool_returns_a_batch_of_fakes_or_stored_images_for_any_sizes(pool_s
         assert len({tuple(o.flatten().tolist()) for o in returned}) == len(returned)
 
 
-@pytest.mark.parametrize("kind", ["residual", "attention"])
+@pytest.mark.parametrize("kind", ["residual", "attention", "warp"])
 def test_identity_initialised_generators_return_their_input_at_step_0(kind, tmp_path):
     g = init_weights(
         ResnetGenerator(ngf=4, n_blocks=1, n_down=1, kind=kind), generator=torch.Generator().manual_seed(0)
@@ -156,6 +157,27 @@ def test_identity_initialised_generators_return_their_input_at_step_0(kind, tmp_
     torch.save(generator_file(g.config, g.state_dict()), path)
     loaded = load_generator(path)
     assert loaded.kind == kind and torch.equal(loaded(x), g.eval()(x))
+
+
+def test_warp_moves_pixels_by_its_flow_and_learns_it_from_step_0():
+    # a constant flow of one pixel to the right (2 / S in grid units) samples each pixel from its right neighbour
+    images = torch.rand(2, 3, 16, 16)
+    flow = torch.zeros(2, 2, 4, 4)
+    flow[:, 0] = 2 / 16
+    shifted = warp(images, flow)
+    assert torch.allclose(shifted[..., :-1], images[..., 1:], atol=1e-5)
+    assert torch.allclose(shifted[..., -1], images[..., -1], atol=1e-5)  # the border repeats
+    g = init_weights(
+        ResnetGenerator(ngf=4, n_blocks=1, n_down=2, kind="warp"), generator=torch.Generator().manual_seed(0)
+    )
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    g(x).mean().backward()
+    # the flow head starts at zero yet its gradient is not zero: the image's own gradient carries it
+    assert g.flow.weight.grad.abs().sum() > 0
+    # and a flow of the largest shift stays inside the crop's border: the output is still an image in [-1, 1]
+    with torch.no_grad():
+        g.flow.bias.fill_(100.0)
+        assert (g(x) - x).abs().max() > 0.1 and g(x).abs().max() <= 1
 
 
 def test_unknown_generator_kind_is_a_one_line_error():

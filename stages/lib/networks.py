@@ -22,6 +22,7 @@ Use:
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import StageError
@@ -63,7 +64,10 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-GENERATOR_KINDS = ("resnet", "residual", "attention")
+GENERATOR_KINDS = ("resnet", "residual", "attention", "warp")
+# warp: the largest shift of its flow field, as a fraction of the crop's half-side (grid_sample's [-1, 1] units):
+# 0.25 moves a pixel up to 8 px on a 64-pixel crop, room to widen a mouth by a smile's few pixels per corner.
+WARP_MAX_SHIFT = 0.25
 # transpose: the recipe's stride-2 transposed convolutions; resize: nearest-neighbour x2 then a 3x3 convolution, which
 # cannot draw the checkerboard that uneven kernel overlap gives transposed ones (Odena et al. 2016, Distill).
 UPSAMPLINGS = ("transpose", "resize")
@@ -75,7 +79,12 @@ class ZeroInitConv(nn.Conv2d):
 
 class ResnetGenerator(nn.Module):
     """c7s1-ngf, `n_down` stride-2 downsamplings, `n_blocks` residual blocks, as many upsamplings, then the head of
-    `kind`: c7s1-3 + tanh (resnet), a zero-initialised c7s1-3 delta (residual), or delta plus a mask (attention).
+    `kind`: c7s1-3 + tanh (resnet), a zero-initialised c7s1-3 delta (residual), delta plus a mask (attention), or
+    delta plus a flow field (warp).
+
+    warp moves the input's pixels before adding the delta: a zero-initialised 3x3 head on the bottleneck gives a
+    coarse (S / 2**n_down) flow, upsampled bilinearly so that it is smooth by construction. A smile is partly a change
+    of shape (wider mouth, lifted corners), which a flow draws directly and a delta only by repainting (#11).
 
     The recipe has n_down=2; a small ROI (32 px) can take one, so that its bottleneck stays 16x16 rather than 8x8.
     The input side must be divisible by 2 ** n_down.
@@ -108,6 +117,8 @@ class ResnetGenerator(nn.Module):
             layers += [nn.Conv2d(channels, channels * 2, 3, stride=2, padding=1), _norm(channels * 2), nn.ReLU(True)]
             channels *= 2
         layers += [ResidualBlock(channels) for _ in range(n_blocks)]
+        self.bottleneck_end = len(layers)
+        bottleneck_channels = channels
         for _ in range(n_down):
             if upsample == "transpose":
                 layers += [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1)]
@@ -124,9 +135,18 @@ class ResnetGenerator(nn.Module):
         else:
             layers += [nn.ReflectionPad2d(3), ZeroInitConv(channels, out_channels + (kind == "attention"), 7)]
         self.net = nn.Sequential(*layers)
+        if kind == "warp":  # after net, so that init_weights draws net's weights as for residual
+            self.flow = ZeroInitConv(bottleneck_channels, 2, 3, padding=1)
 
     def edit(self, x):
         """(output, mask): the mask in [0, 1] (N, 1, S, S) for `attention`, None for the other kinds."""
+        if self.kind == "warp":
+            features = self.net[: self.bottleneck_end](x)
+            flow = WARP_MAX_SHIFT * torch.tanh(self.flow(features))
+            # the warp's change, not the warped image: exactly the input while the flow is 0 (a grid of pixel
+            # centres resamples each pixel to itself only up to rounding)
+            moved = warp(x, flow) - warp(x, torch.zeros_like(flow))
+            return (x + moved + self.net[self.bottleneck_end :](features)).clamp(-1, 1), None
         head = self.net(x)
         if self.kind == "resnet":
             return head, None
@@ -138,6 +158,18 @@ class ResnetGenerator(nn.Module):
     def forward(self, x, with_mask=False):
         # with_mask: `edit` through forward, for wrappers that only see forward (DistributedDataParallel)
         return self.edit(x) if with_mask else self.edit(x)[0]
+
+
+def warp(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """`images` (N, C, S, S) resampled at pixel centres shifted by `flow` (N, 2, h, w: x then y, in grid_sample's
+    [-1, 1] units), the flow upsampled bilinearly to S x S; edges repeat outside the image."""
+    n, _, height, width = images.shape
+    flow = F.interpolate(flow.float(), size=(height, width), mode="bilinear", align_corners=False)
+    identity = torch.eye(2, 3, device=images.device).expand(n, 2, 3)
+    grid = F.affine_grid(identity, (n, 1, height, width), align_corners=False) + flow.permute(0, 2, 3, 1)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(
+        images.dtype
+    )
 
 
 class PatchDiscriminator(nn.Module):

@@ -202,9 +202,9 @@ def pin_torch_threads(threads: int = 1) -> int:
 
 def device(params, key):
     """`auto` picks cuda when available, else cpu; `cpu` or `cuda` force one."""
-    import torch
-
     value = choice(params, key, ["auto", "cpu", "cuda"], default="auto")
+    import torch  # after the check: a misspelt value is reported without torch's second of import
+
     if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if value == "cuda" and not torch.cuda.is_available():
