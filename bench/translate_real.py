@@ -25,7 +25,8 @@ from evaluate_real import main as run_main
 RECIPE = {
     # params.yaml's residual generator. Mouth, 16 epochs, the same 323 neutral test faces (oracle 0.356 / geometry
     # 0.049): residual transfer 0.291 [0.245, 0.344], geometry 0.015 [0.010, 0.020]; warp 0.260 [0.211, 0.313],
-    # 0.018 [0.014, 0.021]. The flow does not widen the mouth measurably more than the delta (bench/README.md).
+    # 0.018 [0.014, 0.021]. The flow does not widen the mouth measurably more than the delta (bench/README.md);
+    # warp at 32 epochs: 0.310 [0.254, 0.362], geometry 0.021 [0.017, 0.024] (a residual at 32 not yet run).
     "rois.side": {"eyes": 64, "mouth": 64, "face": 64},
     "train.n_down": {"eyes": 2, "mouth": 2, "face": 2},
     "train.n_layers": {"eyes": 3, "mouth": 3, "face": 3},
