@@ -18,15 +18,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from evaluate_real import ROOT  # noqa: E402
 from evaluate_real import main as run_main
 
-# On top of params.yaml (residual generators, no identity loss, grown paste masks). 64-pixel ROIs with the recipe's
-# two downsamplings (16x16 bottleneck) and a discriminator that sees the whole crop (n_layers 3: 70x70), as the
-# demo's face needed; wider nets than the demo's. The face stays at 64 px on a CPU (the judge reads a 64-pixel face;
-# 128 px is the GPU recipe, not measured here). Mouth: bench/README.md, "Translators on real photos".
+# On top of params.yaml (no identity loss, grown paste masks): the warp generator (a flow plus a delta), 64-pixel
+# ROIs with the recipe's two downsamplings (16x16 bottleneck) and a discriminator that sees the whole crop (n_layers
+# 3: 70x70), as the demo's face needed; wider nets than the demo's. The face stays at 64 px on a CPU (the judge reads
+# a 64-pixel face; 128 px is the GPU recipe, not measured here). Mouth: bench/README.md, "Translators on real photos".
 RECIPE = {
-    # params.yaml's residual generator. Mouth, 16 epochs, the same 323 neutral test faces (oracle 0.356 / geometry
-    # 0.049): residual transfer 0.291 [0.245, 0.344], geometry 0.015 [0.010, 0.020]; warp 0.260 [0.211, 0.313],
-    # 0.018 [0.014, 0.021]. The flow does not widen the mouth measurably more than the delta (bench/README.md);
-    # warp at 32 epochs: 0.310 [0.254, 0.362], geometry 0.021 [0.017, 0.024] (a residual at 32 not yet run).
+    # Mouth on one curation (323 neutral test faces; oracle 0.356, geometry 0.049), transfer / geometry gain:
+    # residual 16 epochs 0.291 / 0.015, 32 epochs 0.260 / 0.018; warp 16 epochs 0.260 / 0.018, 32 epochs
+    # 0.310 [0.254, 0.362] / 0.021 [0.017, 0.024], the best: bench/README.md, "Choosing the mouth's generator".
+    "train.generator": "warp",
     "rois.side": {"eyes": 64, "mouth": 64, "face": 64},
     "train.n_down": {"eyes": 2, "mouth": 2, "face": 2},
     "train.n_layers": {"eyes": 3, "mouth": 3, "face": 3},
@@ -35,8 +35,8 @@ RECIPE = {
     "train.ndf": 32,
     "train.lr": 0.0005,
     "train.batch": {"eyes": 4, "mouth": 4, "face": 4},
-    "train.epochs": {"eyes": 10, "mouth": 16, "face": 12},
-    "train.epochs_decay": {"eyes": 5, "mouth": 8, "face": 6},
+    "train.epochs": {"eyes": 10, "mouth": 32, "face": 12},
+    "train.epochs_decay": {"eyes": 5, "mouth": 16, "face": 6},
     # Mouth, 16 epochs: expression 0: transfer 0.223 [0.175, 0.274]; 1: 0.263 [0.215, 0.319] (oracle 0.383).
     "train.lambda_expression": {"eyes": 1.0, "mouth": 1.0, "face": 1.0},
 }
