@@ -73,7 +73,7 @@ def fit_final(x, y, is_test, classes, p) -> dict:
     train = ~is_test
     if train.sum() < 2:
         raise StageError(f"train_curator needs train-split faces for the final curator, got {int(train.sum())}")
-    net = train_net(x[train], y[train], len(classes), p["cfg"], p["device"], seed=final_seed(p["cfg"]))
+    net = train_net(x, y, len(classes), p["cfg"], p["device"], seed=final_seed(p["cfg"]), rows=np.flatnonzero(train))
     save_curator(
         paths.CURATOR,
         net,
@@ -125,6 +125,8 @@ def main():
     t_fit = time.perf_counter()
     final = fit_final(x, y, np.array([s == "test" for s in splits]), classes, p)
     t_final = time.perf_counter()
+    # The inputs are done with: at 20k faces they are ~50 MB that the imports below (cleanlab, dvclive) would add to.
+    del x
     issues = find_issues(y, probs, p["issue_filter"])
     write_table_atomic(
         oof_table(ids, labels, classes, y, folds, probs, issues, p["source"], p["target"]), paths.CURATOR_OOF
@@ -141,4 +143,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, skip_teardown=True)

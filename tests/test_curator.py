@@ -1,5 +1,5 @@
 """Curator pieces on synthetic inputs: classes, folds, cleanlab flags, the filter_emotion rules, and the saved final
-curator (save, load, classify new images)."""
+curator (save, load, classify new images); and the streamed inputs on the demo DAG's faces."""
 
 import numpy as np
 import pytest
@@ -8,6 +8,7 @@ import torch
 from stages.lib.curator import (
     CuratorConfig,
     cross_fit,
+    curator_inputs,
     curator_probs,
     face_inputs,
     final_seed,
@@ -200,3 +201,22 @@ def test_final_curator_never_sees_test_faces_so_shuffled_labels_fall_to_chance(t
     assert load_curator(MODEL, "cpu").classes == classes
     in_sample = train_net(x, y, 3, cfg, "cpu", seed=final_seed(cfg))
     assert (predict(in_sample, x[is_test], "cpu").argmax(1) == y[is_test]).mean() > 0.6
+
+
+def test_streamed_inputs_follow_the_ids_order_and_name_a_missing_image(demo_project, monkeypatch):
+    """curator_inputs writes each face's inputs at its id's place, whatever order the images table streams them in,
+    and a kept id without image bytes is a one-line error, not a short array."""
+    import pandas as pd
+
+    from stages.lib.tables import kept_ids
+
+    monkeypatch.chdir(demo_project)
+    ids = kept_ids("data/filtered/filter_masks.parquet", "filter_masks")[:40]
+    x, labels, splits = curator_inputs(ids, "scratch", True, 24, "cpu")
+    x_rev, labels_rev, splits_rev = curator_inputs(ids[::-1], "scratch", True, 24, "cpu")
+    assert x.shape == (40, 4, 24, 24) and np.array_equal(x_rev, x[::-1])
+    assert labels_rev == labels[::-1] and splits_rev == splits[::-1]
+    images = pd.read_parquet("data/images", columns=["id", "label", "split"]).set_index("id")
+    assert labels == list(images.label[ids]) and splits == list(images.split[ids])
+    with pytest.raises(StageError, match=r"lacks image bytes for 1 kept ids \(e\.g\. not-an-id\); rerun ingest"):
+        curator_inputs(ids[:3] + ["not-an-id"], "scratch", False, 24, "cpu")

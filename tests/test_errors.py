@@ -99,3 +99,30 @@ def test_a_disk_full_mid_write_leaves_the_previous_output_whole(tmp_path, monkey
     assert capsys.readouterr().err.strip().endswith("the previous outputs are unchanged")
     assert (out / "part-00000.parquet").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # the scratch folder went with the failure
+
+
+def test_a_stage_that_skips_teardown_flushes_its_output_and_exits_0():
+    """skip_teardown ends the process with os._exit: what the stage printed (unflushed, into pipes) and wrote must be
+    there, the status 0; a StageError is still one line and status 2."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = (
+        "import sys\n"
+        "from stages.lib.errors import StageError, run_stage\n"
+        "def ok():\n"
+        "    print('stage: done', end='')\n"
+        "    print('progress', end='', file=sys.stderr)\n"
+        "def bad():\n"
+        "    raise StageError('curator.folds=1 is below 2')\n"
+        "run_stage(ok if sys.argv[1] == 'ok' else bad, skip_teardown=True)\n"
+        "print('never', file=sys.stderr)\n"
+    )
+    runs = {
+        arg: subprocess.run([sys.executable, "-c", script, arg], cwd=ROOT, capture_output=True, text=True)
+        for arg in ("ok", "bad")
+    }
+    assert (runs["ok"].returncode, runs["ok"].stdout, runs["ok"].stderr) == (0, "stage: done", "progress")
+    assert (runs["bad"].returncode, runs["bad"].stderr) == (2, "error: curator.folds=1 is below 2\n")
