@@ -26,6 +26,8 @@ RECIPE = {
     # Mouth on one curation (323 neutral test faces; oracle 0.356, geometry 0.049), transfer / geometry gain:
     # residual 16 epochs 0.291 / 0.015, 32 epochs 0.260 / 0.018; warp 16 epochs 0.260 / 0.018, 32 epochs
     # 0.310 [0.254, 0.362] / 0.021 [0.017, 0.024], the best: bench/README.md, "Choosing the mouth's generator".
+    # With train.lambda_cycle 20 (one weight for every ROI; eyes and face at 20 not measured yet): 0.285 / 0.0245
+    # [0.020, 0.029], geometry share 0.497; at 5: 0.170 / 0.012 (bench/README.md, "The cycle weight").
     "train.generator": "warp",
     "rois.side": {"eyes": 64, "mouth": 64, "face": 64},
     "train.n_down": {"eyes": 2, "mouth": 2, "face": 2},
