@@ -143,4 +143,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage(main, skip_teardown=True)
+    run_stage(main)

@@ -66,6 +66,9 @@ def same_weights(a, b):
         ("flip", "yes", "train.flip"),
         ("n_layers", {"mouth": 4}, "train.n_layers.mouth"),
         ("n_down", {"mouth": 0}, "train.n_down.mouth"),
+        ("lambda_cycle", {"mouth": -1.0}, "train.lambda_cycle.mouth"),
+        # one number where one per ROI is wanted (the cycle weight was one number for all ROIs until 2026-12-02)
+        ("lambda_cycle", 20.0, "train.lambda_cycle is 20.0, not a mapping: train.lambda_cycle.mouth is wanted"),
     ],
 )
 def test_bad_params_name_the_key(key, value, words):
@@ -80,6 +83,12 @@ def test_roi_size_must_suit_the_downsamplings():
     params["train"]["n_down"]["mouth"] = 4
     with pytest.raises(StageError, match=r"rois\.side\.mouth=24 must be divisible by 16 \(train\.n_down\.mouth=4"):
         read_config(params, "mouth")
+
+
+def test_the_cycle_weight_is_read_per_roi():
+    params = copy.deepcopy(P.load(str(ROOT / "params.yaml")))
+    params["train"]["lambda_cycle"] = {"eyes": 1.0, "mouth": 20.0, "face": 3.0}
+    assert [read_config(params, roi).lambda_cycle for roi in ("eyes", "mouth", "face")] == [1.0, 20.0, 3.0]
 
 
 def test_unknown_roi_and_missing_key():

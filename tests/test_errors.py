@@ -102,8 +102,8 @@ def test_a_disk_full_mid_write_leaves_the_previous_output_whole(tmp_path, monkey
 
 
 def test_a_stage_that_skips_teardown_flushes_its_output_and_exits_0():
-    """skip_teardown ends the process with os._exit: what the stage printed (unflushed, into pipes) and wrote must be
-    there, the status 0; a StageError is still one line and status 2."""
+    """A stage's process ends with os._exit (run_stage's default): what the stage printed (unflushed, into pipes)
+    must be there, the status 0; a StageError is still one line and status 2."""
     import subprocess
     import sys
 
@@ -117,7 +117,7 @@ def test_a_stage_that_skips_teardown_flushes_its_output_and_exits_0():
         "    print('progress', end='', file=sys.stderr)\n"
         "def bad():\n"
         "    raise StageError('curator.folds=1 is below 2')\n"
-        "run_stage(ok if sys.argv[1] == 'ok' else bad, skip_teardown=True)\n"
+        "run_stage(ok if sys.argv[1] == 'ok' else bad)\n"
         "print('never', file=sys.stderr)\n"
     )
     runs = {

@@ -47,11 +47,14 @@ def load(path=PARAMS_FILE) -> dict:
 def get(params: dict, key: str, default=_MISSING):
     """The value at dotted `key`, e.g. `get(p, "ingest.source")`."""
     _READ.add(key)
-    node = params
-    for part in key.split("."):
+    node, parts = params, key.split(".")
+    for depth, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
             if default is not _MISSING:
                 return default
+            if depth and not isinstance(node, dict):  # e.g. a scalar where one value per ROI is wanted
+                parent = ".".join(parts[:depth])
+                raise StageError(f"params: {parent} is {node!r}, not a mapping: {key} is wanted")
             raise StageError(f"params: {key} is missing")
         node = node[part]
     return node

@@ -92,7 +92,7 @@ def run_in_process(tmp, params, out, monkeypatch):
     params_file.write_text("parse: " + json.dumps(params) + "\n")
     monkeypatch.setattr(P, "PARAMS_FILE", str(params_file))
     try:
-        run_stage(parse.main, stage_args(tmp, out))
+        run_stage(parse.main, stage_args(tmp, out), skip_teardown=False)
     except SystemExit as done:
         return done.code
     return 0

@@ -73,11 +73,13 @@ class _DecodeOnly:
         return None, 0
 
 
-def connect(ray):
+def connect(ray) -> bool:
     """Use the Ray instance already started in this process, else the cluster at RAY_ADDRESS (shipping the stages
-    package to its workers), else a fresh local instance: never one that a stale /tmp/ray file points at."""
+    package to its workers), else a fresh local instance: never one that a stale /tmp/ray file points at. True when
+    this call connected, so that the caller disconnects (a stage skips the interpreter's teardown, and with it Ray's
+    atexit shutdown, which would otherwise stop the local instance's processes)."""
     if ray.is_initialized():
-        return
+        return False
     address, runtime_env = os.environ.get("RAY_ADDRESS") or "local", None
     if address != "local":
         runtime_env = {"py_modules": [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]}
@@ -88,6 +90,7 @@ def connect(ray):
         logging_level=logging.WARNING,
         runtime_env=runtime_env,
     )
+    return True
 
 
 def actor_count(ray, cfg, gpu) -> int:
@@ -158,7 +161,15 @@ def parse_table_ray(images_path, out_path, cfg, progress=None, sheet_tiles=24):
 
 def _run(ray, images_path, out_path, cfg, progress, sheet_tiles):
     out = Output(out_path, count_kept(images_path), cfg["backend"], progress, sheet_tiles)
-    connect(ray)
+    connected = connect(ray)
+    try:
+        return _parse_on(ray, images_path, out, cfg, sheet_tiles)
+    finally:
+        if connected:
+            ray.shutdown()
+
+
+def _parse_on(ray, images_path, out, cfg, sheet_tiles):
     gpu = cfg.get("device") is not None and cfg["device"].type == "cuda"
     actors = actor_count(ray, cfg, gpu)
     worker_cpu = model_cpu = 0.0
