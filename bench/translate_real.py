@@ -27,8 +27,9 @@ RECIPE = {
     # residual 16 epochs 0.291 / 0.015, 32 epochs 0.260 / 0.018; warp 16 epochs 0.260 / 0.018, 32 epochs
     # 0.310 [0.254, 0.362] / 0.021 [0.017, 0.024], the best: bench/README.md, "Choosing the mouth's generator".
     "train.generator": "warp",
-    # The mouth's cycle weight: 5: 0.170 / 0.012; 10: 0.310 / 0.021; 20: 0.285 / 0.0245 (seed 1: 0.303 / 0.0281),
-    # geometry share 0.497 and 0.569 of the oracle's; 30: 0.248 / 0.019 (bench/README.md, "The cycle weight").
+    # The mouth's cycle weight: 5: 0.170 / 0.012; 10: 0.310 / 0.021; 20: 0.285 / 0.0245 (seeds 1, 2: 0.303 / 0.0281,
+    # 0.272 / 0.0172), geometry share 0.50, 0.57, 0.35 of the oracle's; 30: 0.248 / 0.019 (bench/README.md, "The
+    # cycle weight").
     # Eyes and face keep the published 10 (not measured at 20).
     "train.lambda_cycle": {"eyes": 10.0, "mouth": 20.0, "face": 10.0},
     "rois.side": {"eyes": 64, "mouth": 64, "face": 64},
