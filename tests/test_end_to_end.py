@@ -48,7 +48,7 @@ def readme_main_command():
 
 def pipeline_part(command: str) -> str:
     """The command past its install step: the suite runs under the very `pip install -r requirements.txt` that the
-    README's command starts with (.ci/run), and repeating it cost 14 s of a 165 s fixture on a 2-core VM (2026-12-02)."""
+    README's command starts with (.ci/run), and repeating it cost 14 s of a 165 s fixture (2-core VM, 2026-12-02)."""
     install, sep, rest = command.partition(" && ")
     assert install == "pip install -r requirements.txt" and sep, command
     return rest
