@@ -1,4 +1,5 @@
-"""The README's main command, on the demo, in a temporary copy of the project with tiny params.
+"""The README's main command past its install step (CI has run that), on the demo, in a temporary copy of the
+project with tiny params.
 
 It then checks every stage's outputs, and the contract with ../shared/tools/check_contract.py.
 """
