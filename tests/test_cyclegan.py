@@ -2,6 +2,7 @@
 
 import copy
 import io
+import math
 import os
 import signal
 import subprocess
@@ -233,7 +234,8 @@ class Interrupt(Exception):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, manifest):
-    params = tiny_params(lambda_expression={"mouth": 1.0})  # the checkpoint carries the expression classifier too
+    # the checkpoint carries the expression classifier and the weights' moving average too
+    params = tiny_params(lambda_expression={"mouth": 1.0}, ema={"mouth": 0.9})
     _, reference, _ = run(tmp_path, manifest, params, name="ref")
 
     def stop(epoch, step):
@@ -248,6 +250,33 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, manifest):
     assert same_weights(reference["state_dict"], resumed["state_dict"])
     # the dvclive log is whole again: one row per epoch, not one per run
     assert len(Path(paths.live_dir, "plots/metrics/loss/G.tsv").read_text().splitlines()) == 1 + 3
+
+
+def test_the_written_generator_is_the_moving_average_of_its_iterates(tmp_path, manifest):
+    """With train.ema the stage writes sum_k w_k theta_k over G_AB's weights after each step (theta_0 the initial
+    ones), w from the warmed-up decays d_t = min(ema, (1 + t) / (10 + t)); without it, the last weights."""
+    from stages.lib.cyclegan import CycleGAN
+
+    decay = 0.9
+    cfg = read_config(tiny_params(ema={"mouth": decay}), "mouth")
+    a, b, _ = load_domains(str(manifest), cfg)
+    model = CycleGAN(cfg, torch.device("cpu"))
+    data = DeviceData(a, b, cfg, torch.device("cpu"))
+    data.plan_epoch(torch.Generator().manual_seed(0))
+    iterates = [{k: v.double().clone() for k, v in model.nets["G_AB"].state_dict().items()}]
+    for step in range(6):
+        model.step(*data.batch(step % data.steps_per_epoch))
+        iterates.append({k: v.double().clone() for k, v in model.nets["G_AB"].state_dict().items()})
+    decays = [min(decay, (1 + t) / (10 + t)) for t in range(1, len(iterates))]
+    weights = [math.prod(decays)] + [(1 - decays[k - 1]) * math.prod(decays[k:]) for k in range(1, len(iterates))]
+    assert sum(weights) == pytest.approx(1.0)
+    written = model.generator_AB().state_dict()
+    for name, value in written.items():
+        expected = sum(w * it[name] for w, it in zip(weights, iterates))
+        assert torch.allclose(value.double(), expected, atol=1e-6), name
+    assert not same_weights(written, model.nets["G_AB"].state_dict())
+    plain = CycleGAN(read_config(tiny_params(), "mouth"), torch.device("cpu"))
+    assert plain.generator_AB() is plain.nets["G_AB"] and "ema_G_AB" not in plain.state_dict()
 
 
 def test_stale_checkpoint_from_other_params_is_not_resumed(tmp_path, manifest, capfd):

@@ -13,6 +13,7 @@ Losses are summed on the device and read back once per epoch.
 Run through the stage: `python -m stages.train <roi>`.
 """
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class TrainConfig:
     lambda_cycle: float
     lambda_identity: float
     lambda_expression: float
+    ema: float
     lambda_mask: float
     mask_budget: float
     mask_warmup: float
@@ -96,6 +98,7 @@ PER_ROI_KEYS = (
     "lambda_cycle",
     "lambda_identity",
     "lambda_expression",
+    "ema",
 )
 
 
@@ -124,6 +127,7 @@ def read_config(params: dict, roi: str) -> TrainConfig:
         lambda_cycle=n(f"train.lambda_cycle.{roi}", float, 0.0),
         lambda_identity=n(f"train.lambda_identity.{roi}", float, 0.0),
         lambda_expression=n(f"train.lambda_expression.{roi}", float, 0.0),
+        ema=n(f"train.ema.{roi}", float, 0.0, 0.9999),
         lambda_mask=n("train.lambda_mask", float, 0.0),
         mask_budget=n("train.mask_budget", float, 0.0, 1.0),
         mask_warmup=n("train.mask_warmup", float, 0.0, 1.0),
@@ -263,6 +267,10 @@ class CycleGAN:
         if cfg.lambda_expression > 0 and expression is None:
             raise StageError("train: lambda_expression > 0 needs the expression classifier")
         self.expression = expression
+        # The weights the stage writes when train.ema > 0: an exponential moving average of G_AB's (Yazici et al.
+        # 2019: averaging a GAN generator's iterates gives better and steadier results than its last iterate).
+        self.ema = copy.deepcopy(self.nets["G_AB"]).requires_grad_(False) if cfg.ema > 0 else None
+        self.ema_updates = 0
 
     def set_lr(self, lr):
         for opt in (self.opt_G, self.opt_D):
@@ -324,6 +332,8 @@ class CycleGAN:
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.opt_G.step()
+        if self.ema is not None:
+            self._update_ema()
 
         self._discriminators_trainable(True)
         # The pool answers for the whole global batch, so that it stays the same on every rank.
@@ -353,6 +363,21 @@ class CycleGAN:
         }
 
     @torch.no_grad()
+    def _update_ema(self):
+        self.ema_updates += 1
+        # Warm-up as in TensorFlow's ExponentialMovingAverage(num_updates): the first averages follow the weights
+        # closely instead of staying near the random initialisation.
+        decay = min(self.cfg.ema, (1 + self.ema_updates) / (10 + self.ema_updates))
+        live = self.nets["G_AB"]
+        torch._foreach_lerp_(list(self.ema.parameters()), list(live.parameters()), 1.0 - decay)
+        for average, current in zip(self.ema.buffers(), live.buffers()):
+            average.copy_(current)
+
+    def generator_AB(self):
+        """The A->B generator the stage writes: the moving average when train.ema > 0, else the trained weights."""
+        return self.nets["G_AB"] if self.ema is None else self.ema
+
+    @torch.no_grad()
     def sample_grid(self, real_A, real_B) -> np.ndarray:
         """Rows of [A, A->B, A->B->A | B, B->A, B->A->B] as one uint8 RGB image."""
         with torch.autocast(**self.autocast):
@@ -374,7 +399,7 @@ class CycleGAN:
             "pool_A": self.pool_A.state_dict(),
             "pool_B": self.pool_B.state_dict(),
             "pool_rng": self.pool_gen.get_state(),
-        }
+        } | ({} if self.ema is None else {"ema_G_AB": self.ema.state_dict(), "ema_updates": self.ema_updates})
 
     def load_state_dict(self, state):
         for k, v in self.nets.items():
@@ -384,3 +409,6 @@ class CycleGAN:
         self.pool_A.load_state_dict(state["pool_A"], self.device)
         self.pool_B.load_state_dict(state["pool_B"], self.device)
         self.pool_gen.set_state(state["pool_rng"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema_G_AB"])
+            self.ema_updates = int(state["ema_updates"])

@@ -218,7 +218,7 @@ def run_metrics(cfg: TrainConfig, n_a: int, n_b: int, steps: int, history: list,
         "roi": cfg.roi, "n_train_A": n_a, "n_train_B": n_b, "epochs": cfg.epochs, "steps": steps,
         "device": cfg.device, "final": {k: history[-1][k] for k in LOSS_NAMES},
         "cycle_first_epoch": history[0]["cycle"], "cycle_last_epoch": history[-1]["cycle"],
-        "seconds_per_step": seconds_per_step, "generator": cfg.generator,
+        "seconds_per_step": seconds_per_step, "generator": cfg.generator, "ema": cfg.ema,
     }  # fmt: skip
 
 
@@ -294,5 +294,5 @@ def _check_ranks(cfg: TrainConfig, world: World):
 def _write_outputs(cfg: TrainConfig, model: CycleGAN, where: Paths, live, metrics: dict):
     live.end()
     config = dict(roi=cfg.roi, size=cfg.size, value_range=[-1.0, 1.0], direction="A->B", **model.nets["G_AB"].config)
-    save_torch_atomic(generator_file(config, model.nets["G_AB"].state_dict()), where.generator)
+    save_torch_atomic(generator_file(config, model.generator_AB().state_dict()), where.generator)
     write_json_atomic(metrics, where.metrics)
