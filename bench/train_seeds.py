@@ -1,13 +1,15 @@
 """How much a translator's evaluation moves with the training seed, for the last weights and for their moving average.
 
 One ROI of the demo is trained once per seed with `train.ema.<roi>` set; each run is evaluated twice, paired: with
-the averaged G_AB the stage writes, and with the last G_AB, taken from the same run's checkpoint. The judge's
-transfer_gain (95% interval, n) of both, per seed, and their spread over the seeds are printed and appended to
-bench/results/train_seeds.txt.
+the averaged G_AB the stage writes, and with the last G_AB, taken from the same run's checkpoint. The --metric
+numbers (the judge's transfer_gain by default; 95% interval, n) of both, per seed, and their spread over the seeds
+are printed and appended to bench/results/train_seeds.txt.
 
 Run in a project whose data stages are done (a fresh clone after `dvc repro extract_rois`), from this checkout:
     python bench/train_seeds.py --project /tmp/demo --roi mouth --seeds 0 1 2 --ema 0.995
     python bench/train_seeds.py --project /tmp/demo --roi eyes --ema 0.99 --metric target_prob_gain --set train.lr=5e-4
+    python bench/train_seeds.py --project /tmp/facecur-real-XXXX/main --metric transfer_share geometry_share \
+        identity_kept_rate --out bench/results/train_seeds_real     # a `translate_real.py --until extract_rois` project
 The project's params.yaml is changed for the runs and put back afterwards; its models/cyclegan/<roi>, eval/<roi>
 and metrics are overwritten (`dvc repro` restores the committed ones from DVC's cache).
 About 2.5 min per mouth seed and 3 min per face seed on 2 cores.
@@ -48,9 +50,7 @@ def stage(project: Path, *args):
 
 def evaluation(project: Path, roi: str) -> dict:
     stage(project, "stages.evaluate", roi)
-    metrics = json.loads((project / "eval" / roi / "metrics.json").read_text())
-    keys = ("transfer_gain", "transfer_gain_ci", "target_prob_gain", "target_prob_gain_ci", "n_test")
-    return {k: metrics[k] for k in keys}
+    return json.loads((project / "eval" / roi / "metrics.json").read_text())
 
 
 def run_seed(project: Path, roi: str, seed: int, ema: float, extra: dict) -> dict:
@@ -75,13 +75,26 @@ def run_seed(project: Path, roi: str, seed: int, ema: float, extra: dict) -> dic
 
 
 def describe(name: str, rows: list, metric: str) -> str:
+    if any(r[name].get(metric) is None for r in rows):
+        return f"{name:>4} {metric}: not in this evaluation (e.g. evaluate.identity off)"
     gains = [r[name][metric] for r in rows]
     cells = ", ".join(
         f"seed {r['seed']} {r[name][metric]:.3f} [{r[name][metric + '_ci'][0]:.3f}, {r[name][metric + '_ci'][1]:.3f}]"
         for r in rows
     )
     spread = f"; mean {statistics.mean(gains):.3f}, min {min(gains):.3f}, sd {statistics.pstdev(gains):.3f}"
-    return f"{name:>4}: {cells}{spread if len(gains) > 1 else ''}"
+    return f"{name:>4} {metric}: {cells}{spread if len(gains) > 1 else ''}"
+
+
+# Metrics with a `<name>_ci` interval in eval/<roi>/metrics.json that this comparison can report.
+METRICS = [
+    "transfer_gain",
+    "target_prob_gain",
+    "transfer_share",
+    "geometry_gain",
+    "geometry_share",
+    "identity_kept_rate",
+]
 
 
 def cpu_name() -> str:
@@ -98,7 +111,8 @@ def main():
     ap.add_argument("--roi", default="mouth")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--ema", type=float, default=0.995)
-    ap.add_argument("--metric", default="transfer_gain", choices=["transfer_gain", "target_prob_gain"])
+    ap.add_argument("--metric", nargs="+", default=["transfer_gain"], choices=METRICS)
+    ap.add_argument("--out", type=Path, help="also keep each evaluation's metrics.json here, by seed and weights")
     ap.add_argument("--set", action="append", default=[], help="extra params as dotted.key=value (YAML value)")
     args = ap.parse_args()
     extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -108,15 +122,20 @@ def main():
         rows = [run_seed(args.project, args.roi, seed, args.ema, extra) for seed in args.seeds]
     finally:
         params_file.write_text(original)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for r in rows:
+            for name in ("ema", "last"):
+                path = args.out / f"{args.roi}_seed{r['seed']}_{name}.json"
+                path.write_text(json.dumps(r[name], indent=2, sort_keys=True) + "\n")
     n = rows[0]["ema"]["n_test"]
     lines = [
         f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.uname().nodename} "
-        f"({cpu_name()}, {os.cpu_count()} CPUs): "
-        f"{args.roi}, ema {args.ema}, extra {extra or 'none'}; judge {args.metric} [95% interval], n={n}; "
+        f"({cpu_name()}, {os.cpu_count()} CPUs): {args.project}: "
+        f"{args.roi}, ema {args.ema}, extra {extra or 'none'}; [95% interval], n={n}; "
         f"train s per seed {[r['train_s'] for r in rows]}",
-        describe("ema", rows, args.metric),
-        describe("last", rows, args.metric),
     ]
+    lines += [describe(name, rows, metric) for metric in args.metric for name in ("ema", "last")]
     print("\n".join(lines))
     out = ROOT / "bench" / "results" / "train_seeds.txt"
     with open(out, "a") as f:
