@@ -98,11 +98,18 @@ METRICS = [
 
 
 def cpu_name() -> str:
+    """The CPU's name, family and model, and whether it has AVX-512: what decides a float result's last bits."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return "unknown CPU"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+    fields = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    avx512 = ", AVX-512" if "avx512f" in fields.get("flags", "").split() else ""
+    name = fields.get("model name", "unknown CPU")
+    return f"{name}, family {fields.get('cpu family')} model {fields.get('model')}{avx512}"
 
 
 def main():
