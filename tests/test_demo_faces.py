@@ -165,3 +165,17 @@ def test_judge_reads_neutral_and_happy(sample):
     p = judge_probs(load_judge(JUDGE_WEIGHTS), [face_crop(s.image, s.truth["face_bbox"]) for s in noisy])
     agree = [(q[HAPPY] > q[NEUTRAL]) == (s.truth["true_emotion"] == "happy") for s, q in zip(noisy, p)]
     assert np.mean(agree) >= 0.7
+
+
+def test_the_demo_source_gives_the_same_records_drawn_in_worker_processes():
+    """ingest draws the demo in one spawned process per core; the records (keys, labels, PNG bytes, truth) and their
+    order are those of drawing in-process, including the last, partial task."""
+    from stages.lib import sources
+
+    n = 2 * sources.DEMO_TASK + 3
+    alone = list(sources.demo(n, 64, seed=1, workers=1))
+    pooled = list(sources.demo(n, 64, seed=1, workers=2))
+    assert len(pooled) == n
+    assert [(r.source_key, r.raw_label, r.data, r.truth) for r in pooled] == [
+        (r.source_key, r.raw_label, r.data, r.truth) for r in alone
+    ]
