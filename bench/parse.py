@@ -107,7 +107,7 @@ def run_stage_child(args):
     from stages import parse
     from stages.lib.errors import run_stage
 
-    run_stage(parse.main, args)
+    run_stage(parse.main, args, skip_teardown=False)  # this process goes on, to print its peak RSS
     print(json.dumps({"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
