@@ -2,8 +2,10 @@
 (`image_format`), and Parquet does not compress those bytes a second time (../shared/DESIGN.md, images)."""
 
 import io
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -12,7 +14,7 @@ import pytest
 from PIL import Image
 
 from stages.lib import sources
-from stages.lib.codec import content_id, decode_image
+from stages.lib.codec import content_id, decode_image, stored_image
 from tests.helpers.stage_runner import run_stage, scratch_project
 
 GREY_JPEG = "Aaron_Guiel_0001.jpg"  # 350x350 baseline grey, as most of the set
@@ -39,6 +41,9 @@ def mixed(tmp_path_factory, shared_data):
     files["cmyk.jpg"] = encoded(colour.convert("CMYK"), "JPEG", quality=90)
     files["grey.png"] = encoded(Image.open(photos / GREY_JPEG), "PNG")
     files["colour.png"] = encoded(colour, "PNG")
+    deep = np.asarray(Image.open(photos / GREY_JPEG), np.uint16) * 257 + 128  # 16 bits a sample, low bytes set
+    files["deep.png"] = encoded(Image.fromarray(deep), "PNG")
+    files["alpha.png"] = encoded(colour.convert("RGBA"), "PNG")
     folder = tmp_path_factory.mktemp("mixed") / "photos"
     (folder / "images").mkdir(parents=True)
     for name, data in files.items():
@@ -65,10 +70,17 @@ def test_plain_jpegs_keep_their_bytes_and_decode_as_pil_does(mixed):
         assert (row.height, row.width, row.channels) == (*plain.shape[:2], 1 if plain.ndim == 2 else 3)
 
 
-def test_turned_cmyk_and_png_inputs_are_stored_as_png_of_their_pixels(mixed):
+def test_plain_pngs_keep_their_bytes_and_others_are_stored_as_png_of_their_pixels(mixed):
     project, files = mixed
     df = images(project)
-    assert set(df.image_format[["rotated.jpg", "cmyk.jpg", "grey.png", "colour.png"]]) == {"png"}
+    assert set(df.image_format[["rotated.jpg", "cmyk.jpg", "grey.png", "colour.png", "deep.png", "alpha.png"]]) == {
+        "png"
+    }
+    for name in ("grey.png", "colour.png"):  # 8-bit grey and RGB: any decoder gives these pixels
+        assert df.image[name] == files[name], name
+    for name in ("deep.png", "alpha.png"):  # 16 bits a sample, an alpha channel: converted, so re-encoded
+        assert df.image[name] != files[name], name
+    assert np.array_equal(decode_image(df.image["deep.png"]), decode_image(files["deep.png"]))
     rotated = decode_image(df.image["rotated.jpg"])
     plain = np.asarray(Image.open(io.BytesIO(files["rotated.jpg"])))
     assert rotated.shape == (plain.shape[1], plain.shape[0], 3)
@@ -77,8 +89,32 @@ def test_turned_cmyk_and_png_inputs_are_stored_as_png_of_their_pixels(mixed):
     assert np.array_equal(decode_image(df.image["cmyk.jpg"]), cmyk)
     for name in ("grey.png", "colour.png"):
         assert np.array_equal(decode_image(df.image[name]), np.asarray(Image.open(io.BytesIO(files[name]))))
+    assert np.array_equal(decode_image(df.image["alpha.png"]), decode_image(files["colour.png"]))  # opaque alpha
     assert df.id["grey.png"] != df.id[GREY_JPEG]  # same pixels, other bytes: the id hashes the file
     assert df.image["grey.png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def raw_png(pixels: np.ndarray, depth: int) -> bytes:
+    """A one-row RGB PNG written chunk by chunk, at `depth` bits a sample (PIL writes no 16-bit RGB)."""
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], depth, 2, 0, 0, 0)
+    rows = b"".join(b"\0" + row.astype(f">u{depth // 8}").tobytes() for row in pixels)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_a_16_bit_rgb_png_is_converted_though_pil_calls_it_rgb():
+    """PIL opens 16-bit RGB as mode RGB by dropping each sample's low byte, where other decoders round: 0x12ff is 18
+    to PIL and 19 to a rounding reader, so such a file's bytes do not fix its pixels and it is re-encoded."""
+    deep = raw_png(np.array([[[0x12FF, 0x5678, 0x9ABC]]]), 16)
+    plain = raw_png(np.array([[[0x12, 0x56, 0x9A]]]), 8)
+    assert Image.open(io.BytesIO(deep)).mode == Image.open(io.BytesIO(plain)).mode == "RGB"
+    for data, own in ((deep, False), (plain, True)):
+        pixels, stored, fmt = stored_image(data)
+        assert fmt == "png" and (stored == data) == own and np.array_equal(decode_image(stored), pixels)
+    assert stored_image(deep)[0].tolist() == [[[0x12, 0x56, 0x9A]]]
 
 
 def test_stages_downstream_read_both_formats(mixed, shared_data):

@@ -44,26 +44,41 @@ def decode_image(data: bytes, max_pixels: int = PIL_CEILING) -> np.ndarray:
 
 
 def stored_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple:
-    """(pixels, the bytes to store, their format) for a source file: its own bytes, `jpeg`, when any JPEG decoder
-    gives these pixels straight from them; otherwise lossless PNG of the pixels, `png`. Either way
+    """(pixels, the bytes to store, their format) for a source file: its own bytes, `jpeg` or `png`, when any decoder
+    gives these pixels straight from them (own_bytes_format); otherwise lossless PNG of the pixels, `png`. Either way
     decode_image(stored) == pixels. Raises DecodeError with a reject reason."""
     img = open_image(data, max_pixels)
     pixels = to_uint8(upright(img))
-    if plain_jpeg(img):
-        return pixels, data, "jpeg"
+    own = own_bytes_format(img, data)
+    if own:
+        return pixels, data, own
     return pixels, encode_png(pixels), "png"
 
 
-def plain_jpeg(img: Image.Image) -> bool:
-    """Whether a plain decode of this JPEG is already what decode_image returns: 8-bit grey or RGB (libjpeg gives no
-    other depth), no EXIF or XMP turn to apply. CMYK or YCCK needs converting, so it is not. Progressive and baseline
-    files both decode to fixed pixels, so either is kept."""
-    if img.format != "JPEG" or img.mode not in ("L", "RGB"):
-        return False
+def own_bytes_format(img: Image.Image, data: bytes):
+    """`jpeg` or `png` when a plain decode of `data` (opened as `img`) is already what decode_image returns, so the
+    file's own bytes can be stored; None when its pixels need converting first.
+
+    That is 8-bit grey or RGB with no EXIF or XMP turn to apply. A JPEG: libjpeg gives no other depth, progressive and
+    baseline files both decode to fixed pixels; CMYK or YCCK needs converting, so it is not. A PNG: lossless, so every
+    decoder agrees, but only at 8 bits a sample with no transparency and one frame (PIL reads a 16-bit PNG as 8-bit
+    RGB by dropping the low byte, where others round; transparency is composited; an animated PNG would store every
+    frame for the first one's pixels). Keeping a PNG's bytes spares its re-encoding (the demo's 256 px faces: 5.5 ms
+    each) and usually a bigger file (ours are written at zlib level 1)."""
+    if img.mode not in ("L", "RGB"):
+        return None
     try:
-        return img.getexif().get(EXIF_ORIENTATION, 1) == 1
+        if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            return None
     except Exception:  # a malformed EXIF block: another reader might turn the photo where upright() could not
-        return False
+        return None
+    if img.format == "JPEG":
+        return "jpeg"
+    if img.format == "PNG" and "transparency" not in img.info and not getattr(img, "is_animated", False):
+        header = Image.open(io.BytesIO(data))  # the sample layout is in the tile, which load() clears; no decoding
+        if [tile[3] for tile in header.tile] == [img.mode]:  # (codec, extents, offset, raw mode)
+            return "png"
+    return None
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:

@@ -19,7 +19,7 @@ SCHEMA = pa.schema([
     ("label", pa.string()),
     ("label_prob", pa.float32()), ("label_source", pa.string()),  # `given`; or `judge`: its top class and probability
     ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
-    ("image", pa.binary()), ("image_format", pa.string()),  # `jpeg`: the source file's own bytes; `png`: re-encoded
+    ("image", pa.binary()), ("image_format", pa.string()),  # jpeg or png: codec.stored_image
     ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
 ])  # fmt: skip
 TRUTH_SCHEMA = pa.schema([
