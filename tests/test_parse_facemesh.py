@@ -71,3 +71,22 @@ def test_detection_rate_on_real_photos(facemesh, shared_data):
     paths = sorted((shared_data / "facial_expressions" / "images").glob("*"))[:60]
     found = sum(facemesh.parse(np.asarray(Image.open(p)))[0] is not None for p in paths)
     assert found / len(paths) >= 0.9
+
+
+def test_landmarks_read_off_the_message_bytes_are_its_fields(facemesh, references):
+    """landmark_xy reads x, y from the serialised message; the same numbers as protobuf's fields, and a message laid
+    out otherwise (a landmark's visibility set, a coordinate at exactly 0) is read field by field."""
+    from mediapipe.framework.formats import landmark_pb2
+
+    from stages.lib.parsing.facemesh import landmark_xy
+
+    messages = []
+    for _, image, _ in references:
+        result = facemesh.mesh.process(np.ascontiguousarray(image))
+        messages.append(result.multi_face_landmarks[0])
+    odd = landmark_pb2.NormalizedLandmarkList()
+    odd.CopyFrom(messages[0])
+    odd.landmark[3].visibility, odd.landmark[5].x = 0.5, 0.0
+    for message in (*messages, odd):
+        fields = np.array([(p.x, p.y) for p in message.landmark], dtype=np.float64)
+        assert fields.shape == (478, 2) and np.array_equal(landmark_xy(message), fields)

@@ -1,7 +1,7 @@
 """FaceMesh's visibility check: its measures on crafted inputs, occluders painted over a real photo, and what
 filter_masks' rule then rejects on the demo (per recorded defect) and on real photos.
 
-Run: pytest tests/test_parse_visibility.py   (about 30 s on one core: 300 demo faces and 150 photos through FaceMesh)
+Run: pytest tests/test_parse_visibility.py   (300 faces of the session demo DAG and 150 photos through FaceMesh)
 """
 
 import cv2
@@ -23,11 +23,12 @@ from stages.lib.parsing.visibility import (
     ring_around,
     spread,
 )
+from tests.helpers.demo_dag import DEMO
 from tests.helpers.visibility_rates import HIDDEN_DEFECTS, find_landmarks, rates_by_defect, rejected
 
 pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype:UserWarning")
 LIMITS = VisibilityThresholds()
-DEMO_N, DEMO_SIZE = 300, 256  # the first 300 of the demo at the pipeline's demo size (params.yaml ingest.demo)
+DEMO_N = DEMO["ingest"]["demo"]["n"]  # the session demo DAG's faces (tests/helpers/demo_dag.py)
 REAL_N = 150
 
 
@@ -200,12 +201,19 @@ def test_closed_lids_become_skin(real_face):
 
 
 @pytest.fixture(scope="module")
-def demo(facemesh):
-    from stages.demo import render_demo
+def demo(facemesh, demo_project):
+    """(images, defects, landmarks) of the session demo DAG's faces (300 at 256 px, seed 0: the ones ingest drew and
+    stored; its one exact duplicate is a reject without pixels), read back rather than drawn a second time."""
+    import pandas as pd
 
-    samples = list(render_demo(DEMO_N, DEMO_SIZE, seed=0))
-    images = [s.image for s in samples]
-    return images, [s.truth["defect"] for s in samples], find_landmarks(facemesh, images)
+    from stages.lib.codec import decode_image
+
+    stored = pd.read_parquet(demo_project / "data" / "images", columns=["source_key", "image"]).dropna()
+    truth = pd.read_parquet(demo_project / "data" / "demo_truth.parquet", columns=["source_key", "defect"])
+    faces = stored.merge(truth, on="source_key").sort_values("source_key")
+    assert len(faces) == DEMO_N - 1 and set(faces.defect) >= {*HIDDEN_DEFECTS, "none", "non_face", "too_small"}
+    images = [decode_image(data) for data in faces.image]
+    return images, list(faces.defect), find_landmarks(facemesh, images)
 
 
 def test_demo_hidden_features_are_rejected_and_clean_faces_kept(facemesh, demo):

@@ -162,6 +162,28 @@ def region_polygons(points: np.ndarray) -> dict:
 
 PAINT_ORDER = (1, 10, 2, 3, 4, 5, 12, 13, 11)
 
+# A NormalizedLandmark as MediaPipe serialises it (proto2, so every set field is written, zeros too): field 1 in a
+# length-delimited record of 15 bytes, then x, y, z as tagged little-endian float32 (fields 1-3, wire type 5).
+_LANDMARK_RECORD = np.dtype(
+    [("key", "u1"), ("size", "u1"), ("x_key", "u1"), ("x", "<f4"), ("y_key", "u1"), ("y", "<f4"), ("z_key", "u1"),
+     ("z", "<f4")]
+)  # fmt: skip
+_LANDMARK_KEYS = {"key": 0x0A, "size": 15, "x_key": 0x0D, "y_key": 0x15, "z_key": 0x1D}
+
+
+def landmark_xy(landmarks) -> np.ndarray:
+    """(N, 2) float64 x, y of a NormalizedLandmarkList: the same numbers as reading each landmark's .x and .y.
+
+    Read off the message's serialised bytes in one pass: reading 478 landmarks field by field through protobuf's
+    Python objects took 0.28 ms a photo, a twentieth of the whole FaceMesh call (Zen 4 VM, 2026-12-03). A message
+    laid out otherwise (visibility or presence set, another MediaPipe) is read field by field."""
+    data = landmarks.SerializeToString()
+    if len(data) % _LANDMARK_RECORD.itemsize == 0:
+        records = np.frombuffer(data, _LANDMARK_RECORD)
+        if all(np.all(records[name] == value) for name, value in _LANDMARK_KEYS.items()):
+            return np.stack([records["x"], records["y"]], axis=1).astype(np.float64)
+    return np.array([(p.x, p.y) for p in landmarks.landmark], dtype=np.float64)
+
 
 def rasterise(points: np.ndarray, height: int, width: int) -> np.ndarray:
     """The canonical label map (uint8, height x width) of one face's landmarks in pixels."""
@@ -247,8 +269,7 @@ class FaceMeshParser:
         result = self.mesh.process(rgb)
         if not result.multi_face_landmarks:
             return None
-        lm = result.multi_face_landmarks[0].landmark
-        return np.array([(p.x, p.y) for p in lm], dtype=np.float64)
+        return landmark_xy(result.multi_face_landmarks[0])
 
     # The runner's three steps (prepare in a thread, infer in the main thread, finish in a thread). The image itself
     # travels with the detection input because the visibility check in finish() reads its pixels.

@@ -1,13 +1,14 @@
 """Label-map helpers shared by every parsing backend: counts, PNG bytes, regions, IoU, colours (boxes:
 stages/lib/boxes.py; the overlays on contact sheets: stages/lib/contact_sheet.py).
 
-Pure numpy/zlib; nothing here knows which network drew the map. Class ids are the canonical 19 of ../DESIGN.md
-(stages/lib/labels.py).
+numpy, zlib and one OpenCV histogram; nothing here knows which network drew the map. Class ids are the canonical 19
+of ../DESIGN.md (stages/lib/labels.py).
 """
 
 import struct
 import zlib
 
+import cv2
 import numpy as np
 
 from ..labels import N_PARSE_CLASSES, REGIONS
@@ -44,14 +45,18 @@ PALETTE = np.array(
 assert len(PALETTE) == N_PARSE_CLASSES
 
 
+# calcHist counts in float32, exact up to 2 ** 24: up to there it is the one-pass count of a map.
+EXACT_HISTOGRAM_PIXELS = 1 << 24
+
+
 def class_counts(label_map: np.ndarray) -> list:
     """Pixels per canonical class at the map's own resolution, as 19 Python ints."""
-    if label_map.dtype == np.uint8 and label_map.size:
-        top = int(label_map.max())
-        if top < N_PARSE_CLASSES:
-            # One comparison pass per id present beats np.bincount, which first widens every pixel to int64.
-            counts = [int(np.count_nonzero(label_map == c)) for c in range(1, top + 1)]
-            return [label_map.size - sum(counts), *counts] + [0] * (N_PARSE_CLASSES - 1 - top)
+    if label_map.dtype == np.uint8 and 0 < label_map.size < EXACT_HISTOGRAM_PIXELS:
+        # One pass over the map: a 350 px photo's in 0.07 ms, against 0.16 ms for a comparison pass per id present
+        # and more for np.bincount, which first widens every pixel to int64 (Zen 4 VM, 2026-12-03).
+        counts = cv2.calcHist([label_map], [0], None, [256], [0, 256]).ravel()
+        if not counts[N_PARSE_CLASSES:].any():
+            return [int(c) for c in counts[:N_PARSE_CLASSES]]
     counts = np.bincount(label_map.ravel(), minlength=N_PARSE_CLASSES)
     if len(counts) > N_PARSE_CLASSES:
         raise ValueError(f"label map holds id {len(counts) - 1}, beyond the {N_PARSE_CLASSES} canonical classes")
