@@ -29,8 +29,9 @@ from stages.lib.judge import judge_probs, load_judge  # noqa: E402
 from stages.lib.label_issues import class_index, curator_classes, decide, find_issues, judge_to_classes  # noqa: E402  # noqa: E402
 from stages.lib.labels import canonical_emotion  # noqa: E402
 from stages.lib.masks import counts_matrix, visibility_reasons  # noqa: E402
-from stages.lib.parsing.facemesh import FaceMeshParser, quiet_stderr  # noqa: E402
+from stages.lib.parsing.facemesh import FaceMeshParser  # noqa: E402
 from stages.lib.parsing.labelmap import class_counts  # noqa: E402
+from stages.lib.quiet import quiet_stderr  # noqa: E402
 
 DATA = "../shared/data/facial_expressions"
 

@@ -26,7 +26,8 @@ from stages.lib.codec import decode_image  # noqa: E402
 from stages.lib.geometry import SCORES, auc, expression_features, expression_score  # noqa: E402
 from stages.lib.identity import SAME_PERSON, IdentityEmbedder  # noqa: E402
 from stages.lib.labels import canonical_emotion  # noqa: E402
-from stages.lib.parsing.facemesh import FaceMeshParser, quiet_stderr  # noqa: E402
+from stages.lib.parsing.facemesh import FaceMeshParser  # noqa: E402
+from stages.lib.quiet import quiet_stderr  # noqa: E402
 
 PHOTOS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "facial_expressions")
 PERSON = re.compile(r"^(?P<person>.+)_\d{4}\.jpg$")

@@ -176,7 +176,7 @@ def bare_child(index, count, n_images):
     """One bare loop of the workers part: cv2.imread + FaceMesh.process over photos index, index + count, ..."""
     import cv2
 
-    from stages.lib.parsing.facemesh import quiet_stderr
+    from stages.lib.quiet import quiet_stderr
 
     with quiet_stderr():
         import mediapipe as mp

@@ -81,7 +81,8 @@ def main():
     ap.add_argument("--real", type=int, default=500, help="real photos to sample (0: none)")
     args = ap.parse_args()
 
-    from stages.lib.parsing.facemesh import FaceMeshParser, quiet_stderr
+    from stages.lib.parsing.facemesh import FaceMeshParser
+    from stages.lib.quiet import quiet_stderr
 
     limits = limits_from_params()
     with quiet_stderr():

@@ -33,7 +33,7 @@ def main(argv=None):
     cfg = read_params(P.load(P.PARAMS_FILE))
     check_input(args.images)
     if cfg["backend"] == "facemesh" or cfg["engine"] == "ray":
-        from stages.lib.parsing.facemesh import quiet_stderr
+        from stages.lib.quiet import quiet_stderr
 
         # MediaPipe's C++ log lines (and Ray's) stay out of the stage's output. Its graph opens its models in
         # background threads that may log after the constructor returns, so the parser is built inside the quiet

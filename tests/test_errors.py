@@ -87,14 +87,15 @@ def test_a_disk_full_mid_write_leaves_the_previous_output_whole(tmp_path, monkey
     def full(self, *args, **kwargs):
         raise OSError(28, "No space left on device", str(out))
 
-    monkeypatch.setattr(pq.ParquetWriter, "write_batch", full)
+    for method in ("write_batch", "write_table"):  # whichever the writer uses
+        monkeypatch.setattr(pq.ParquetWriter, method, full)
 
     def stage():
         with ShardWriter(str(out), schema) as w:
             w.write({"id": ["new"]})
 
     with pytest.raises(SystemExit) as exit_:
-        run_stage(stage)
+        run_stage(stage, skip_teardown=False)  # a stage that wrote would end this process: the test must fail
     assert exit_.value.code == 1
     assert capsys.readouterr().err.strip().endswith("the previous outputs are unchanged")
     assert (out / "part-00000.parquet").read_bytes() == before

@@ -75,3 +75,30 @@ def test_streamed_join_equals_the_whole_join_and_refuses_tables_out_of_step(tmp_
         list(iter_faces(wanted, ["image"], ["face_bbox"]))
     with pytest.raises(StageError, match="lacks columns"):
         list(iter_faces(wanted, ["image"], ["label_map"]))
+
+
+def test_shards_hold_whole_row_groups_whatever_the_writes_chunking(tmp_path):
+    import pyarrow.parquet as pq
+
+    from stages.lib.tables import ROW_GROUP_ROWS
+
+    ids = [f"r{i}" for i in range(2 * ROW_GROUP_ROWS + 37)]
+    for name, step in (("by_16", 16), ("by_7", 7), ("whole", len(ids))):
+        with ShardWriter(str(tmp_path / name), SCHEMA) as out:
+            for k in range(0, len(ids), step):
+                out.write({"id": ids[k : k + step]})
+    files = [tmp_path / name / "part-00000.parquet" for name in ("by_16", "by_7", "whole")]
+    meta = pq.ParquetFile(files[0]).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [ROW_GROUP_ROWS, ROW_GROUP_ROWS, 37]
+    assert files[0].read_bytes() == files[1].read_bytes() == files[2].read_bytes()
+    assert pq.read_table(files[0]).column("id").to_pylist() == ids
+
+
+def test_a_full_shard_is_closed_and_the_next_write_opens_another(tmp_path):
+    with ShardWriter(str(tmp_path / "t"), SCHEMA, shard_bytes=1) as out:
+        for k in range(3):
+            out.write({"id": [f"a{k}", f"b{k}"]})
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [f"part-0000{k}.parquet" for k in range(3)]
+    with ShardWriter(str(tmp_path / "empty"), SCHEMA) as out:
+        pass
+    assert [p.name for p in (tmp_path / "empty").iterdir()] == ["part-00000.parquet"]

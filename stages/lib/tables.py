@@ -269,6 +269,11 @@ def write_table_atomic(table: pa.Table, path):
 class ShardWriter:
     """Write rows batch by batch into `part-NNNNN.parquet` shards of at most `shard_bytes`.
 
+    Rows are gathered into row groups of ROW_GROUP_ROWS whatever the size of each write, so the files depend on the
+    rows alone, not on how a caller chunks them. A row group per write cost the parse stage 0.18 ms of its main
+    process's CPU a photo at its 16-row chunks, more than the rows' own conversion (Zen 4 VM, 2026-12-03). A shard
+    is closed as soon as it holds `shard_bytes`; the next write opens the next one.
+
     Use as a context manager; the folder replaces `path` only when the block exits cleanly.
     """
 
@@ -276,19 +281,40 @@ class ShardWriter:
         self.path, self.schema, self.shard_bytes = path, schema, shard_bytes
         self.tmp = temp_folder(path)
         self.writer, self.index, self.size, self.rows = None, 0, 0, 0
+        self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
 
     def write(self, rows: dict):
         """Append a dict of equal-length columns (lists or arrays)."""
         batch = pa.RecordBatch.from_pydict(rows, schema=self.schema)
-        if self.writer is None or self.size >= self.shard_bytes:
-            self._next_shard()
-        self.writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
-        self.size += batch.nbytes
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        self.pending_bytes += batch.nbytes
         self.rows += batch.num_rows
+        if self.size + self.pending_bytes >= self.shard_bytes:
+            self._flush(self.pending_rows)
+            self._close_shard()
+        elif self.pending_rows >= ROW_GROUP_ROWS:
+            self._flush(self.pending_rows - self.pending_rows % ROW_GROUP_ROWS)
 
-    def _next_shard(self):
+    def _flush(self, n_rows):
+        """Write the first `n_rows` gathered rows (whole row groups but for the last); keep the rest gathered."""
+        if not n_rows:
+            return
+        table = pa.Table.from_batches(self.pending, schema=self.schema)
+        if self.writer is None:
+            self._next_shard()
+        self.writer.write_table(table.slice(0, n_rows), row_group_size=ROW_GROUP_ROWS)
+        rest = table.slice(n_rows)
+        self.pending, self.pending_rows = rest.to_batches(), rest.num_rows
+        self.size += self.pending_bytes - rest.nbytes
+        self.pending_bytes = rest.nbytes
+
+    def _close_shard(self):
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+
+    def _next_shard(self):
         name = os.path.join(self.tmp, f"part-{self.index:05d}.parquet")
         self.writer = parquet_writer(name, self.schema)
         self.index, self.size = self.index + 1, 0
@@ -297,11 +323,21 @@ class ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if self.writer is None and exc_type is None:
-            self._next_shard()  # an empty table is still a table, with its schema
-        if self.writer is not None:
-            self.writer.close()
-        finish_folder(self.tmp, self.path, failed=exc_type is not None)
+        failed = exc_type is not None
+        try:
+            if not failed:  # the last rows are written here, so a full disk can still fail the block
+                self._flush(self.pending_rows)
+                if self.index == 0:
+                    self._next_shard()  # an empty table is still a table, with its schema
+            self._close_shard()
+        except BaseException:
+            failed = True
+            if self.writer is not None:
+                with contextlib.suppress(Exception):  # the file goes with the scratch folder; the first error stands
+                    self.writer.close()
+            raise
+        finally:
+            finish_folder(self.tmp, self.path, failed=failed)
         return False
 
 

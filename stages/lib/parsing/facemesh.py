@@ -15,7 +15,6 @@ visibility checking on (the default), each eye, brow and the mouth is then check
 a feature the picture does not show is taken out of the map (visibility.py), as a learned parser would leave it out.
 """
 
-import contextlib
 import os
 import warnings
 
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 
 from ..boxes import mask_bbox
+from ..quiet import quiet_stderr
 from .visibility import VisibilityThresholds, hidden_features, remove_hidden
 
 # MediaPipe's C++ side logs through glog/absl; ask it to keep INFO and WARNING lines to itself.
@@ -30,31 +30,6 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SUBPIXEL_BITS = 4  # cv2.fillPoly fixed-point precision: 1/16 pixel
-
-
-@contextlib.contextmanager
-def quiet_stderr():
-    """Send file descriptor 2 to /dev/null for the block; yields a text stream to the real stderr.
-
-    TFLite's XNNPACK and absl's "Feedback manager" lines are written by C++ straight to fd 2, below Python's reach,
-    and some come from MediaPipe's worker threads after `process()` has returned, so silencing single calls is not
-    enough: the stage runs its whole FaceMesh loop inside this block and sends tqdm to the yielded stream.
-    """
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    real = os.fdopen(os.dup(saved), "w", buffering=1)
-    try:
-        os.dup2(devnull, 2)
-        yield real
-    finally:
-        real.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-        real.close()
 
 
 def walk_contours(edges):

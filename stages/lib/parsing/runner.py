@@ -5,7 +5,7 @@ size. In the stage's own process (parse_table), decoding + resizing (prepare) an
 counting (finish) run in a two-thread pool while the main thread runs the model on the batch in between, so the model
 is never left waiting on the CPU work; numpy, OpenCV, PIL and torch release the GIL for their heavy parts. Worker
 processes and Ray actors (workers.py, ray_engine.py) run one chunk start to end instead (parse_chunk). Results are
-written in input order, one ShardWriter write per chunk of `parse.batch` rows whatever the engine, so every engine
+written in input order, in row groups of tables.ROW_GROUP_ROWS whatever the chunking, so every engine
 and worker count writes byte-identical shards.
 
 Timing metrics (Output.summary): `seconds` is wall time; `cpu_seconds` is the CPU time of the parse work in every

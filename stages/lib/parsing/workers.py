@@ -41,11 +41,11 @@ def resolve_workers(cfg, kept_rows) -> int:
 
 def worker_parser(cfg, threads):
     """The parser of a worker process or Ray actor, built once. Under FaceMesh the worker's stderr is quiet for the
-    rest of its life (MediaPipe's C++ logs from background threads; see facemesh.quiet_stderr); torch is held to
+    rest of its life (MediaPipe's C++ logs from background threads; see stages/lib/quiet.py); torch is held to
     `threads` intra-op threads so that the workers together use the cores once."""
     if "parser" not in _STATE:
         if cfg["backend"] == "facemesh":
-            from .facemesh import quiet_stderr
+            from ..quiet import quiet_stderr
 
             _STATE["quiet"] = quiet_stderr()  # kept referenced: a collected generator would restore fd 2
             _STATE["quiet"].__enter__()
