@@ -270,9 +270,9 @@ class ShardWriter:
     """Write rows batch by batch into `part-NNNNN.parquet` shards of at most `shard_bytes`.
 
     Rows are gathered into row groups of ROW_GROUP_ROWS whatever the size of each write, so the files depend on the
-    rows alone, not on how a caller chunks them. A row group per write cost the parse stage 0.18 ms of its main
-    process's CPU a photo at its 16-row chunks, more than the rows' own conversion (Zen 4 VM, 2026-12-03). A shard
-    is closed as soon as it holds `shard_bytes`; the next write opens the next one.
+    rows alone, not on how a caller chunks them: parse, writing 16-row chunks, made a row group of each (130 for
+    2,070 photos, now 9, and 4 % fewer bytes). A shard is closed as soon as it holds `shard_bytes`; the next write
+    opens the next one.
 
     Use as a context manager; the folder replaces `path` only when the block exits cleanly.
     """
