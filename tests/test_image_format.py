@@ -15,6 +15,7 @@ from PIL import Image
 
 from stages.lib import sources
 from stages.lib.codec import content_id, decode_image, stored_image
+from stages.lib.parsing.labelmap import PNG_SIGNATURE, png_chunk
 from tests.helpers.stage_runner import run_stage, scratch_project
 
 GREY_JPEG = "Aaron_Guiel_0001.jpg"  # 350x350 baseline grey, as most of the set
@@ -91,18 +92,16 @@ def test_plain_pngs_keep_their_bytes_and_others_are_stored_as_png_of_their_pixel
         assert np.array_equal(decode_image(df.image[name]), np.asarray(Image.open(io.BytesIO(files[name]))))
     assert np.array_equal(decode_image(df.image["alpha.png"]), decode_image(files["colour.png"]))  # opaque alpha
     assert df.id["grey.png"] != df.id[GREY_JPEG]  # same pixels, other bytes: the id hashes the file
-    assert df.image["grey.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert df.image["grey.png"][:8] == PNG_SIGNATURE
 
 
 def raw_png(pixels: np.ndarray, depth: int) -> bytes:
     """A one-row RGB PNG written chunk by chunk, at `depth` bits a sample (PIL writes no 16-bit RGB)."""
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
     header = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], depth, 2, 0, 0, 0)
     rows = b"".join(b"\0" + row.astype(f">u{depth // 8}").tobytes() for row in pixels)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+    )
 
 
 def test_a_16_bit_rgb_png_is_converted_though_pil_calls_it_rgb():
