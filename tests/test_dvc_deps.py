@@ -8,11 +8,16 @@ from tests.conftest import ROOT
 
 
 def import_closure(module_file, seen=None) -> set:
-    """The project files `module_file` imports, transitively (relative imports and `stages.` imports)."""
+    """The project files `module_file` imports, transitively (relative imports and `stages.` imports), with the
+    `__init__.py` of every package above each of them: Python runs those first."""
     seen = set() if seen is None else seen
     if module_file in seen or not module_file.is_file():
         return seen
     seen.add(module_file)
+    for package in module_file.parents:
+        if package == ROOT:
+            break
+        import_closure(package / "__init__.py", seen)
     for node in ast.walk(ast.parse(module_file.read_text())):
         if not isinstance(node, ast.ImportFrom):
             continue

@@ -55,11 +55,16 @@ def write_faces(root, image_ids, parse_ids, shard_rows=3):
     write_table_atomic(parsed, str(root / "data/parsed/part-00000.parquet"))
 
 
-def test_streamed_join_equals_the_whole_join_and_refuses_tables_out_of_step(tmp_path, monkeypatch):
+# read_rows 2: the two tables are read in chunks that fall differently (parse lacks id3), so the join meets rows of
+# the other table's next chunk
+@pytest.mark.parametrize("read_rows", [2, 64])
+def test_streamed_join_equals_the_whole_join_and_refuses_tables_out_of_step(tmp_path, monkeypatch, read_rows):
+    from stages.lib import tables
     from stages.lib.errors import StageError
     from stages.lib.tables import iter_faces, load_faces
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tables, "READ_ROWS", read_rows)
     image_ids = [f"id{k}" for k in (5, 1, 9, 3, 7, 2, 8)]  # table order, not sorted
     write_faces(tmp_path, image_ids, [i for i in image_ids if i != "id3"])  # id3: no parse row
     wanted = ["id1", "id3", "id7", "id8", "id99"]  # id99: in neither table

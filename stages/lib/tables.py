@@ -28,6 +28,12 @@ ROW_GROUP_ROWS = 256
 # Parquet stores them as they are (DESIGN.md). zstd over them saved 0.3% of facial_expressions' JPEGs and nothing on
 # the demo's PNGs; only the demo's parsed table (label maps at PNG level 1) grew without it, 0.45 -> 0.52 MB.
 ENCODED_COLUMNS = frozenset({"image", "label_map", "crop", "alpha"})
+# Reads go through a buffered stream of READ_BUFFER bytes, READ_ROWS rows at a time, rather than a whole column chunk
+# at once: a row group of 256 demo PNGs is 27 MB, and pyarrow held up to 150 MB while turning it into one batch (the
+# column chunk, the batch, the builders' growth), 68 MB this way. The per-id readers (iter_faces, load_faces) read
+# READ_ROWS rows at a time whatever batches they hand on.
+READ_BUFFER = 1 << 18
+READ_ROWS = 64
 
 
 def shard_paths(path):
@@ -74,8 +80,9 @@ def iter_batches(path, columns=None, batch_rows=ROW_GROUP_ROWS):
     """Stream a table as pyarrow RecordBatches, shard by shard, without loading it whole."""
     for f in shard_paths(path):
         # pyarrow's default pre_buffer reads a whole shard's column chunks ahead: streaming a 340 MB images table of
-        # 20k photos peaked at 417 MB RSS with it and 170 MB without (pyarrow 26, 2026-12-01).
-        yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=columns)
+        # 20k photos peaked at 417 MB RSS with it and 170 MB without (pyarrow 26, 2026-12-01). READ_BUFFER: see there.
+        file = pq.ParquetFile(f, pre_buffer=False, buffer_size=READ_BUFFER)
+        yield from file.iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def kept_summary(table: pa.Table) -> tuple:
@@ -92,7 +99,7 @@ def _id_batches(path, ids, columns):
     wanted = pa.array(sorted(set(ids)), pa.string())
     if len(wanted) == 0:
         return
-    for batch in iter_batches(path, columns=columns):
+    for batch in iter_batches(path, columns=columns, batch_rows=READ_ROWS):
         yield batch.filter(pc.is_in(batch.column("id"), value_set=wanted)).to_pylist()
 
 
