@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from .codec import to_grey, to_rgb
+from .dilation import dilate_ellipse
 from .errors import StageError
 from .labels import REGIONS
 
@@ -64,10 +65,8 @@ def region_mask(label_map: np.ndarray, roi: str, grow: float = 0.0) -> np.ndarra
     rows = np.flatnonzero(mask.any(axis=1))
     y0, y1 = max(rows[0] - radius, 0), min(rows[-1] + radius + 1, mask.shape[0])
     x0, x1 = max(cols[0] - radius, 0), min(cols[-1] + radius + 1, mask.shape[1])
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    window = cv2.dilate(mask[y0:y1, x0:x1].astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     grown = np.zeros_like(mask)
-    grown[y0:y1, x0:x1] = window.astype(bool)
+    grown[y0:y1, x0:x1] = dilate_ellipse(mask[y0:y1, x0:x1], radius)
     return grown
 
 
