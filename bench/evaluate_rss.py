@@ -67,11 +67,16 @@ def grown(src: Path, dst: Path, copies: int):
     write_table_atomic(grow(rois), str(dst / "data/rois/mouth.parquet"))
 
 
-def measure(root: Path, stages: Path) -> str:
+def link_stages(root: Path, stages: Path):
+    """Point the project's stages/ at `stages`: the code the next stage run imports."""
     link = root / "stages"
     if link.is_symlink():
         link.unlink()
     link.symlink_to(stages)
+
+
+def measure(root: Path, stages: Path) -> str:
+    link_stages(root, stages)
     load = os.getloadavg()[0]
     cmd = ["/usr/bin/time", "-f", "%M %U %S %e", sys.executable, "-m", "stages.evaluate", "mouth"]
     proc = subprocess.run(cmd, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True, text=True)

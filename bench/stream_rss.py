@@ -21,7 +21,7 @@ START_ENV = dict(os.environ)  # before `stages` is imported: its package sets al
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.evaluate_rss import build  # noqa: E402
+from bench.evaluate_rss import build, link_stages  # noqa: E402
 
 # Each stage's command line and the outputs whose bytes both trees must write alike.
 STAGES = {
@@ -43,10 +43,7 @@ def outputs_md5(root: Path, outputs) -> str:
 
 
 def run(root: Path, tree: Path, argv, outputs) -> tuple:
-    link = root / "stages"
-    if link.is_symlink():
-        link.unlink()
-    link.symlink_to(tree)
+    link_stages(root, tree)
     env = dict(START_ENV, PYTHONPATH=str(root))
     proc = subprocess.Popen([sys.executable, "-m", f"stages.{argv[0]}", *argv[1:]], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -71,9 +68,7 @@ def main():
         for stage, (argv, outputs) in STAGES.items():
             for name, tree in trees.items():
                 runs[stage, name].append(run(root, tree, argv, outputs))
-    link = root / "stages"
-    link.unlink()
-    link.symlink_to(trees["this"])
+    link_stages(root, trees["this"])
     print(f"{'stage':15s} {'tree':5s} {'peak RSS MiB':>18s} {'user s':>14s} {'sys s':>12s}  outputs md5")
     for (stage, name), rs in runs.items():
         fmt = lambda k, f: " ".join(f % r[k] for r in rs)  # noqa: E731
