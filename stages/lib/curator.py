@@ -39,6 +39,7 @@ from .codec import decode_image, decode_png, to_grey
 from .errors import StageError
 from .judge import STREAM_BATCH
 from .labels import REGIONS
+from .optim import OneCycleAdam
 from .tables import iter_faces, save_torch_atomic
 
 MASK_REGIONS = ("eyes", "brows", "lips")
@@ -118,8 +119,8 @@ def curator_inputs(ids, backbone: str, with_masks: bool, size: int, device):
 
 def release_freed_heap():
     """Hand the memory that a streamed pass freed back to the OS: pyarrow's pool and glibc's heap (malloc_trim; a
-    no-op elsewhere). Both keep what the judge pass freed mapped otherwise, and the stage's next phase (torch's
-    optimiser imports torch._dynamo, cleanlab imports scikit-learn: ~230 MB) would stack its peak on top of it."""
+    no-op elsewhere). Both keep what the judge pass freed mapped otherwise, and the stage's next phase (the folds
+    import scikit-learn, which cleanlab needs too: ~100 MB) would stack its peak on top of it."""
     pa.default_memory_pool().release_unused()
     try:
         ctypes.CDLL(None).malloc_trim(0)
@@ -221,8 +222,9 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def train_net(
     x: np.ndarray, y: np.ndarray, n_classes: int, cfg: CuratorConfig, device, seed: int, rows=None
 ) -> CuratorNet:
-    """Train one net on (x, y) with Adam, cosine-decayed lr and class-balanced cross-entropy; on `rows` of them
-    only when given (read in place: a fold's copy of 20k faces' inputs would be ~40 MB)."""
+    """Train one net on (x, y) with Adam on a one-cycle schedule (stages/lib/optim.py) and class-balanced
+    cross-entropy; on `rows` of them only when given (read in place: a fold's copy of 20k faces' inputs would be
+    ~40 MB)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = (FeatureHead(x.shape[2], n_classes) if x.ndim == 3 else CuratorNet(x.shape[1], n_classes)).to(device)
@@ -232,9 +234,8 @@ def train_net(
     freq = np.bincount(y, minlength=n_classes).astype(np.float64)
     # Balanced weights: `other` is rare, and a skewed source/target ratio must not become a prior the filter trusts.
     weight = torch.tensor(np.where(freq > 0, len(y) / (n_classes * np.maximum(freq, 1)), 0.0), dtype=torch.float32)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * max(1, -(-len(y) // cfg.batch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.2)
+    opt = OneCycleAdam(net.parameters(), lr=cfg.lr, total_steps=steps, weight_decay=1e-4, pct_start=0.2)
     net.train()
     for _ in range(cfg.epochs):
         order = torch.randperm(len(y), generator=gen)
@@ -244,10 +245,9 @@ def train_net(
                 continue  # BatchNorm needs two samples
             xb = _augment(xs[rows[idx]], gen).to(device)
             loss = F.cross_entropy(net(xb), ys[idx].to(device), weight=weight.to(device))
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
     return net.eval()
 
 

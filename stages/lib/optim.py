@@ -1,0 +1,87 @@
+"""Adam on a one-cycle schedule, for the curator's small nets, without torch.optim.
+
+Building any torch.optim optimiser imports torch._dynamo (`Optimizer.add_param_group` is wrapped by
+`torch._disable_dynamo`): 1.3 s of import and ~150 MiB of resident memory, which train_curator (bounded at 1 GB for
+20k faces) would carry for nothing, since the curator's nets are never compiled.
+
+`OneCycleAdam` makes the update that `torch.optim.Adam(params, lr, weight_decay=wd)` driven by
+`torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=n, pct_start=p)` makes on CPU: Adam's single-tensor
+path (L2 weight decay added to the gradient, Kingma & Ba's bias correction) on Smith's one-cycle schedule (the
+learning rate rises by cosine from lr/25 to lr over the first `pct_start` of the steps, then falls to lr/250,000,
+while beta1 falls from 0.95 to 0.85 and rises back). It is the same arithmetic operation for operation, so the
+weights are the same bit for bit; tests/test_optim.py checks that against the two. The translators
+(stages/lib/cyclegan.py) keep torch.optim for its fused CUDA kernels.
+
+    opt = OneCycleAdam(net.parameters(), lr=0.002, total_steps=600, weight_decay=1e-4, pct_start=0.2)
+    loss.backward(); opt.step(); opt.zero_grad()
+"""
+
+import math
+
+import torch
+
+
+def one_cycle(step: int, total_steps: int, first: float, middle: float, last: float, pct_start: float) -> float:
+    """The value at `step` (0-based) of a cosine from `first` to `middle` over the first `pct_start` of the steps,
+    then from `middle` to `last` at the last step (OneCycleLR's two phases, the same float operations)."""
+    turn = float(pct_start * total_steps) - 1
+    if step <= turn:
+        start, stop, pct = first, middle, (step - 0.0) / (turn - 0.0)
+    else:
+        start, stop, pct = middle, last, (step - turn) / (total_steps - 1 - turn)
+    return stop + (start - stop) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+class OneCycleAdam:
+    """Adam whose learning rate and beta1 follow the one-cycle schedule, one `step()` per schedule step."""
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        total_steps: int,
+        weight_decay: float = 0.0,
+        pct_start: float = 0.3,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        momentum: tuple[float, float] = (0.85, 0.95),
+    ):
+        if total_steps < 1:
+            raise ValueError(f"OneCycleAdam needs total_steps >= 1, got {total_steps}")
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.total_steps, self.weight_decay, self.pct_start = lr, total_steps, weight_decay, pct_start
+        self.beta2, self.eps, self.momentum = beta2, eps, momentum
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.updates = [0] * len(self.params)  # per tensor, as Adam counts: one without a gradient is skipped
+        self.steps = 0
+
+    def schedule(self, step: int) -> tuple[float, float]:
+        """(learning rate, beta1) at `step`."""
+        low, high = self.momentum
+        initial = self.lr / 25.0
+        lr = one_cycle(step, self.total_steps, initial, self.lr, initial / 1e4, self.pct_start)
+        beta1 = one_cycle(step, self.total_steps, high, low, high, self.pct_start)
+        return lr, beta1
+
+    @torch.no_grad()
+    def step(self):
+        if self.steps >= self.total_steps:
+            raise RuntimeError(f"OneCycleAdam: step {self.steps + 1} is past its {self.total_steps} steps")
+        lr, beta1 = self.schedule(self.steps)
+        self.steps += 1
+        for i, param in enumerate(self.params):
+            if param.grad is None:
+                continue
+            self.updates[i] += 1
+            t = float(self.updates[i])
+            grad = param.grad.add(param, alpha=self.weight_decay) if self.weight_decay != 0 else param.grad
+            self.exp_avg[i].lerp_(grad, 1 - beta1)
+            self.exp_avg_sq[i].mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+            step_size = lr / (1 - beta1**t)
+            denom = (self.exp_avg_sq[i].sqrt() / (1 - self.beta2**t) ** 0.5).add_(self.eps)
+            param.addcdiv_(self.exp_avg[i], denom, value=-step_size)
+
+    def zero_grad(self):
+        for param in self.params:
+            param.grad = None
