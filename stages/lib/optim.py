@@ -24,9 +24,9 @@ import torch
 def one_cycle(step: int, total_steps: int, first: float, middle: float, last: float, pct_start: float) -> float:
     """The value at `step` (0-based) of a cosine from `first` to `middle` over the first `pct_start` of the steps,
     then from `middle` to `last` at the last step (OneCycleLR's two phases, the same float operations)."""
-    turn = float(pct_start * total_steps) - 1
+    turn = pct_start * total_steps - 1
     if step <= turn:
-        start, stop, pct = first, middle, (step - 0.0) / (turn - 0.0)
+        start, stop, pct = first, middle, step / turn
     else:
         start, stop, pct = middle, last, (step - turn) / (total_steps - 1 - turn)
     return stop + (start - stop) / 2.0 * (math.cos(math.pi * pct) + 1)
