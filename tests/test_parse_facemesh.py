@@ -1,5 +1,6 @@
 """FaceMesh backend: quality against the BiSeNet reference masks, side convention, sizes, greyscale, no-face."""
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -89,4 +90,32 @@ def test_landmarks_read_off_the_message_bytes_are_its_fields(facemesh, reference
     odd.landmark[3].visibility, odd.landmark[5].x = 0.5, 0.0
     for message in (*messages, odd):
         fields = np.array([(p.x, p.y) for p in message.landmark], dtype=np.float64)
-        assert fields.shape == (478, 2) and np.array_equal(landmark_xy(message), fields)
+        assert fields.shape == (478, 2) and np.array_equal(landmark_xy(message.SerializeToString()), fields)
+
+
+def test_graph_call_finds_what_process_finds(facemesh, references, shared_data):
+    """The parser's own call of FaceMesh's graph gives process()'s landmarks, bit for bit, on faces (the references,
+    real photos, one padded as the retry pads it) and on pictures without one; and a solution object laid out
+    otherwise is called through process()."""
+    from stages.lib.parsing.facemesh import _graph_call
+
+    photos = sorted((shared_data / "facial_expressions" / "images").glob("*"))[:12]
+    images = [np.ascontiguousarray(image) for _, image, _ in references]
+    images += [np.ascontiguousarray(Image.open(p).convert("RGB")) for p in photos]
+    images.append(cv2.copyMakeBorder(images[-1], 80, 80, 80, 80, cv2.BORDER_REPLICATE))
+    images += [
+        np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8),
+        np.full((64, 64, 3), 128, np.uint8),
+    ]
+    found = 0
+    for image in images:
+        faces = facemesh.mesh.process(image).multi_face_landmarks
+        expected = faces[0].SerializeToString() if faces else None
+        assert facemesh.graph_call(image) == expected
+        found += expected is not None
+    assert found >= len(images) - 3  # the faces were found, so the bytes compared are landmarks
+
+    class Other:  # a MediaPipe whose solution object keeps its graph elsewhere
+        process = facemesh.mesh.process
+
+    assert _graph_call(Other())(images[0]) == facemesh.graph_call(images[0])
