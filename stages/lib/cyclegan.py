@@ -27,9 +27,11 @@ from .distributed import World
 from .errors import StageError
 from .expression import expression_loss
 from .networks import GENERATOR_KINDS, UPSAMPLINGS, FakePool, PatchDiscriminator, ResnetGenerator, init_weights
+from .optim import Adam
 
-# Bump when the checkpoint layout or the training maths changes, so that old checkpoints are not resumed.
-CHECKPOINT_FORMAT = 2
+# Bump when the checkpoint layout or the training maths changes, so that old checkpoints are not resumed. 3: the
+# optimisers' state on CPU is optim.Adam's.
+CHECKPOINT_FORMAT = 3
 # Sample pairs shown in each epoch's grid.
 GRID_SAMPLES = 4
 # mask_area: the attention mask's mean over A->B outputs (0 for the other generators), to see a collapse coming.
@@ -255,13 +257,8 @@ class CycleGAN:
         if self.world.distributed:
             wrapped = {k: self.world.wrap(v, device) for k, v in self.nets.items()}
             self.synced = {k: torch.compile(v) if cfg.compile else v for k, v in wrapped.items()}
-        adam = dict(lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=True if self.on_cuda else None)
-        self.opt_G = torch.optim.Adam(
-            itertools.chain(self.nets["G_AB"].parameters(), self.nets["G_BA"].parameters()), **adam
-        )
-        self.opt_D = torch.optim.Adam(
-            itertools.chain(self.nets["D_A"].parameters(), self.nets["D_B"].parameters()), **adam
-        )
+        self.opt_G = self._adam(itertools.chain(self.nets["G_AB"].parameters(), self.nets["G_BA"].parameters()))
+        self.opt_D = self._adam(itertools.chain(self.nets["D_A"].parameters(), self.nets["D_B"].parameters()))
         self.pool_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.pool_A, self.pool_B = FakePool(cfg.pool_size, self.pool_gen), FakePool(cfg.pool_size, self.pool_gen)
         if cfg.lambda_expression > 0 and expression is None:
@@ -271,6 +268,14 @@ class CycleGAN:
         # 2019: averaging a GAN generator's iterates gives better and steadier results than its last iterate).
         self.ema = copy.deepcopy(self.nets["G_AB"]).requires_grad_(False) if cfg.ema > 0 else None
         self.ema_updates = 0
+
+    def _adam(self, params):
+        betas = (self.cfg.beta1, 0.999)
+        if self.on_cuda:
+            return torch.optim.Adam(params, lr=self.cfg.lr, betas=betas, fused=True)
+        # torch.optim.Adam's CPU update, bit for bit, without the torch._dynamo import (1.3 s) that building any
+        # torch.optim optimiser brings (stages/lib/optim.py)
+        return Adam(params, lr=self.cfg.lr, betas=betas)
 
     def set_lr(self, lr):
         for opt in (self.opt_G, self.opt_D):

@@ -1,19 +1,22 @@
-"""Adam on a one-cycle schedule, for the curator's small nets, without torch.optim.
+"""Adam without torch.optim, for the nets trained on CPU: the curator's, the translators' and their expression
+classifier.
 
 Building any torch.optim optimiser imports torch._dynamo (`Optimizer.add_param_group` is wrapped by
-`torch._disable_dynamo`): 1.3 s of import and ~150 MiB of resident memory, which train_curator (bounded at 1 GB for
-20k faces) would carry for nothing, since the curator's nets are never compiled.
+`torch._disable_dynamo`): 1.3 s of import and ~150 MiB of resident memory in every process that trains, for nets
+that are never compiled on CPU.
 
-`OneCycleAdam` makes the update that `torch.optim.Adam(params, lr, weight_decay=wd)` driven by
-`torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=n, pct_start=p)` makes on CPU: Adam's single-tensor
-path (L2 weight decay added to the gradient, Kingma & Ba's bias correction) on Smith's one-cycle schedule (the
-learning rate rises by cosine from lr/25 to lr over the first `pct_start` of the steps, then falls to lr/250,000,
-while beta1 falls from 0.95 to 0.85 and rises back). It is the same arithmetic operation for operation, so the
-weights are the same bit for bit; tests/test_optim.py checks that against the two. The translators
-(stages/lib/cyclegan.py) keep torch.optim for its fused CUDA kernels.
+`Adam` makes the update of `torch.optim.Adam(params, lr, betas, weight_decay=wd)` on CPU: Adam's single-tensor path
+(L2 weight decay added to the gradient, Kingma & Ba's bias correction), its learning rate read from
+`param_groups[0]["lr"]` at each step as torch's is, so a schedule that sets it works on both. `OneCycleAdam` drives
+the same update on Smith's one-cycle schedule, as `torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr,
+total_steps=n, pct_start=p)` does (the learning rate rises by cosine from lr/25 to lr over the first `pct_start` of
+the steps, then falls to lr/250,000, while beta1 falls from 0.95 to 0.85 and rises back). Both are the same
+arithmetic operation for operation, so the weights are the same bit for bit; tests/test_optim.py checks that
+against torch. On CUDA the translators keep torch.optim's fused kernels (stages/lib/cyclegan.py).
 
-    opt = OneCycleAdam(net.parameters(), lr=0.002, total_steps=600, weight_decay=1e-4, pct_start=0.2)
+    opt = Adam(net.parameters(), lr=0.001, betas=(0.5, 0.999))
     loss.backward(); opt.step(); opt.zero_grad()
+    opt = OneCycleAdam(net.parameters(), lr=0.002, total_steps=600, weight_decay=1e-4, pct_start=0.2)
 """
 
 import math
@@ -32,7 +35,52 @@ def one_cycle(step: int, total_steps: int, first: float, middle: float, last: fl
     return stop + (start - stop) / 2.0 * (math.cos(math.pi * pct) + 1)
 
 
-class OneCycleAdam:
+class Adam:
+    """torch.optim.Adam's CPU update; `param_groups[0]["lr"]` is the learning rate of the next step."""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        self.params = [p for p in params if p.requires_grad]
+        self.param_groups = [{"lr": lr}]
+        (self.beta1, self.beta2), self.eps, self.weight_decay = betas, eps, weight_decay
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.updates = [0] * len(self.params)  # per tensor, as Adam counts: one without a gradient is skipped
+
+    @torch.no_grad()
+    def step(self):
+        self.update(self.param_groups[0]["lr"], self.beta1)
+
+    @torch.no_grad()
+    def update(self, lr: float, beta1: float):
+        for i, param in enumerate(self.params):
+            if param.grad is None:
+                continue
+            self.updates[i] += 1
+            t = float(self.updates[i])
+            grad = param.grad.add(param, alpha=self.weight_decay) if self.weight_decay != 0 else param.grad
+            self.exp_avg[i].lerp_(grad, 1 - beta1)
+            self.exp_avg_sq[i].mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+            step_size = lr / (1 - beta1**t)
+            denom = (self.exp_avg_sq[i].sqrt() / (1 - self.beta2**t) ** 0.5).add_(self.eps)
+            param.addcdiv_(self.exp_avg[i], denom, value=-step_size)
+
+    def zero_grad(self, set_to_none: bool = True):
+        for param in self.params:
+            param.grad = None
+
+    def state_dict(self) -> dict:
+        """The moments and per-tensor step counts, for a checkpoint (the learning rate is the caller's to set)."""
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "updates": list(self.updates)}
+
+    def load_state_dict(self, state: dict):
+        if len(state["exp_avg"]) != len(self.params):
+            raise ValueError(f"Adam state for {len(state['exp_avg'])} tensors, this optimiser has {len(self.params)}")
+        for mine, saved in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
+            mine.copy_(saved)
+        self.updates = [int(n) for n in state["updates"]]
+
+
+class OneCycleAdam(Adam):
     """Adam whose learning rate and beta1 follow the one-cycle schedule, one `step()` per schedule step."""
 
     def __init__(
@@ -48,12 +96,8 @@ class OneCycleAdam:
     ):
         if total_steps < 1:
             raise ValueError(f"OneCycleAdam needs total_steps >= 1, got {total_steps}")
-        self.params = [p for p in params if p.requires_grad]
-        self.lr, self.total_steps, self.weight_decay, self.pct_start = lr, total_steps, weight_decay, pct_start
-        self.beta2, self.eps, self.momentum = beta2, eps, momentum
-        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.updates = [0] * len(self.params)  # per tensor, as Adam counts: one without a gradient is skipped
+        super().__init__(params, lr, (momentum[1], beta2), eps, weight_decay)
+        self.lr, self.total_steps, self.pct_start, self.momentum = lr, total_steps, pct_start, momentum
         self.steps = 0
 
     def schedule(self, step: int) -> tuple[float, float]:
@@ -70,18 +114,4 @@ class OneCycleAdam:
             raise RuntimeError(f"OneCycleAdam: step {self.steps + 1} is past its {self.total_steps} steps")
         lr, beta1 = self.schedule(self.steps)
         self.steps += 1
-        for i, param in enumerate(self.params):
-            if param.grad is None:
-                continue
-            self.updates[i] += 1
-            t = float(self.updates[i])
-            grad = param.grad.add(param, alpha=self.weight_decay) if self.weight_decay != 0 else param.grad
-            self.exp_avg[i].lerp_(grad, 1 - beta1)
-            self.exp_avg_sq[i].mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-            step_size = lr / (1 - beta1**t)
-            denom = (self.exp_avg_sq[i].sqrt() / (1 - self.beta2**t) ** 0.5).add_(self.eps)
-            param.addcdiv_(self.exp_avg[i], denom, value=-step_size)
-
-    def zero_grad(self):
-        for param in self.params:
-            param.grad = None
+        self.update(lr, beta1)
