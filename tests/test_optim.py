@@ -108,7 +108,7 @@ def test_training_the_curator_does_not_import_torch_dynamo():
 
 
 TRANSLATOR = """
-import copy, sys, torch
+import copy, io, sys, torch
 from stages.lib import cyclegan, expression, params as P
 from stages.lib.cyclegan import DeviceData, read_config
 from stages.lib.training import load_domains
@@ -128,9 +128,15 @@ def train(manifest):
     for step in range(8):  # the learning rate set before each step, as train_epoch's linear decay does
         model.set_lr(cfg.lr * (1 - step / 8))
         model.step(*data.batch(step % data.steps_per_epoch))
-    model.load_state_dict(model.state_dict())  # a checkpoint's round trip leaves the optimisers as they were
-    model.step(*data.batch(0))
-    return judge.state_dict(), model.state_dict()["nets"], model.generator_AB().state_dict()
+    # A checkpoint's round trip, as training.py makes it, into a model built afresh, then one more step
+    saved = io.BytesIO()
+    torch.save(model.state_dict(), saved)
+    saved.seek(0)
+    resumed = cyclegan.CycleGAN(cfg, torch.device("cpu"), expression=judge)
+    resumed.load_state_dict(torch.load(saved, weights_only=True))
+    resumed.set_lr(cfg.lr / 16)
+    resumed.step(*data.batch(0))
+    return judge.state_dict(), resumed.state_dict()["nets"], resumed.generator_AB().state_dict()
 """
 
 

@@ -107,6 +107,7 @@ def test_graph_call_finds_what_process_finds(facemesh, references, shared_data):
         np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8),
         np.full((64, 64, 3), 128, np.uint8),
     ]
+    assert facemesh.graph_call.__name__ == "call"  # the direct call, not the fallback through process()
     found = 0
     for image in images:
         faces = facemesh.mesh.process(image).multi_face_landmarks
@@ -114,6 +115,13 @@ def test_graph_call_finds_what_process_finds(facemesh, references, shared_data):
         assert facemesh.graph_call(image) == expected
         found += expected is not None
     assert found >= len(images) - 3  # the faces were found, so the bytes compared are landmarks
+    # refused as process() refuses them (a grey array, by an IndexError there)
+    for bad in (np.zeros((64, 64, 4), np.uint8), np.zeros((64, 64), np.uint8)):
+        for call in (facemesh.mesh.process, facemesh.graph_call):
+            with pytest.raises((ValueError, IndexError)):
+                call(bad)
+        with pytest.raises(ValueError, match="three channel"):
+            facemesh.graph_call(bad)
 
     class Other:  # a MediaPipe whose solution object keeps its graph elsewhere
         process = facemesh.mesh.process

@@ -36,10 +36,11 @@ def one_cycle(step: int, total_steps: int, first: float, middle: float, last: fl
 
 
 class Adam:
-    """torch.optim.Adam's CPU update; `param_groups[0]["lr"]` is the learning rate of the next step."""
+    """torch.optim.Adam's CPU update; `param_groups[0]["lr"]` is the learning rate of the next step (OneCycleAdam
+    sets its own instead). Every parameter is kept, as torch keeps it: one without a gradient is skipped at a step."""
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        self.params = [p for p in params if p.requires_grad]
+        self.params = list(params)
         self.param_groups = [{"lr": lr}]
         (self.beta1, self.beta2), self.eps, self.weight_decay = betas, eps, weight_decay
         self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
@@ -66,7 +67,10 @@ class Adam:
 
     def zero_grad(self, set_to_none: bool = True):
         for param in self.params:
-            param.grad = None
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad.zero_()  # a zero gradient is still a step, as in torch
 
     def state_dict(self) -> dict:
         """The moments and per-tensor step counts, for a checkpoint (the learning rate is the caller's to set)."""
@@ -99,6 +103,13 @@ class OneCycleAdam(Adam):
         super().__init__(params, lr, (momentum[1], beta2), eps, weight_decay)
         self.lr, self.total_steps, self.pct_start, self.momentum = lr, total_steps, pct_start, momentum
         self.steps = 0
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"steps": self.steps}
+
+    def load_state_dict(self, state: dict):
+        super().load_state_dict(state)
+        self.steps = int(state["steps"])
 
     def schedule(self, step: int) -> tuple[float, float]:
         """(learning rate, beta1) at `step`."""

@@ -191,6 +191,7 @@ def _graph_call(mesh):
     laid_out = (
         all(hasattr(mesh, name) for name in ("_graph", "_graph_outputs", "_simulated_timestamp"))
         and list(inputs or ()) == ["image"]
+        and getattr(inputs["image"], "name", None) in ("IMAGE", "IMAGE_FRAME")
         and "multi_face_landmarks" in (outputs or ())
     )
     if not laid_out:
@@ -201,11 +202,14 @@ def _graph_call(mesh):
 
         return through_process
     srgb = image_frame.ImageFormat.SRGB
+    make_packet = getattr(packet_creator, "create_" + inputs["image"].value)  # process()'s packet for the stream's type
 
     def call(rgb):
+        if rgb.ndim != 3 or rgb.shape[2] != 3:  # process()'s own check; the graph would take grey or RGBA as they are
+            raise ValueError("Input image must contain three channel rgb data.")
         mesh._graph_outputs.clear()
         mesh._simulated_timestamp += 33333  # process()'s step: a simulated 30 fps clock
-        packet = packet_creator.create_image_frame(rgb, image_format=srgb).at(mesh._simulated_timestamp)
+        packet = make_packet(rgb, image_format=srgb).at(mesh._simulated_timestamp)
         mesh._graph.add_packet_to_input_stream(stream="image", packet=packet)
         mesh._graph.wait_until_idle()
         out = mesh._graph_outputs.get("multi_face_landmarks")
