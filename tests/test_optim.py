@@ -107,68 +107,37 @@ def test_training_the_curator_does_not_import_torch_dynamo():
     assert out.stdout.strip() == "False"
 
 
-TRANSLATOR = """
-import copy, io, sys, torch
-from stages.lib import cyclegan, expression, params as P
-from stages.lib.cyclegan import DeviceData, read_config
-from stages.lib.training import load_domains
-from tests.conftest import ROOT
-from tests.helpers.synthetic_rois import SIZE, TINY, write_manifest
-
-def train(manifest):
-    params = copy.deepcopy(P.load(str(ROOT / "params.yaml")))
-    params["rois"]["side"]["mouth"] = SIZE
-    params["train"].update(copy.deepcopy(TINY), lambda_expression={"mouth": 1.0}, ema={"mouth": 0.9})
-    cfg = read_config(params, "mouth")
-    a, b, _ = load_domains(str(manifest), cfg)
-    judge, _ = expression.fit_expression(a, b, "cpu", cfg.seed)
-    model = cyclegan.CycleGAN(cfg, torch.device("cpu"), expression=judge)
-    data = DeviceData(a, b, cfg, torch.device("cpu"))
-    data.plan_epoch(torch.Generator().manual_seed(0))
-    for step in range(8):  # the learning rate set before each step, as train_epoch's linear decay does
-        model.set_lr(cfg.lr * (1 - step / 8))
-        model.step(*data.batch(step % data.steps_per_epoch))
-    # A checkpoint's round trip, as training.py makes it, into a model built afresh, then one more step
-    saved = io.BytesIO()
-    torch.save(model.state_dict(), saved)
-    saved.seek(0)
-    resumed = cyclegan.CycleGAN(cfg, torch.device("cpu"), expression=judge)
-    resumed.load_state_dict(torch.load(saved, weights_only=True))
-    resumed.set_lr(cfg.lr / 16)
-    resumed.step(*data.batch(0))
-    return judge.state_dict(), resumed.state_dict()["nets"], resumed.generator_AB().state_dict()
-"""
-
-
 def test_translators_train_as_with_torch_adam_bit_for_bit(tmp_path, monkeypatch):
     """The CycleGAN step and the expression classifier's fit, with optim.Adam on CPU and with torch.optim.Adam in its
     place: the same weights, bit for bit (learning rate changed every step, a state_dict round trip included)."""
     from stages.lib import cyclegan, expression
     from tests.helpers.synthetic_rois import SIZE, write_manifest
+    from tests.helpers.tiny_translator import train_tiny_translator
 
-    scope = {}
-    exec(TRANSLATOR, scope)
     manifest = write_manifest(tmp_path / "mouth.parquet", size=SIZE, n_train=12)
-    ours = scope["train"](manifest)
+    ours = flat_weights(*train_tiny_translator(manifest))
     monkeypatch.setattr(expression, "Adam", torch.optim.Adam)
     monkeypatch.setattr(cyclegan, "Adam", torch.optim.Adam)
-    reference = scope["train"](manifest)
-    flat = lambda weights: (
-        {  # noqa: E731
-            f"{net}.{k}": v for net, state in weights[1].items() for k, v in state.items()
-        }
-        | {f"judge.{k}": v for k, v in weights[0].items()}
-        | {f"ema.{k}": v for k, v in weights[2].items()}
-    )
-    a, b = flat(ours), flat(reference)
-    assert a.keys() == b.keys() and len(a) > 40
-    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    reference = flat_weights(*train_tiny_translator(manifest))
+    assert ours.keys() == reference.keys() and len(ours) > 40
+    assert all(torch.equal(ours[k], reference[k]) for k in ours), [
+        k for k in ours if not torch.equal(ours[k], reference[k])
+    ][:5]
+
+
+def flat_weights(judge, nets, ema):
+    """One {name: tensor} of the classifier's, the four nets' and the written generator's weights."""
+    out = {f"judge.{k}": v for k, v in judge.items()} | {f"ema.{k}": v for k, v in ema.items()}
+    return out | {f"{net}.{k}": v for net, state in nets.items() for k, v in state.items()}
 
 
 def test_training_a_translator_does_not_import_torch_dynamo(tmp_path):
-    code = TRANSLATOR + (
-        "import tempfile, pathlib\n"
-        f"train(write_manifest(pathlib.Path({str(tmp_path)!r}) / 'mouth.parquet', size=SIZE, n_train=12))\n"
+    code = (
+        "import pathlib, sys\n"
+        "from tests.helpers.synthetic_rois import SIZE, write_manifest\n"
+        "from tests.helpers.tiny_translator import train_tiny_translator\n"
+        f"manifest = write_manifest(pathlib.Path({str(tmp_path)!r}) / 'mouth.parquet', size=SIZE, n_train=12)\n"
+        "train_tiny_translator(manifest)\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

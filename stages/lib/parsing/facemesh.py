@@ -181,8 +181,8 @@ def _graph_call(mesh):
 
     It runs what `mesh.process(rgb)` runs, the same graph on the same packet and clock, without process()'s per-call
     costs: a namedtuple class built on every call (and the garbage collection it brings on) and each face's bytes
-    parsed into a protobuf object that landmark_xy would serialise again: 0.32 ms of a 5.4 ms call on the Zen 4 VM
-    (2026-12-04, 800 photos; tests/test_parse_facemesh.py checks the landmarks against process()'s). It reads
+    parsed into a protobuf object that landmark_xy would serialise again: 0.28 ms of a 6.25 ms call on the Zen 4 VM
+    (2026-12-04, 600 photos; tests/test_parse_facemesh.py checks the landmarks against process()'s). It reads
     SolutionBase's graph and output dict, so a MediaPipe laid out otherwise gets process() itself."""
     from mediapipe.python import packet_creator
     from mediapipe.python._framework_bindings import _packet_getter, image_frame
